@@ -1,0 +1,64 @@
+/**
+ * One error base for the whole mesh. Codes are stable and never reused: operators grep for them,
+ * tests assert on them, metrics label by them. Messages are lowercase and carry context.
+ */
+export type ErrorCode =
+  // configuration and input
+  | 'AMBIT_CONFIG_INVALID'
+  | 'AMBIT_CONFIG_UNKNOWN_FIELD'
+  // native / kernel
+  | 'AMBIT_SYSCALL'
+  | 'AMBIT_NETNS'
+  | 'AMBIT_NFT'
+  // identity
+  | 'AMBIT_CSR_INVALID'
+  | 'AMBIT_CSR_FORBIDDEN'
+  | 'AMBIT_CERT_INVALID'
+  | 'AMBIT_IDENTITY_MISMATCH'
+  | 'AMBIT_TRUST_DOMAIN_MISMATCH'
+  // control channel
+  | 'AMBIT_XDS_UNAUTHENTICATED'
+  | 'AMBIT_XDS_PROTOCOL'
+  | 'AMBIT_XDS_NACK'
+  | 'AMBIT_XDS_SLOW_CLIENT'
+  // data plane
+  | 'AMBIT_HBONE_BAD_REQUEST'
+  | 'AMBIT_HBONE_STATUS'
+  | 'AMBIT_CONNECT_TIMEOUT'
+  | 'AMBIT_CONNECT_REFUSED'
+  | 'AMBIT_NO_HEALTHY_UPSTREAM'
+  | 'AMBIT_POLICY_DENIED'
+  | 'AMBIT_SELF_CALL'
+  | 'AMBIT_DRAINING'
+  | 'AMBIT_LIMIT'
+  | 'AMBIT_BUG';
+
+export class MeshError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = 'MeshError';
+  }
+}
+
+/** Config rejected for one resource: names the resource and the field, so the user can fix it. */
+export class ConfigError extends MeshError {
+  readonly resource: string;
+  readonly field: string;
+  constructor(resource: string, field: string, message: string, code: ErrorCode = 'AMBIT_CONFIG_INVALID') {
+    super(code, `${resource}: ${field}: ${message}`);
+    this.resource = resource;
+    this.field = field;
+    this.name = 'ConfigError';
+  }
+}
+
+export function isMeshError(e: unknown, code?: ErrorCode): e is MeshError {
+  return e instanceof MeshError && (code === undefined || e.code === code);
+}
+
+/** Best-effort message of anything thrown. */
+export function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

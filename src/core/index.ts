@@ -1,0 +1,7 @@
+export { MeshError, ConfigError, isMeshError, errorMessage } from './errors.js';
+export type { ErrorCode } from './errors.js';
+export { logger, setLogLevel, enableTrace, setLogSink } from './log.js';
+export type { Logger, Level } from './log.js';
+export { Backoff } from './backoff.js';
+export type { BackoffOptions } from './backoff.js';
+export { Drain } from './drain.js';

@@ -1,0 +1,3 @@
+export * from './types.js';
+export { Snapshot } from './snapshot.js';
+export type { SnapshotInput } from './snapshot.js';

@@ -1,0 +1,99 @@
+import type { Authorization, Service, Workload } from './types.js';
+import { authorizationKey, serviceKey } from './types.js';
+
+export interface SnapshotInput {
+  readonly workloads: Iterable<Workload>;
+  readonly services: Iterable<Service>;
+  readonly authorizations: Iterable<Authorization>;
+}
+
+/**
+ * An immutable, indexed view of the mesh. The hot path reads it synchronously; an update builds a
+ * new one and swaps the reference. Lookups never allocate beyond their result.
+ */
+export class Snapshot {
+  readonly version: number;
+  readonly #workloads: ReadonlyMap<string, Workload>;
+  readonly #workloadByIp: ReadonlyMap<string, Workload>;
+  readonly #services: ReadonlyMap<string, Service>;
+  readonly #serviceByVip: ReadonlyMap<string, Service>;
+  readonly #endpoints: ReadonlyMap<string, readonly Workload[]>;
+  readonly #authz: ReadonlyMap<string, Authorization>;
+  readonly #nsPolicies: ReadonlyMap<string, readonly Authorization[]>;
+  readonly #globalPolicies: readonly Authorization[];
+
+  private constructor(input: SnapshotInput, version: number) {
+    this.version = version;
+    const workloads = new Map<string, Workload>();
+    const byIp = new Map<string, Workload>();
+    const endpoints = new Map<string, Workload[]>();
+    for (const w of input.workloads) {
+      workloads.set(w.uid, w);
+      for (const ip of w.addresses) byIp.set(ip, w);
+      for (const s of w.services) {
+        let list = endpoints.get(s);
+        if (!list) endpoints.set(s, (list = []));
+        list.push(w);
+      }
+    }
+    const services = new Map<string, Service>();
+    const byVip = new Map<string, Service>();
+    for (const s of input.services) {
+      services.set(serviceKey(s), s);
+      for (const vip of s.vips) byVip.set(vip, s);
+    }
+    const authz = new Map<string, Authorization>();
+    const nsPolicies = new Map<string, Authorization[]>();
+    const global: Authorization[] = [];
+    for (const a of input.authorizations) {
+      authz.set(authorizationKey(a), a);
+      if (a.scope === 'global') global.push(a);
+      else if (a.scope === 'namespace') {
+        let list = nsPolicies.get(a.namespace);
+        if (!list) nsPolicies.set(a.namespace, (list = []));
+        list.push(a);
+      }
+    }
+    this.#workloads = workloads;
+    this.#workloadByIp = byIp;
+    this.#services = services;
+    this.#serviceByVip = byVip;
+    this.#endpoints = endpoints;
+    this.#authz = authz;
+    this.#nsPolicies = nsPolicies;
+    this.#globalPolicies = global;
+  }
+
+  static build(input: SnapshotInput, version = 0): Snapshot {
+    return new Snapshot(input, version);
+  }
+
+  static empty(): Snapshot {
+    return new Snapshot({ workloads: [], services: [], authorizations: [] }, 0);
+  }
+
+  workload(uid: string): Workload | undefined { return this.#workloads.get(uid); }
+  workloadByIp(ip: string): Workload | undefined { return this.#workloadByIp.get(ip); }
+  service(key: string): Service | undefined { return this.#services.get(key); }
+  serviceByVip(ip: string): Service | undefined { return this.#serviceByVip.get(ip); }
+  /** Workloads that are endpoints of the service (healthy or not; callers filter). */
+  endpoints(key: string): readonly Workload[] { return this.#endpoints.get(key) ?? []; }
+  authorization(key: string): Authorization | undefined { return this.#authz.get(key); }
+
+  /** Every L4 policy that applies to a workload: global, its namespace's, and its selector policies. */
+  policiesFor(w: Workload): Authorization[] {
+    const out = [...this.#globalPolicies, ...(this.#nsPolicies.get(w.namespace) ?? [])];
+    for (const key of w.authorizationPolicies) {
+      const a = this.#authz.get(key);
+      if (a) out.push(a);
+    }
+    return out;
+  }
+
+  get workloads(): IterableIterator<Workload> { return this.#workloads.values(); }
+  get services(): IterableIterator<Service> { return this.#services.values(); }
+  get authorizations(): IterableIterator<Authorization> { return this.#authz.values(); }
+  get counts(): { workloads: number; services: number; authorizations: number } {
+    return { workloads: this.#workloads.size, services: this.#services.size, authorizations: this.#authz.size };
+  }
+}
