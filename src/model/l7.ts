@@ -1,0 +1,244 @@
+/**
+ * The L7 (waypoint) model: what a waypoint needs to route one request for a Service. It is built by the
+ * control plane from Gateway API HTTPRoute/GRPCRoute and Istio VirtualService/DestinationRule, and is
+ * independent of which of those it came from. Everything is plain data; the helpers below are pure.
+ *
+ * Routes are already in evaluation order: the first route whose match holds wins. Gateway API precedence
+ * (exact path, longest prefix, method, header count ...) and VirtualService order are both resolved by the
+ * translator, so a waypoint never re-sorts.
+ */
+
+/** Where a route or policy came from, for logs, metrics and `ambit` status output. */
+export interface L7Origin {
+  readonly kind: 'HTTPRoute' | 'GRPCRoute' | 'VirtualService' | 'DestinationRule';
+  readonly namespace: string;
+  readonly name: string;
+  /** index of the rule in the resource (`spec.rules[i]` / `spec.http[i]`) */
+  readonly rule: number;
+  /** Gateway API rule name (`rules[].name`) or VirtualService `http[].name`, when set */
+  readonly ruleName?: string;
+}
+
+/** String comparison of a header, query parameter, authority or gRPC name. Regexes are RE2-style, full match. */
+export type L7StringMatch =
+  | { readonly exact: string }
+  | { readonly prefix: string }
+  | { readonly regex: string }
+  | { readonly present: true };
+
+export interface PathMatch {
+  readonly type: 'exact' | 'prefix' | 'regex';
+  readonly value: string;
+  /**
+   * Prefix only. true (Gateway API): element-wise on `/`, `/abc` matches `/abc/def` but not `/abcd`.
+   * false (VirtualService): plain string prefix, `/abc` also matches `/abcd`.
+   */
+  readonly segmented: boolean;
+  /** VirtualService `ignoreUriCase`: exact and prefix compare case-insensitively */
+  readonly ignoreCase: boolean;
+}
+
+export interface HeaderMatch {
+  /** lowercase */
+  readonly name: string;
+  readonly match: L7StringMatch;
+  /** VirtualService `withoutHeaders`: the request must NOT match */
+  readonly invert: boolean;
+}
+
+export interface QueryParamMatch {
+  /** exact, case-sensitive; the first value of a repeated parameter is compared */
+  readonly name: string;
+  readonly match: L7StringMatch;
+}
+
+/** All present fields must hold (AND). A match with no field matches every request. */
+export interface HttpMatch {
+  readonly path?: PathMatch;
+  /** upper case, e.g. `GET` */
+  readonly method?: string;
+  readonly headers: readonly HeaderMatch[];
+  readonly queryParams: readonly QueryParamMatch[];
+  /** VirtualService `authority` */
+  readonly authority?: L7StringMatch;
+  /** VirtualService `scheme` */
+  readonly scheme?: L7StringMatch;
+  /** VirtualService `port`: the service port the request arrived on */
+  readonly port?: number;
+}
+
+export interface HeaderModifier {
+  /** [lowercase name, value]: overwrite */
+  readonly set: readonly (readonly [string, string])[];
+  /** [lowercase name, value]: append (comma-joined with an existing value) */
+  readonly add: readonly (readonly [string, string])[];
+  /** lowercase names */
+  readonly remove: readonly string[];
+}
+
+export interface WeightedBackend {
+  /** the destination as written, resolved to a FQDN (`reviews` -> `reviews.<ns>.svc.cluster.local`) */
+  readonly host: string;
+  /** key `<namespace>/<hostname>` of the Service; absent when `host` names no known Service (its share gets 500) */
+  readonly service?: string;
+  /** service port; absent means the port the request arrived on */
+  readonly port?: number;
+  /** DestinationRule subset name */
+  readonly subset?: string;
+  /** relative weight, >= 0; a backend with weight 0 gets no traffic */
+  readonly weight: number;
+  readonly requestHeaders?: HeaderModifier;
+  readonly responseHeaders?: HeaderModifier;
+}
+
+export interface Redirect {
+  readonly scheme?: string;
+  readonly hostname?: string;
+  readonly port?: number;
+  /** `full` replaces the whole path; `prefix` replaces only the matched prefix */
+  readonly path?: { readonly type: 'full' | 'prefix'; readonly value: string };
+  /** 301 (default), 302, 303, 307, 308 */
+  readonly statusCode: number;
+}
+
+export interface Rewrite {
+  readonly hostname?: string;
+  /** `full` replaces the whole path; `prefix` replaces only the matched prefix (see `rewritePrefix`) */
+  readonly path?: { readonly type: 'full' | 'prefix'; readonly value: string };
+}
+
+export interface RetryPolicy {
+  /** retries after the first attempt (total requests = 1 + attempts); 0 disables */
+  readonly attempts: number;
+  /** per attempt, ms; absent = bounded only by the route timeout */
+  readonly perTryTimeoutMs?: number;
+  /** Envoy `x-envoy-retry-on` tokens (`5xx`, `gateway-error`, `reset`, `connect-failure`, `retriable-4xx`, ...) */
+  readonly retryOn: readonly string[];
+  /** numeric codes that are retried (from `retryOn` numbers or HTTPRoute `retry.codes`) */
+  readonly retriableStatusCodes: readonly number[];
+  /** base of the exponential backoff between attempts, ms; default 25 */
+  readonly backoffBaseMs: number;
+}
+
+export interface FaultPolicy {
+  /** percent 0..100 of requests delayed by `ms` */
+  readonly delay?: { readonly percent: number; readonly ms: number };
+  /** percent 0..100 of requests answered with `httpStatus` (or gRPC status `grpcStatus`) without forwarding */
+  readonly abort?: { readonly percent: number; readonly httpStatus?: number; readonly grpcStatus?: number };
+}
+
+export interface Mirror {
+  readonly host: string;
+  readonly service?: string;
+  readonly port?: number;
+  readonly subset?: string;
+  /** 0..100 */
+  readonly percent: number;
+}
+
+/** What happens to a request once a route is chosen. Exactly one of backends / redirect / directResponse decides. */
+export interface HttpAction {
+  /** empty with no redirect/directResponse: 500 (nothing valid to send to) */
+  readonly backends: readonly WeightedBackend[];
+  readonly redirect?: Redirect;
+  readonly directResponse?: { readonly status: number; readonly body?: string };
+  readonly rewrite?: Rewrite;
+  readonly requestHeaders?: HeaderModifier;
+  readonly responseHeaders?: HeaderModifier;
+  /** whole request including retries, ms; absent = no timeout */
+  readonly timeoutMs?: number;
+  readonly retries?: RetryPolicy;
+  readonly fault?: FaultPolicy;
+  readonly mirrors: readonly Mirror[];
+}
+
+/** One match and its action; a rule with several matches becomes several routes (same action, same origin). */
+export interface HttpRoute {
+  readonly origin: L7Origin;
+  /** absent: matches every request (Gateway API default `PathPrefix /`, VirtualService rule without match) */
+  readonly match?: HttpMatch;
+  readonly action: HttpAction;
+}
+
+export interface GrpcMethodMatch {
+  readonly type: 'exact' | 'regex';
+  /** fully qualified service, e.g. `helloworld.Greeter`; absent = any */
+  readonly service?: string;
+  /** method, e.g. `SayHello`; absent = any */
+  readonly method?: string;
+}
+
+export interface GrpcMatch {
+  readonly method?: GrpcMethodMatch;
+  readonly headers: readonly HeaderMatch[];
+}
+
+export interface GrpcRoute {
+  readonly origin: L7Origin;
+  readonly match?: GrpcMatch;
+  readonly action: HttpAction;
+}
+
+export type LoadBalancer = 'ROUND_ROBIN' | 'LEAST_REQUEST' | 'RANDOM';
+
+export interface ConnectionPool {
+  readonly maxConnections?: number;
+  /** ms */
+  readonly connectTimeoutMs?: number;
+  readonly http1MaxPendingRequests?: number;
+  readonly http2MaxRequests?: number;
+  /** 0 = unlimited; 1 disables keep-alive */
+  readonly maxRequestsPerConnection?: number;
+  readonly maxRetries?: number;
+  /** ms */
+  readonly idleTimeoutMs?: number;
+}
+
+export interface OutlierDetection {
+  /** 0 disables; default 5 */
+  readonly consecutive5xxErrors: number;
+  /** counts 502/503/504; absent = off */
+  readonly consecutiveGatewayErrors?: number;
+  /** ms; default 10 000 */
+  readonly intervalMs: number;
+  /** ms; ejection lasts base x times ejected; default 30 000 */
+  readonly baseEjectionTimeMs: number;
+  /** default 10 */
+  readonly maxEjectionPercent: number;
+  /** below this share of healthy hosts detection is off; default 0 */
+  readonly minHealthPercent: number;
+}
+
+/** Fields left out mean the defaults of the reference (LEAST_REQUEST, unlimited pools, no outlier detection). */
+export interface TrafficPolicy {
+  readonly loadBalancer?: LoadBalancer;
+  readonly connectionPool?: ConnectionPool;
+  readonly outlierDetection?: OutlierDetection;
+}
+
+export interface Subset {
+  readonly name: string;
+  /** endpoints carrying all of these labels */
+  readonly labels: Readonly<Record<string, string>>;
+  /** already merged with the DestinationRule-level policy (field by field) */
+  readonly trafficPolicy: TrafficPolicy;
+}
+
+export interface DestinationPolicy {
+  readonly origin: L7Origin;
+  readonly trafficPolicy: TrafficPolicy;
+  readonly subsets: readonly Subset[];
+}
+
+/** L7 config of one Service (key `<namespace>/<hostname>`). A Service without any routes routes to itself. */
+export interface ServiceL7 {
+  readonly service: string;
+  /** in evaluation order: first match wins; no match -> 404 */
+  readonly http: readonly HttpRoute[];
+  /** in evaluation order; consulted for gRPC requests (content-type application/grpc*) before `http` */
+  readonly grpc: readonly GrpcRoute[];
+  /** from the DestinationRule whose host is this Service */
+  readonly destination?: DestinationPolicy;
+}
+
+export const DEFAULT_LOAD_BALANCER: LoadBalancer = 'LEAST_REQUEST';
