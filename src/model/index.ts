@@ -1,3 +1,5 @@
 export * from './types.js';
 export { Snapshot } from './snapshot.js';
 export type { SnapshotInput } from './snapshot.js';
+export { parseIp, formatIp, canonicalIp, parseCidr, compileCidr, cidrContains } from './ip.js';
+export type { IpAddr, CompiledCidr } from './ip.js';

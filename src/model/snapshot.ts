@@ -1,11 +1,15 @@
-import type { Authorization, Service, Workload } from './types.js';
-import { authorizationKey, serviceKey } from './types.js';
+import type { Authorization, Service, Waypoint, WaypointRef, Workload } from './types.js';
+import { authorizationKey, serviceKey, waypointKey } from './types.js';
 
 export interface SnapshotInput {
   readonly workloads: Iterable<Workload>;
   readonly services: Iterable<Service>;
   readonly authorizations: Iterable<Authorization>;
+  /** waypoints (Gateways of a waypoint class); optional so older callers keep compiling */
+  readonly waypoints?: Iterable<Waypoint>;
 }
+
+const NO_WORKLOADS: readonly Workload[] = [];
 
 /**
  * An immutable, indexed view of the mesh. The hot path reads it synchronously; an update builds a
@@ -21,14 +25,21 @@ export class Snapshot {
   readonly #authz: ReadonlyMap<string, Authorization>;
   readonly #nsPolicies: ReadonlyMap<string, readonly Authorization[]>;
   readonly #globalPolicies: readonly Authorization[];
+  readonly #waypoints: ReadonlyMap<string, Waypoint>;
+  readonly #waypointByService: ReadonlyMap<string, Waypoint>;
+  readonly #byNode: ReadonlyMap<string, readonly Workload[]>;
 
   private constructor(input: SnapshotInput, version: number) {
     this.version = version;
     const workloads = new Map<string, Workload>();
     const byIp = new Map<string, Workload>();
     const endpoints = new Map<string, Workload[]>();
+    const byNode = new Map<string, Workload[]>();
     for (const w of input.workloads) {
       workloads.set(w.uid, w);
+      let onNode = byNode.get(w.node);
+      if (!onNode) byNode.set(w.node, (onNode = []));
+      onNode.push(w);
       for (const ip of w.addresses) byIp.set(ip, w);
       for (const s of w.services) {
         let list = endpoints.get(s);
@@ -54,6 +65,15 @@ export class Snapshot {
         list.push(a);
       }
     }
+    const waypoints = new Map<string, Waypoint>();
+    const wpBySvc = new Map<string, Waypoint>();
+    for (const wp of input.waypoints ?? []) {
+      waypoints.set(waypointKey(wp), wp);
+      wpBySvc.set(wp.service, wp);
+    }
+    this.#waypoints = waypoints;
+    this.#waypointByService = wpBySvc;
+    this.#byNode = byNode;
     this.#workloads = workloads;
     this.#workloadByIp = byIp;
     this.#services = services;
@@ -69,7 +89,7 @@ export class Snapshot {
   }
 
   static empty(): Snapshot {
-    return new Snapshot({ workloads: [], services: [], authorizations: [] }, 0);
+    return new Snapshot({ workloads: [], services: [], authorizations: [], waypoints: [] }, 0);
   }
 
   workload(uid: string): Workload | undefined { return this.#workloads.get(uid); }
@@ -90,10 +110,31 @@ export class Snapshot {
     return out;
   }
 
+  /** Waypoint by Gateway key `<namespace>/<name>`. */
+  waypoint(key: string): Waypoint | undefined { return this.#waypoints.get(key); }
+  /** The waypoint a Service key belongs to (the Service is the waypoint's own Service). */
+  waypointByService(key: string): Waypoint | undefined { return this.#waypointByService.get(key); }
+  /** Pods of a waypoint reference (healthy or not; callers filter). */
+  waypointEndpoints(ref: WaypointRef): readonly Workload[] { return this.#endpoints.get(ref.service) ?? NO_WORKLOADS; }
+  /**
+   * The waypoint this workload implements, if it is a waypoint pod (an endpoint of a waypoint's
+   * Service). Used to skip a workload waypoint for traffic that already came from it.
+   */
+  waypointOf(w: Workload): Waypoint | undefined {
+    for (const s of w.services) {
+      const wp = this.#waypointByService.get(s);
+      if (wp) return wp;
+    }
+    return undefined;
+  }
+  /** Workloads scheduled on a node (by node name); the node agent serves these. */
+  workloadsOnNode(node: string): readonly Workload[] { return this.#byNode.get(node) ?? NO_WORKLOADS; }
+
   get workloads(): IterableIterator<Workload> { return this.#workloads.values(); }
   get services(): IterableIterator<Service> { return this.#services.values(); }
   get authorizations(): IterableIterator<Authorization> { return this.#authz.values(); }
-  get counts(): { workloads: number; services: number; authorizations: number } {
-    return { workloads: this.#workloads.size, services: this.#services.size, authorizations: this.#authz.size };
+  get waypoints(): IterableIterator<Waypoint> { return this.#waypoints.values(); }
+  get counts(): { workloads: number; services: number; authorizations: number; waypoints: number } {
+    return { workloads: this.#workloads.size, services: this.#services.size, authorizations: this.#authz.size, waypoints: this.#waypoints.size };
   }
 }

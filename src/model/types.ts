@@ -127,3 +127,27 @@ export interface Authorization {
 export function authorizationKey(a: { namespace: string; name: string }): string {
   return `${a.namespace}/${a.name}`;
 }
+
+// === waypoints ===
+
+/** Which traffic a waypoint accepts (`istio.io/waypoint-for`). */
+export type WaypointFor = 'service' | 'workload' | 'all' | 'none';
+
+/** A waypoint: a Gateway of a waypoint class, reached through the Service of the same name. */
+export interface Waypoint {
+  /** the Gateway's name */
+  readonly name: string;
+  readonly namespace: string;
+  /** key of the waypoint's Service, `<namespace>/<name>.<namespace>.svc.cluster.local` */
+  readonly service: string;
+  readonly for: WaypointFor;
+  /** `ambit-waypoint` or `istio-waypoint` */
+  readonly gatewayClass: string;
+}
+
+export function waypointKey(w: { namespace: string; name: string }): string {
+  return `${w.namespace}/${w.name}`;
+}
+
+/** Name of the static DENY policy that every STRICT workload references (in the root namespace). */
+export const STATIC_STRICT_POLICY = 'istio_converted_static_strict';
