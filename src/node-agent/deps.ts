@@ -1,0 +1,47 @@
+/**
+ * The narrow capabilities the agent's pieces need from the native addon. app.ts passes the real
+ * `src/native` module (it satisfies these shapes structurally); nothing below app.ts imports the
+ * addon, so the pure parts load anywhere.
+ */
+import type { Server, Socket } from 'node:net';
+
+export type NetnsHandle = string | number;
+
+export interface ListenInNetnsOptions {
+  address: string;
+  port: number;
+  mark?: number;
+  reusePort?: boolean;
+  backlog?: number;
+  transparent?: boolean;
+}
+
+export interface ConnectInNetnsOptions {
+  address: string;
+  port: number;
+  mark?: number;
+  localAddress?: string;
+  localPort?: number;
+  transparent?: boolean;
+  timeoutMs?: number;
+}
+
+/** Socket operations inside a pod netns: what the per-pod proxies use. */
+export interface NetnsSockets {
+  listenInNetns(netns: NetnsHandle, o: ListenInNetnsOptions): number;
+  connectInNetns(netns: NetnsHandle, o: ConnectInNetnsOptions): Promise<number>;
+  originalDst(fd: number): { address: string; port: number; family?: number | string };
+  socketFd(s: Socket | Server): number;
+  closeFd(fd: number): void;
+}
+
+/** fd passing over unix sockets: what the CNI hand-off uses. */
+export interface FdPassing {
+  recvWithFds(fd: number, maxBytes: number, maxFds: number, timeoutMs: number): Promise<{ data: Buffer; fds: number[] } | null>;
+  sendWithFds(fd: number, data: Buffer, fds: number[]): unknown;
+  openNetns(path: string): number;
+  socketFd(s: Socket | Server): number;
+  closeFd(fd: number): void;
+}
+
+export type NativeApi = NetnsSockets & FdPassing;

@@ -1,0 +1,152 @@
+/**
+ * Connection telemetry with Istio's names and labels, so existing dashboards keep working:
+ * istio_tcp_connections_opened_total / _closed_total / istio_tcp_sent_bytes_total /
+ * istio_tcp_received_bytes_total, plus one JSON access-log line per finished connection.
+ * Bytes are counted once, when the connection closes, from the socket's own counters.
+ * Direction of bytes follows Istio: "received" = client to server, "sent" = server to client.
+ */
+import { Counter, Gauge, Registry } from 'prom-client';
+import { logger } from '../core/index.js';
+import type { Service, Workload } from '../model/index.js';
+import { clusterOf } from './headers.js';
+import { spiffeIdOf } from './route.js';
+
+export const CONNECTION_LABELS = [
+  'reporter',
+  'source_workload', 'source_canonical_service', 'source_canonical_revision', 'source_workload_namespace',
+  'source_principal', 'source_app', 'source_version', 'source_cluster',
+  'destination_service', 'destination_service_namespace', 'destination_service_name',
+  'destination_workload', 'destination_canonical_service', 'destination_canonical_revision',
+  'destination_workload_namespace', 'destination_principal', 'destination_app', 'destination_version',
+  'destination_cluster',
+  'request_protocol', 'response_flags', 'connection_security_policy',
+] as const;
+
+export type ConnectionLabelName = typeof CONNECTION_LABELS[number];
+export type ConnectionLabels = Record<ConnectionLabelName, string>;
+
+export type ResponseFlag = '-' | 'DENY' | 'CONNECT' | 'TLS_FAILURE' | 'H2_HANDSHAKE_FAILURE' | 'IDENTITY_ERROR' | 'NO_HEALTHY_UPSTREAM';
+
+export interface ConnectionDescription {
+  reporter: 'source' | 'destination';
+  source?: Workload | undefined;
+  /** verified or expected SPIFFE id of the source */
+  sourcePrincipal?: string | undefined;
+  destination?: Workload | undefined;
+  destinationPrincipal?: string | undefined;
+  service?: Pick<Service, 'hostname' | 'namespace' | 'name'> | undefined;
+  /** the Service host when only its name is known (Forwarded host=) */
+  serviceHost?: string | undefined;
+  mtls: boolean;
+  responseFlags?: ResponseFlag;
+}
+
+const U = 'unknown';
+
+function principal(p: string | undefined, w: Workload | undefined): string {
+  if (p) return p;
+  return w ? spiffeIdOf(w) : U;
+}
+
+export function connectionLabels(d: ConnectionDescription): ConnectionLabels {
+  const s = d.source;
+  const t = d.destination;
+  const svcHost = d.service?.hostname ?? d.serviceHost;
+  return {
+    reporter: d.reporter,
+    source_workload: s?.workloadName ?? U,
+    source_canonical_service: s?.canonicalName ?? U,
+    source_canonical_revision: s?.canonicalRevision ?? U,
+    source_workload_namespace: s?.namespace ?? U,
+    source_principal: principal(d.sourcePrincipal, d.mtls ? s : undefined),
+    source_app: s?.canonicalName ?? U,
+    source_version: s?.canonicalRevision ?? U,
+    source_cluster: (s && clusterOf(s)) ?? U,
+    destination_service: svcHost ?? U,
+    destination_service_namespace: d.service?.namespace ?? (svcHost?.split('.')[1]) ?? U,
+    destination_service_name: d.service?.name ?? (svcHost?.split('.')[0]) ?? U,
+    destination_workload: t?.workloadName ?? U,
+    destination_canonical_service: t?.canonicalName ?? U,
+    destination_canonical_revision: t?.canonicalRevision ?? U,
+    destination_workload_namespace: t?.namespace ?? U,
+    destination_principal: principal(d.destinationPrincipal, d.mtls ? t : undefined),
+    destination_app: t?.canonicalName ?? U,
+    destination_version: t?.canonicalRevision ?? U,
+    destination_cluster: (t && clusterOf(t)) ?? U,
+    request_protocol: 'tcp',
+    response_flags: d.responseFlags ?? '-',
+    connection_security_policy: d.mtls ? 'mutual_tls' : 'unknown',
+  };
+}
+
+export interface AccessRecord {
+  direction: 'inbound' | 'outbound';
+  srcAddr: string;
+  dstAddr: string;
+  hboneAddr?: string | undefined;
+  labels: ConnectionLabels;
+  bytesSent: number;
+  bytesRecv: number;
+  durationMs: number;
+  error?: string | undefined;
+}
+
+/** The agent's metrics: one Registry per agent (several agents can share a process in tests). */
+export class AgentTelemetry {
+  readonly registry = new Registry();
+  readonly #opened: Counter<ConnectionLabelName>;
+  readonly #closed: Counter<ConnectionLabelName>;
+  readonly #sent: Counter<ConnectionLabelName>;
+  readonly #received: Counter<ConnectionLabelName>;
+  readonly #open: Gauge<'reporter'>;
+  readonly #pods: Gauge;
+  readonly #log = logger('access');
+
+  constructor() {
+    const labelNames = [...CONNECTION_LABELS];
+    const registers = [this.registry];
+    this.#opened = new Counter({ name: 'istio_tcp_connections_opened_total', help: 'TCP connections opened', labelNames, registers });
+    this.#closed = new Counter({ name: 'istio_tcp_connections_closed_total', help: 'TCP connections closed', labelNames, registers });
+    this.#sent = new Counter({ name: 'istio_tcp_sent_bytes_total', help: 'Bytes sent towards the client (response direction)', labelNames, registers });
+    this.#received = new Counter({ name: 'istio_tcp_received_bytes_total', help: 'Bytes received from the client (request direction)', labelNames, registers });
+    this.#open = new Gauge({ name: 'istio_tcp_sockets_open', help: 'Open proxied connections', labelNames: ['reporter'], registers });
+    this.#pods = new Gauge({ name: 'workload_manager_active_proxy_count', help: 'Pods with running proxies', registers });
+  }
+
+  opened(labels: ConnectionLabels): void {
+    this.#opened.inc(labels);
+    this.#open.inc({ reporter: labels.reporter });
+  }
+
+  /** Counts the close and its bytes, and writes the access-log line. */
+  closed(r: AccessRecord, wasOpened: boolean): void {
+    if (wasOpened) {
+      this.#closed.inc(r.labels);
+      this.#open.dec({ reporter: r.labels.reporter });
+    }
+    if (r.bytesSent > 0) this.#sent.inc(r.labels, r.bytesSent);
+    if (r.bytesRecv > 0) this.#received.inc(r.labels, r.bytesRecv);
+    const l = r.labels;
+    this.#log.info('connection complete', {
+      'src.addr': r.srcAddr,
+      'src.workload': l.source_workload,
+      'src.namespace': l.source_workload_namespace,
+      'src.identity': l.source_principal,
+      'dst.addr': r.dstAddr,
+      ...(r.hboneAddr ? { 'dst.hbone_addr': r.hboneAddr } : {}),
+      'dst.service': l.destination_service,
+      'dst.workload': l.destination_workload,
+      'dst.namespace': l.destination_workload_namespace,
+      'dst.identity': l.destination_principal,
+      direction: r.direction,
+      bytes_sent: r.bytesSent,
+      bytes_recv: r.bytesRecv,
+      duration: `${Math.round(r.durationMs)}ms`,
+      ...(r.error ? { error: r.error } : {}),
+    });
+  }
+
+  setActivePods(n: number): void { this.#pods.set(n); }
+
+  metrics(): Promise<string> { return this.registry.metrics(); }
+}
