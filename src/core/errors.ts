@@ -31,7 +31,9 @@ export type ErrorCode =
   | 'AMBIT_SELF_CALL'
   | 'AMBIT_DRAINING'
   | 'AMBIT_LIMIT'
-  | 'AMBIT_BUG';
+  | 'AMBIT_BUG'
+  // native addon missing or not loadable (not built for this machine)
+  | 'AMBIT_NATIVE_UNAVAILABLE';
 
 export class MeshError extends Error {
   readonly code: ErrorCode;
