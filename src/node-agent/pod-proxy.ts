@@ -1,0 +1,427 @@
+/**
+ * One proxy per enrolled pod: three listeners opened INSIDE the pod netns by the addon (15001
+ * outbound capture, 15006 inbound plaintext, 15008 inbound HBONE), all with SO_REUSEPORT (a
+ * restarted agent binds next to the old one) and the agent mark (never redirected). Every
+ * upstream socket the proxy opens in the pod netns carries the same mark.
+ *
+ * Each connection is decided first (pure route/policy), then carried out.
+ */
+import { createServer, Socket, type Server } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { Drain, errorMessage, logger, MeshError } from '../core/index.js';
+import type { CertBundle, Identity } from '../identity/index.js';
+import { parseSpiffeUri } from '../identity/index.js';
+import type { Snapshot, Workload } from '../model/index.js';
+import { evaluateL4 } from '../policy/index.js';
+import { AGENT_MARK } from './capture.js';
+import type { ConnectionRegistry, TrackedConnection } from './connections.js';
+import type { NetnsHandle, NetnsSockets } from './deps.js';
+import { connectHeaders, forwardedHost } from './headers.js';
+import { relay } from './relay.js';
+import { buildOutboundRequest, formatAddr, spiffeIdOf, type OutboundRequest, type SocketAddr } from './route.js';
+import { connectionLabels, type AgentTelemetry, type ConnectionDescription, type ResponseFlag } from './telemetry.js';
+
+export interface PodPorts {
+  /** default 15001 */
+  outbound: number;
+  /** default 15006 */
+  inboundPlain: number;
+  /** default 15008 */
+  hbone: number;
+}
+
+export const DEFAULT_POD_PORTS: PodPorts = Object.freeze({ outbound: 15001, inboundPlain: 15006, hbone: 15008 });
+
+/** Opens an HBONE CONNECT stream (the hbone client pool, adapted by app.ts). */
+export interface TunnelOpener {
+  open(o: {
+    source: CertBundle;
+    expected: readonly Identity[];
+    address: SocketAddr;
+    authority: string;
+    headers: Record<string, string>;
+    /** dials the TCP connection to `address` from inside the pod netns, marked */
+    connect: () => Promise<Socket>;
+  }): Promise<Duplex>;
+}
+
+/** What the HBONE server hands the pod proxy for one CONNECT stream (after mTLS). */
+export interface HboneInboundRequest {
+  authority: string;
+  headers: Readonly<Record<string, string | string[] | undefined>>;
+  /** verified peer identity from the client certificate */
+  peer: Identity;
+  remote: SocketAddr;
+  local: SocketAddr;
+}
+
+export type HboneInboundResult =
+  | { status: 400 | 401 | 403 | 503; reason: string }
+  | { status: 200; attach(stream: Duplex): void; reject(reason: string): void };
+
+/** A per-pod HBONE listener (the hbone server, adapted by app.ts). */
+export interface HboneListener {
+  listen(fd: number): Promise<void>;
+  close(deadlineMs: number): Promise<void>;
+}
+
+export type HboneListenerFactory = (o: {
+  /** the pod's current certificate; undefined = refuse the handshake (fail closed) */
+  cert: () => CertBundle | undefined;
+  trustDomain: string;
+  onConnect: (req: HboneInboundRequest) => Promise<HboneInboundResult>;
+}) => HboneListener;
+
+/** What every pod proxy of an agent shares. Narrow: no model writers, no CA. */
+export interface ProxyContext {
+  native: NetnsSockets;
+  snapshot(): Snapshot;
+  /** synchronous certificate lookup; undefined means no valid certificate (fail closed) */
+  cert(id: Identity): CertBundle | undefined;
+  tunnels: TunnelOpener;
+  hboneListener: HboneListenerFactory;
+  telemetry: AgentTelemetry;
+  connections: ConnectionRegistry;
+  trustDomain: string;
+  ports: PodPorts;
+  /** TCP connect timeout for upstreams, ms; default 10_000 */
+  connectTimeoutMs?: number;
+  random?: () => number;
+}
+
+export interface PodInfo {
+  /** uid of the workload in the model */
+  uid: string;
+  name: string;
+  namespace: string;
+  serviceAccount: string;
+  ips: readonly string[];
+  netns: NetnsHandle;
+  /** the return-path routes are installed: inbound upstreams can spoof the client's address */
+  spoof: boolean;
+}
+
+const log = logger('node-agent.proxy');
+
+function identityOf(w: Pick<Workload, 'trustDomain' | 'namespace' | 'serviceAccount'>): Identity {
+  return { trustDomain: w.trustDomain, namespace: w.namespace, serviceAccount: w.serviceAccount };
+}
+
+function parseAuthority(a: string): SocketAddr | undefined {
+  if (a.length > 64) return undefined;
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):(\d{1,5})$/.exec(a);
+  if (!m) return undefined;
+  const port = Number(m[3]);
+  if (port < 1 || port > 65535) return undefined;
+  return { ip: (m[1] ?? m[2])!.toLowerCase(), port };
+}
+
+function stripMapped(ip: string | undefined): string {
+  if (!ip) return '';
+  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
+}
+
+function flagFor(e: unknown): ResponseFlag {
+  const m = errorMessage(e);
+  if (/certificate|identity|tls|handshake|ssl/i.test(m)) return 'TLS_FAILURE';
+  return 'CONNECT';
+}
+
+export class PodProxy {
+  readonly pod: PodInfo;
+  readonly #ctx: ProxyContext;
+  readonly #servers: Server[] = [];
+  #hbone: HboneListener | undefined;
+  readonly #drain = new Drain();
+  /** every relay of this pod, inbound and outbound: destroyed at the drain deadline */
+  readonly #live = new Set<{ destroy(reason?: string): void }>();
+  #started = false;
+
+  constructor(ctx: ProxyContext, pod: PodInfo) {
+    this.#ctx = ctx;
+    this.pod = pod;
+  }
+
+  get listening(): boolean { return this.#started; }
+  get openConnections(): number { return this.#live.size; }
+
+  /** The pod's workload in the current snapshot, if it is there. */
+  workload(): Workload | undefined { return this.#ctx.snapshot().workload(this.pod.uid); }
+
+  #identity(): Identity {
+    const w = this.workload();
+    return w ? identityOf(w) : { trustDomain: this.#ctx.trustDomain, namespace: this.pod.namespace, serviceAccount: this.pod.serviceAccount };
+  }
+
+  async start(): Promise<void> {
+    if (this.#started) return;
+    const { native, ports } = this.#ctx;
+    const family = this.pod.ips.some((ip) => ip.includes(':')) ? '::' : '0.0.0.0';
+    const open = (port: number) => native.listenInNetns(this.pod.netns, { address: family, port, mark: AGENT_MARK, reusePort: true, transparent: true, backlog: 511 });
+    try {
+      await this.#serve(open(ports.outbound), (s) => this.#onOutbound(s));
+      await this.#serve(open(ports.inboundPlain), (s) => this.#onInboundPlain(s));
+      const hbone = this.#ctx.hboneListener({
+        cert: () => this.#ctx.cert(this.#identity()),
+        trustDomain: this.#ctx.trustDomain,
+        onConnect: (req) => this.#onHbone(req),
+      });
+      await hbone.listen(open(ports.hbone));
+      this.#hbone = hbone;
+    } catch (e) {
+      await this.stop(0);
+      throw new MeshError('AMBIT_NETNS', `pod ${this.pod.namespace}/${this.pod.name}: cannot open listeners: ${errorMessage(e)}`, { cause: e });
+    }
+    this.#started = true;
+  }
+
+  async #serve(fd: number, onConn: (s: Socket) => void): Promise<void> {
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: false }, (s) => {
+      if (this.#drain.draining) { s.resetAndDestroy(); return; }
+      onConn(s);
+    });
+    this.#servers.push(server);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ fd }, () => { server.off('error', reject); resolve(); });
+    });
+    server.on('error', (e) => log.warn('listener error', { pod: this.pod.name, error: e.message }));
+  }
+
+  /**
+   * Stop accepting, let open connections finish until `deadlineMs`, then cut them. The capture
+   * rules are not touched: with nothing listening on 15001 the pod's outbound connections are
+   * refused, never sent in plaintext.
+   */
+  async stop(deadlineMs: number): Promise<void> {
+    this.#started = false;
+    const closing = this.#servers.splice(0).map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    const hbone = this.#hbone;
+    this.#hbone = undefined;
+    const hboneClosed = hbone ? hbone.close(deadlineMs) : Promise.resolve();
+    await this.#drain.start(deadlineMs, () => { for (const r of [...this.#live]) r.destroy('drain deadline'); });
+    await Promise.all([...closing, hboneClosed]);
+  }
+
+  // === outbound (15001) ===
+
+  #onOutbound(app: Socket): void {
+    app.on('error', () => { /* reported through the relay or the refusal */ });
+    const started = Date.now();
+    const { native } = this.#ctx;
+    let dst: SocketAddr;
+    try {
+      const o = native.originalDst(native.socketFd(app));
+      dst = { ip: stripMapped(o.address), port: o.port };
+    } catch (e) {
+      log.warn('outbound: no original destination', { pod: this.pod.name, error: errorMessage(e) });
+      app.resetAndDestroy();
+      return;
+    }
+    const src = this.workload();
+    const srcAddr = formatAddr(stripMapped(app.remoteAddress), app.remotePort ?? 0);
+    if (!src) {
+      this.#refuse(app, started, 'outbound', srcAddr, formatAddr(dst.ip, dst.port), { reporter: 'source', mtls: false, responseFlags: 'DENY' }, 'pod unknown to the mesh');
+      return;
+    }
+    const req = buildOutboundRequest(this.#ctx.snapshot(), src, dst, { ...(this.#ctx.random ? { random: this.#ctx.random } : {}) });
+    const desc: ConnectionDescription = {
+      reporter: 'source', source: src, sourcePrincipal: spiffeIdOf(src), destination: req.destWorkload, service: req.service,
+      mtls: req.kind === 'hbone',
+    };
+    if (req.kind === 'deny') {
+      this.#refuse(app, started, 'outbound', srcAddr, formatAddr(dst.ip, dst.port), { ...desc, responseFlags: req.reason.startsWith('no healthy') ? 'NO_HEALTHY_UPSTREAM' : 'DENY' }, req.reason);
+      return;
+    }
+    this.#drain.track(this.#outbound(app, src, req, desc, started, srcAddr, dst));
+  }
+
+  async #outbound(app: Socket, src: Workload, req: OutboundRequest, desc: ConnectionDescription, started: number, srcAddr: string, dst: SocketAddr): Promise<void> {
+    const dstAddr = formatAddr(dst.ip, dst.port);
+    let upstream: Duplex;
+    try {
+      if (req.kind === 'hbone') {
+        const cert = this.#ctx.cert(identityOf(src));
+        // Fail closed: without our certificate mesh traffic is refused, never sent in plaintext.
+        if (!cert) throw new MeshError('AMBIT_CERT_INVALID', `no valid certificate for ${spiffeIdOf(src)}`);
+        upstream = await this.#ctx.tunnels.open({
+          source: cert,
+          expected: req.expectedIdentities.map((s) => parseSpiffeUri(s)),
+          address: req.address,
+          authority: req.authority,
+          headers: connectHeaders(src, stripMapped(app.remoteAddress), app.remotePort ?? 0, req.service),
+          connect: () => this.#dial(req.address),
+        });
+      } else {
+        upstream = await this.#dial(req.address);
+      }
+    } catch (e) {
+      this.#refuse(app, started, 'outbound', srcAddr, dstAddr, { ...desc, responseFlags: flagFor(e) }, errorMessage(e), req.kind === 'hbone' ? formatAddr(req.address.ip, req.address.port) : undefined);
+      return;
+    }
+    if (app.destroyed) { upstream.destroy(); return; }
+    const labels = connectionLabels(desc);
+    this.#ctx.telemetry.opened(labels);
+    const r = relay(app, upstream);
+    this.#live.add(r);
+    const res = await r.done;
+    this.#live.delete(r);
+    this.#ctx.telemetry.closed({
+      direction: 'outbound', srcAddr, dstAddr, hboneAddr: req.kind === 'hbone' ? formatAddr(req.address.ip, req.address.port) : undefined,
+      labels, bytesRecv: res.fromApp, bytesSent: res.toApp, durationMs: Date.now() - started, error: res.error,
+    }, true);
+  }
+
+  /** A TCP connection from inside the pod netns, marked so capture leaves it alone. */
+  async #dial(to: SocketAddr, spoofFrom?: string): Promise<Socket> {
+    const fd = await this.#ctx.native.connectInNetns(this.pod.netns, {
+      address: to.ip, port: to.port, mark: AGENT_MARK, timeoutMs: this.#ctx.connectTimeoutMs ?? 10_000,
+      ...(spoofFrom ? { transparent: true, localAddress: spoofFrom, localPort: 0 } : {}),
+    });
+    const s = new Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+    s.setNoDelay(true);
+    return s;
+  }
+
+  #refuse(app: Socket, started: number, direction: 'inbound' | 'outbound', srcAddr: string, dstAddr: string,
+    desc: ConnectionDescription, error: string, hboneAddr?: string): void {
+    app.resetAndDestroy();
+    log.debug('connection refused', { pod: this.pod.name, direction, src: srcAddr, dst: dstAddr, error });
+    this.#ctx.telemetry.closed({
+      direction, srcAddr, dstAddr, hboneAddr, labels: connectionLabels(desc), bytesRecv: 0, bytesSent: 0,
+      durationMs: Date.now() - started, error,
+    }, false);
+  }
+
+  // === inbound plaintext (15006) ===
+
+  #onInboundPlain(app: Socket): void {
+    app.on('error', () => { /* reported through the relay or the refusal */ });
+    const started = Date.now();
+    const { native } = this.#ctx;
+    const srcIp = stripMapped(app.remoteAddress);
+    const srcPort = app.remotePort ?? 0;
+    const srcAddr = formatAddr(srcIp, srcPort);
+    let dst: SocketAddr;
+    try {
+      const o = native.originalDst(native.socketFd(app));
+      dst = { ip: stripMapped(o.address), port: o.port };
+    } catch (e) {
+      log.warn('inbound: no original destination', { pod: this.pod.name, error: errorMessage(e) });
+      app.resetAndDestroy();
+      return;
+    }
+    const w = this.workload();
+    const snap = this.#ctx.snapshot();
+    const source = snap.workloadByIp(srcIp);
+    const desc: ConnectionDescription = { reporter: 'destination', source, destination: w, mtls: false };
+    const dstAddr = formatAddr(dst.ip, dst.port);
+    const bad = this.#checkTarget(dst);
+    if (bad || !w) {
+      this.#refuse(app, started, 'inbound', srcAddr, dstAddr, { ...desc, responseFlags: 'DENY' }, bad ?? 'pod unknown to the mesh');
+      return;
+    }
+    const decision = evaluateL4(snap.policiesFor(w), { srcIp, dstIp: dst.ip, dstPort: dst.port });
+    if (!decision.allowed) {
+      this.#refuse(app, started, 'inbound', srcAddr, dstAddr, { ...desc, responseFlags: 'DENY' }, `policy: ${decision.reason}`);
+      return;
+    }
+    this.#drain.track((async () => {
+      let upstream: Socket;
+      try {
+        upstream = await this.#dial(dst, this.pod.spoof ? srcIp : undefined);
+      } catch (e) {
+        this.#refuse(app, started, 'inbound', srcAddr, dstAddr, { ...desc, responseFlags: 'CONNECT' }, errorMessage(e));
+        return;
+      }
+      if (app.destroyed) { upstream.destroy(); return; }
+      // the app side here is `upstream`; count bytes on the socket facing the app
+      await this.#carryInbound(upstream, app, { srcIp, srcPort, dst, desc, started, srcAddr, dstAddr });
+    })());
+  }
+
+  /** Why `dst` is not a legal inbound target for this pod, or undefined when it is. */
+  #checkTarget(dst: SocketAddr): string | undefined {
+    if (!this.pod.ips.includes(dst.ip)) return `target ${dst.ip} is not this pod's address`;
+    const p = this.#ctx.ports;
+    if ([p.outbound, p.inboundPlain, p.hbone].includes(dst.port)) return `target port ${dst.port} is an agent port`;
+    return undefined;
+  }
+
+  /**
+   * Relays an inbound connection to the app (`appSide` is the socket towards the app) and keeps
+   * it registered so a policy change can close it. Bytes: received = towards the app.
+   */
+  async #carryInbound(appSide: Socket, client: Duplex, c: {
+    srcIp: string; srcPort: number; dst: SocketAddr; desc: ConnectionDescription; started: number; srcAddr: string; dstAddr: string;
+    peer?: Identity; hboneAddr?: string;
+  }): Promise<void> {
+    const labels = connectionLabels(c.desc);
+    this.#ctx.telemetry.opened(labels);
+    const r = relay(appSide, client);
+    this.#live.add(r);
+    const tracked: TrackedConnection = this.#ctx.connections.add({
+      direction: 'inbound', podUid: this.pod.uid, srcIdentity: c.peer, srcIp: c.srcIp, srcPort: c.srcPort,
+      dstIp: c.dst.ip, dstPort: c.dst.port, close: (reason) => r.destroy(reason),
+    });
+    const res = await r.done;
+    this.#live.delete(r);
+    this.#ctx.connections.remove(tracked);
+    this.#ctx.telemetry.closed({
+      direction: 'inbound', srcAddr: c.srcAddr, dstAddr: c.dstAddr, hboneAddr: c.hboneAddr, labels,
+      bytesRecv: res.toApp, bytesSent: res.fromApp, durationMs: Date.now() - c.started, error: res.error,
+    }, true);
+  }
+
+  // === inbound HBONE (15008) ===
+
+  async #onHbone(req: HboneInboundRequest): Promise<HboneInboundResult> {
+    const started = Date.now();
+    const srcIp = stripMapped(req.remote.ip);
+    const srcAddr = formatAddr(srcIp, req.remote.port);
+    const snap = this.#ctx.snapshot();
+    const w = this.workload();
+    const peerId = `spiffe://${req.peer.trustDomain}/ns/${req.peer.namespace}/sa/${req.peer.serviceAccount}`;
+    // Telemetry may name the source workload only when its address and identity agree.
+    const byIp = snap.workloadByIp(srcIp);
+    const source = byIp && spiffeIdOf(byIp) === peerId ? byIp : undefined;
+    const fwd = req.headers.forwarded;
+    const desc: ConnectionDescription = {
+      reporter: 'destination', source, sourcePrincipal: peerId, destination: w, mtls: true,
+      serviceHost: forwardedHost(Array.isArray(fwd) ? fwd[0] : fwd),
+    };
+    const target = parseAuthority(req.authority);
+    const dstAddr = target ? formatAddr(target.ip, target.port) : req.authority.slice(0, 64);
+    const fail = (status: 400 | 401 | 503, reason: string, flag: ResponseFlag): HboneInboundResult => {
+      log.debug('hbone refused', { pod: this.pod.name, status, reason, peer: peerId });
+      this.#ctx.telemetry.closed({ direction: 'inbound', srcAddr, dstAddr, labels: connectionLabels({ ...desc, responseFlags: flag }), bytesRecv: 0, bytesSent: 0, durationMs: Date.now() - started, error: reason }, false);
+      return { status, reason };
+    };
+    if (this.#drain.draining) return fail(503, 'draining', 'CONNECT');
+    if (!target) return fail(400, `bad authority ${JSON.stringify(req.authority.slice(0, 64))}`, 'CONNECT');
+    // The target is never chosen by the client beyond its port: it must be this pod's address,
+    // and the one the connection arrived on.
+    const local = stripMapped(req.local.ip);
+    if (target.ip !== local) return fail(400, `ip mismatch: authority ${target.ip}, connection arrived on ${local}`, 'CONNECT');
+    const bad = this.#checkTarget(target);
+    if (bad) return fail(400, bad, 'CONNECT');
+    if (!w) return fail(503, 'pod unknown to the mesh', 'CONNECT');
+    const decision = evaluateL4(snap.policiesFor(w), { srcIdentity: req.peer, srcIp, dstIp: target.ip, dstPort: target.port });
+    if (!decision.allowed) return fail(401, `policy: ${decision.reason}`, 'DENY');
+    let appSide: Socket;
+    try {
+      appSide = await this.#dial(target, this.pod.spoof ? srcIp : undefined);
+    } catch (e) {
+      return fail(503, `upstream connect failed: ${errorMessage(e)}`, 'CONNECT');
+    }
+    return {
+      status: 200,
+      attach: (stream: Duplex) => {
+        this.#drain.track(this.#carryInbound(appSide, stream, {
+          srcIp, srcPort: req.remote.port, dst: target, desc, started, srcAddr, dstAddr, peer: req.peer, hboneAddr: formatAddr(local, this.#ctx.ports.hbone),
+        }));
+      },
+      reject: () => { appSide.destroy(); },
+    };
+  }
+}
