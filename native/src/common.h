@@ -1,0 +1,122 @@
+/*
+ * Shared helpers for the ambit native addon: errno-carrying errors, argument checks, socket
+ * addresses. The addon is Linux-only and does syscalls only; policy lives in TypeScript.
+ */
+#ifndef AMBIT_COMMON_H
+#define AMBIT_COMMON_H
+
+#include <node_api.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* Linux constants that older libc headers may lack. */
+#ifndef SO_ORIGINAL_DST
+#define SO_ORIGINAL_DST 80
+#endif
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80
+#endif
+#ifndef IP_TRANSPARENT
+#define IP_TRANSPARENT 19
+#endif
+#ifndef IP_FREEBIND
+#define IP_FREEBIND 15
+#endif
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+#ifndef IPV6_TRANSPARENT
+#define IPV6_TRANSPARENT 75
+#endif
+#ifndef IPV6_FREEBIND
+#define IPV6_FREEBIND 78
+#endif
+
+/* The kernel refuses more than this many fds in one SCM_RIGHTS message. */
+#define AMBIT_MAX_FDS 253
+/* Upper bound for one message sent or received with fds (ZDS frames are ~1 KiB). */
+#define AMBIT_MAX_MSG (1024 * 1024)
+
+/* An IPv4 or IPv6 socket address. */
+typedef struct {
+  socklen_t len;
+  union {
+    struct sockaddr sa;
+    struct sockaddr_in v4;
+    struct sockaddr_in6 v6;
+  } u;
+} ambit_addr;
+
+/* Result of a failing syscall, carried from a helper (or another thread) to the JS error. */
+typedef struct {
+  int err;              /* errno value, 0 on success */
+  const char *syscall;  /* static string naming the syscall */
+  char detail[160];     /* optional context, may be empty */
+} ambit_fail;
+
+const char *ambit_errno_name(int err);
+void ambit_fail_set(ambit_fail *f, const char *syscall, int err, const char *detail);
+
+/* Error with message "<syscall>: <ENAME> (<strerror>)[: detail]" and .code/.syscall/.errno. */
+napi_value ambit_errno_error(napi_env env, const char *syscall, int err, const char *detail);
+void ambit_throw_errno(napi_env env, const char *syscall, int err, const char *detail);
+void ambit_throw_fail(napi_env env, const ambit_fail *f);
+napi_value ambit_fail_error(napi_env env, const ambit_fail *f);
+
+/* Argument checks. Each returns false after throwing a TypeError naming fn and field. */
+bool ambit_type_error(napi_env env, const char *fn, const char *field, const char *what);
+bool ambit_arg_int(napi_env env, napi_value v, const char *fn, const char *field, int64_t min,
+                   int64_t max, int64_t *out);
+bool ambit_arg_fd(napi_env env, napi_value v, const char *fn, const char *field, int *out);
+bool ambit_arg_string(napi_env env, napi_value v, const char *fn, const char *field, char *buf,
+                      size_t cap);
+/* Optional property of an options object; *present=false when missing or undefined. */
+bool ambit_get_prop(napi_env env, napi_value obj, const char *name, napi_value *out, bool *present);
+bool ambit_opt_int(napi_env env, napi_value obj, const char *fn, const char *name, int64_t min,
+                   int64_t max, int64_t dflt, int64_t *out);
+bool ambit_opt_bool(napi_env env, napi_value obj, const char *fn, const char *name, bool dflt,
+                    bool *out);
+bool ambit_parse_addr(napi_env env, const char *fn, const char *field, const char *ip, int port,
+                      ambit_addr *out);
+napi_value ambit_addr_to_js(napi_env env, const struct sockaddr *sa);
+
+/* netns helpers (netns.c). Return 0 or an errno, filling *f. */
+int ambit_netns_check_fd(int fd, ambit_fail *f);
+int ambit_netns_open(const char *path, int *out_fd, ambit_fail *f);
+/* Accepts a path (opened and checked) or an fd (checked); *owned says whether to close it. */
+bool ambit_arg_netns(napi_env env, napi_value v, const char *fn, int *out_fd, bool *owned);
+/* Create a socket inside the netns on a short-lived pthread: the caller's thread never moves. */
+int ambit_socket_in_netns(int nsfd, int family, int type, int *out_fd, ambit_fail *f);
+
+/* sockopt helpers (sockopt.c). */
+int ambit_set_transparent(int fd, int family, ambit_fail *f);
+int ambit_set_mark(int fd, uint32_t mark, ambit_fail *f);
+int ambit_socket_family(int fd, ambit_fail *f);
+
+/* Exported functions. */
+napi_value ambit_open_netns(napi_env env, napi_callback_info info);
+napi_value ambit_netns_id(napi_env env, napi_callback_info info);
+napi_value ambit_listen_in_netns(napi_env env, napi_callback_info info);
+napi_value ambit_original_dst(napi_env env, napi_callback_info info);
+napi_value ambit_set_mark_js(napi_env env, napi_callback_info info);
+napi_value ambit_set_transparent_js(napi_env env, napi_callback_info info);
+napi_value ambit_close_fd(napi_env env, napi_callback_info info);
+napi_value ambit_connect_in_netns(napi_env env, napi_callback_info info);
+napi_value ambit_recv_with_fds(napi_env env, napi_callback_info info);
+napi_value ambit_send_with_fds(napi_env env, napi_callback_info info);
+napi_value ambit_unix_connect(napi_env env, napi_callback_info info);
+napi_value ambit_unix_socketpair(napi_env env, napi_callback_info info);
+
+#define AMBIT_NAPI(call)                                                          \
+  do {                                                                            \
+    if ((call) != napi_ok) {                                                      \
+      bool pending_ = false;                                                      \
+      napi_is_exception_pending(env, &pending_);                                  \
+      if (!pending_) napi_throw_error(env, "AMBIT_BUG", "node-api call failed: " #call); \
+      return NULL;                                                                \
+    }                                                                             \
+  } while (0)
+
+#endif
