@@ -6,6 +6,7 @@
 import { randomBytes, sign as cryptoSign, createPublicKey } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import forge from 'node-forge';
+import { derToPem } from './pem.js';
 
 const pkiInternals = forge.pki as unknown as {
   getTBSCertificate(cert: forge.pki.Certificate): forge.asn1.Asn1;
@@ -49,7 +50,8 @@ export function signCertificate(cert: forge.pki.Certificate, signer: KeyObject, 
   cert.tbsCertificate = tbs;
   const bytes = Buffer.from(forge.asn1.toDer(tbs).getBytes(), 'binary');
   cert.signature = toBinary(cryptoSign('sha256', bytes, signer));
-  return forge.pki.certificateToPem(cert);
+  // forge writes CRLF PEM; ours is LF everywhere so PEM strings compare equal across load paths.
+  return derToPem(Buffer.from(forge.asn1.toDer(forge.pki.certificateToAsn1(cert)).getBytes(), 'binary'));
 }
 
 /** Sign a certification request with a node:crypto RSA key. */
