@@ -1,0 +1,260 @@
+/**
+ * The push server: WebSocket in noServer mode on the control plane's HTTP(S) listeners. It
+ * authenticates each upgrade, runs one ServerSession per peer, debounces config changes into one
+ * push per peer, tracks convergence (config change -> every peer ACKed) and cuts off peers that
+ * stop reading, so one slow client can never grow the control plane's memory.
+ */
+import { EventEmitter } from 'node:events';
+import type { IncomingMessage, Server as HttpServer } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
+import type WebSocket from 'ws';
+import { errorMessage, logger } from '../../core/index.js';
+import { ADDRESS_TYPE, AUTHORIZATION_TYPE, ResourceStore, ServerSession, WAYPOINT_CONFIG_TYPE } from '../../xds/index.js';
+import type { CertificateGrant, ResourceTables, TypeSyncz, TypeUrl } from '../../xds/index.js';
+import type { Authenticator, PeerRole, Principal } from './authenticator.js';
+
+export interface PushMetrics {
+  connected(role: PeerRole, delta: number): void;
+  pushed(type: TypeUrl): void;
+  nack(type: TypeUrl): void;
+  slowDisconnect(): void;
+  converged(seconds: number): void;
+}
+
+export interface PushServerOptions {
+  authenticator: Authenticator;
+  /** signs CSRs for an authenticated peer; absent => certificate requests are refused */
+  signCertificate?(p: Principal, req: { identity: string; csrPem: string; ttlSeconds: number }): Promise<CertificateGrant>;
+  /** quiet time after the last config change before pushing, ms; default 100 */
+  debounceMs?: number;
+  /** a push happens at the latest this long after the first change of a burst, ms; default max(1000, 10 × debounceMs) */
+  maxDelayMs?: number;
+  /** largest frame accepted from a peer, bytes; default 16 MiB */
+  maxPayload?: number;
+  /** bytes queued to one peer before it counts as slow and is disconnected; default 32 MiB */
+  maxBufferedBytes?: number;
+  /** un-ACKed responses per type before a peer is disconnected; default 64 */
+  maxPendingResponses?: number;
+  /** concurrent peers; default 20_000 */
+  maxConnections?: number;
+  metrics?: PushMetrics;
+}
+
+export interface PeerSyncz {
+  id: number;
+  node: string;
+  role: PeerRole;
+  subject: string;
+  remote: string;
+  connectedSince: string;
+  types: TypeSyncz[];
+}
+
+interface Peer {
+  id: number;
+  principal: Principal;
+  ws: WebSocket;
+  session: ServerSession;
+  remote: string;
+  since: Date;
+}
+
+const TYPES_BY_ROLE: Record<PeerRole, readonly TypeUrl[]> = {
+  agent: [ADDRESS_TYPE, AUTHORIZATION_TYPE],
+  waypoint: [ADDRESS_TYPE, AUTHORIZATION_TYPE, WAYPOINT_CONFIG_TYPE],
+};
+
+const MAX_PENDING_UPGRADES = 256;
+
+export interface PushServer {
+  /** one update: a config change at `changedAt` converged: every peer ACKed it after `ms` */
+  on(event: 'converged', fn: (version: string, ms: number) => void): this;
+  on(event: 'connected' | 'disconnected', fn: (p: PeerSyncz) => void): this;
+  on(event: 'pushed', fn: (version: string, types: TypeUrl[]) => void): this;
+}
+
+export class PushServer extends EventEmitter {
+  readonly store = new ResourceStore();
+  readonly #o: PushServerOptions;
+  readonly #wss: WebSocketServer;
+  readonly #peers = new Set<Peer>();
+  readonly #log = logger('control.push');
+  #nextId = 0;
+  #pendingUpgrades = 0;
+  #closed = false;
+  // debounce state
+  #next: ResourceTables | undefined;
+  #firstChangeAt = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #maxTimer: NodeJS.Timeout | undefined;
+  // convergence of the latest push
+  #waiting = new Set<Peer>();
+  #waitingSince = 0;
+  #waitingVersion = '';
+
+  constructor(o: PushServerOptions) {
+    super();
+    this.#o = o;
+    this.#wss = new WebSocketServer({ noServer: true, maxPayload: o.maxPayload ?? 16 * 1024 * 1024, perMessageDeflate: false, clientTracking: false });
+  }
+
+  /** Route the upgrade requests of `server` to this push server. */
+  attach(server: HttpServer | HttpsServer): void {
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.handleUpgrade(req, socket, head));
+  }
+
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', () => {});
+    const refuse = (status: number, text: string, why: string) => {
+      this.#log.warn('refused control connection', { status, reason: why, remote: req.socket.remoteAddress ?? '' });
+      socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(why) + 1}\r\n\r\n${why}\n`);
+    };
+    if (this.#closed) return refuse(503, 'Service Unavailable', 'control plane shutting down');
+    if (this.#pendingUpgrades >= MAX_PENDING_UPGRADES || this.#peers.size >= (this.#o.maxConnections ?? 20_000)) {
+      return refuse(503, 'Service Unavailable', 'too many connections');
+    }
+    this.#pendingUpgrades++;
+    this.#o.authenticator.authenticate(req).then(
+      (principal) => {
+        this.#pendingUpgrades--;
+        if (this.#closed || socket.destroyed) { socket.destroy(); return; }
+        this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, principal, req));
+      },
+      (e: unknown) => {
+        this.#pendingUpgrades--;
+        refuse(401, 'Unauthorized', errorMessage(e));
+      },
+    );
+  }
+
+  #accept(ws: WebSocket, principal: Principal, req: IncomingMessage): void {
+    const maxBuffered = this.#o.maxBufferedBytes ?? 32 * 1024 * 1024;
+    const peer: Peer = {
+      id: ++this.#nextId, principal, ws, remote: `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? ''}`, since: new Date(),
+      session: undefined as unknown as ServerSession,
+    };
+    const cutOff = (reason: string) => {
+      this.#o.metrics?.slowDisconnect();
+      this.#log.warn('disconnecting slow client', { node: principal.node, role: principal.role, reason });
+      ws.close(4008, reason.slice(0, 120));
+      // a peer that does not read will not read the close frame either
+      setTimeout(() => ws.terminate(), 1000).unref();
+    };
+    peer.session = new ServerSession({
+      store: this.store,
+      allowedTypes: TYPES_BY_ROLE[principal.role],
+      maxPendingResponses: this.#o.maxPendingResponses,
+      log: this.#log.child(`${principal.role}.${principal.node || peer.id}`),
+      send: (frame) => {
+        if (ws.readyState !== ws.OPEN) return;
+        ws.send(frame, { binary: true });
+        if (ws.bufferedAmount > maxBuffered) {
+          peer.session.closed();
+          cutOff(`slow client: ${ws.bufferedAmount} bytes queued (limit ${maxBuffered})`);
+        }
+      },
+      close: (code, reason) => {
+        if (code === 4008) { cutOff(reason); return; }
+        ws.close(code, reason);
+      },
+      signCertificate: this.#o.signCertificate ? (r) => this.#o.signCertificate!(principal, r) : undefined,
+      onAck: (type, _version, nack) => {
+        if (nack) this.#o.metrics?.nack(type);
+        this.#checkConverged(peer);
+      },
+    });
+    this.#peers.add(peer);
+    this.#o.metrics?.connected(principal.role, 1);
+    this.#log.info('peer connected', { id: peer.id, node: principal.node, role: principal.role, subject: principal.subject });
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (!isBinary) { ws.close(1003, 'binary frames only'); return; }
+      peer.session.receive(data);
+    });
+    ws.on('error', (e) => this.#log.warn('peer socket error', { id: peer.id, error: e.message }));
+    ws.on('close', (code, reason) => {
+      peer.session.closed();
+      this.#peers.delete(peer);
+      this.#o.metrics?.connected(principal.role, -1);
+      this.#log.info('peer disconnected', { id: peer.id, node: principal.node, code, reason: reason.toString() });
+      this.#checkConverged(peer, true);
+      this.emit('disconnected', this.#syncz(peer));
+    });
+    this.emit('connected', this.#syncz(peer));
+  }
+
+  /** New desired state. Pushed after the debounce; a burst of updates becomes one push. */
+  update(tables: ResourceTables): void {
+    if (this.#closed) return;
+    this.#next = tables;
+    const debounce = this.#o.debounceMs ?? 100;
+    if (!this.#timer) {
+      this.#firstChangeAt = performance.now();
+      const maxDelay = this.#o.maxDelayMs ?? Math.max(1000, 10 * debounce);
+      this.#maxTimer = setTimeout(() => this.flush(), maxDelay);
+    } else {
+      clearTimeout(this.#timer);
+    }
+    this.#timer = setTimeout(() => this.flush(), debounce);
+  }
+
+  /** Push whatever is pending now (tests and shutdown; normally the debounce timer calls it). */
+  flush(): void {
+    clearTimeout(this.#timer);
+    clearTimeout(this.#maxTimer);
+    this.#timer = this.#maxTimer = undefined;
+    const tables = this.#next;
+    this.#next = undefined;
+    if (!tables) return;
+    const changed = this.store.update(tables);
+    if (changed.length === 0) return;
+    for (const t of changed) this.#o.metrics?.pushed(t);
+    this.#waiting = new Set();
+    this.#waitingSince = this.#firstChangeAt;
+    this.#waitingVersion = this.store.version;
+    for (const peer of this.#peers) {
+      const relevant = peer.session.types.some((t) => changed.includes(t));
+      peer.session.push(changed);
+      if (relevant) this.#waiting.add(peer);
+    }
+    this.emit('pushed', this.store.version, changed);
+    this.#checkConverged();
+  }
+
+  #checkConverged(peer?: Peer, gone = false): void {
+    if (!this.#waitingVersion) return;
+    if (peer && (gone || peer.session.caughtUp)) this.#waiting.delete(peer);
+    if (this.#waiting.size) return;
+    const ms = performance.now() - this.#waitingSince;
+    const version = this.#waitingVersion;
+    this.#waitingVersion = '';
+    this.#o.metrics?.converged(ms / 1000);
+    this.emit('converged', version, ms);
+  }
+
+  get peerCount(): number { return this.#peers.size; }
+
+  #syncz(p: Peer): PeerSyncz {
+    return {
+      id: p.id, node: p.principal.node, role: p.principal.role, subject: p.principal.subject, remote: p.remote,
+      connectedSince: p.since.toISOString(), types: p.session.syncz,
+    };
+  }
+
+  syncz(): PeerSyncz[] { return [...this.#peers].map((p) => this.#syncz(p)); }
+
+  /** Close every peer (1001 going away) and refuse new ones. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    clearTimeout(this.#maxTimer);
+    const closing = [...this.#peers].map((p) => new Promise<void>((resolve) => {
+      p.ws.once('close', () => resolve());
+      p.ws.close(1001, 'control plane shutting down');
+      setTimeout(() => { p.ws.terminate(); }, 2000).unref();
+    }));
+    await Promise.all(closing);
+    this.#wss.close();
+  }
+}
