@@ -1,0 +1,231 @@
+/**
+ * Which pods this agent serves, and bringing them in and out of the mesh.
+ *
+ * A pod is enrolled when the model says it is ambient (`tunnel: 'hbone'`) and runs on this node.
+ * Its netns comes from the CNI hand-off (an fd, remembered by namespace/name) or, for pods that
+ * were running before the agent (or whose hand-off was missed), from a scan by IP. Enrolling
+ * means: capture rules (one nft transaction), certificate tracking, listeners. Unenrolling
+ * reverses it; an agent that merely stops leaves the rules in place so its pods stay captured
+ * (and refused, not plaintext) until it comes back.
+ *
+ * All changes run one at a time (a reconcile never overlaps another); a snapshot arriving
+ * meanwhile triggers one more pass.
+ */
+import { errorMessage, logger } from '../core/index.js';
+import type { Identity } from '../identity/index.js';
+import type { Snapshot, Workload } from '../model/index.js';
+import type { NetnsHandle } from './deps.js';
+import type { PodInfo } from './pod-proxy.js';
+
+const log = logger('node-agent.enrol');
+
+/** A pod netns the agent was told about (CNI ADD) or found. */
+export interface KnownNetns {
+  readonly name: string;
+  readonly namespace: string;
+  readonly ip?: string | undefined;
+  readonly netns: NetnsHandle;
+  /** the agent holds this fd and must close it when forgetting the pod */
+  readonly ownedFd?: number | undefined;
+}
+
+/** The running side of one enrolled pod (a PodProxy in production). */
+export interface EnrolledProxy {
+  readonly listening: boolean;
+  readonly openConnections: number;
+  start(): Promise<void>;
+  stop(deadlineMs: number): Promise<void>;
+}
+
+export interface EnrolmentDeps {
+  node: string;
+  snapshot(): Snapshot;
+  /** install capture in the pod netns; resolves whether the return path (source spoofing) is on */
+  applyCapture(netns: NetnsHandle): Promise<{ returnPath: boolean }>;
+  removeCapture(netns: NetnsHandle): Promise<void>;
+  /** find a running pod's netns by IP (scan) */
+  findNetns(ip: string): Promise<NetnsHandle | undefined>;
+  createProxy(pod: PodInfo): EnrolledProxy;
+  trackIdentity(id: Identity): void;
+  untrackIdentity(id: Identity): void;
+  closeFd(fd: number): void;
+  /** how long an unenrolled pod's open connections may take to finish, ms; default 5_000 */
+  unenrolDrainMs?: number;
+  /** most pods served at once; default 1024 */
+  maxPods?: number;
+}
+
+export interface EnrolledPod {
+  readonly workload: Workload;
+  readonly netns: NetnsHandle;
+  readonly proxy: EnrolledProxy;
+  readonly returnPath: boolean;
+}
+
+function podKey(namespace: string, name: string): string { return `${namespace}/${name}`; }
+function identityOf(w: Workload): Identity { return { trustDomain: w.trustDomain, namespace: w.namespace, serviceAccount: w.serviceAccount }; }
+
+export class Enrolment {
+  readonly #d: EnrolmentDeps;
+  /** netns handed over or found, by `<namespace>/<name>` */
+  readonly #known = new Map<string, KnownNetns>();
+  /** enrolled pods by workload uid */
+  readonly #enrolled = new Map<string, EnrolledPod>();
+  /** last enrolment error by workload uid (for readiness and config_dump) */
+  readonly #failed = new Map<string, string>();
+  #running: Promise<void> | undefined;
+  #again = false;
+  #stopped = false;
+
+  constructor(d: EnrolmentDeps) { this.#d = d; }
+
+  get enrolled(): ReadonlyMap<string, EnrolledPod> { return this.#enrolled; }
+  get failures(): ReadonlyMap<string, string> { return this.#failed; }
+  get known(): ReadonlyMap<string, KnownNetns> { return this.#known; }
+
+  /** CNI ADD (or a manual enrol): remember the netns, then reconcile. Resolves after the pass. */
+  async add(k: KnownNetns): Promise<void> {
+    const key = podKey(k.namespace, k.name);
+    const prev = this.#known.get(key);
+    if (prev?.ownedFd !== undefined && prev.ownedFd !== k.ownedFd) this.#d.closeFd(prev.ownedFd);
+    this.#known.set(key, k);
+    await this.reconcile();
+    // A pod the model already calls ambient must be up when CNI gets its ACK: report failure.
+    const w = this.#desired().find((x) => x.namespace === k.namespace && x.name === k.name);
+    if (w && !this.#enrolled.has(w.uid)) throw new Error(this.#failed.get(w.uid) ?? `pod ${key} could not be enrolled`);
+  }
+
+  #forget(key: string): void {
+    const k = this.#known.get(key);
+    if (!k) return;
+    this.#known.delete(key);
+    if (k.ownedFd !== undefined) this.#d.closeFd(k.ownedFd);
+  }
+
+  /** CNI DEL: forget the netns; the pod leaves the mesh (if it was in). */
+  async del(namespace: string, name: string): Promise<void> {
+    const key = podKey(namespace, name);
+    for (const [uid, e] of [...this.#enrolled]) {
+      if (e.workload.namespace === namespace && e.workload.name === name) await this.#unenrol(uid, e, true);
+    }
+    this.#forget(key);
+  }
+
+  /** Bring the set of enrolled pods in line with the snapshot. Serialised; coalesces calls. */
+  reconcile(): Promise<void> {
+    if (this.#running) {
+      this.#again = true;
+      return this.#running;
+    }
+    this.#running = (async () => {
+      try {
+        do {
+          this.#again = false;
+          await this.#pass();
+        } while (this.#again && !this.#stopped);
+      } finally {
+        this.#running = undefined;
+      }
+    })();
+    return this.#running;
+  }
+
+  #desired(): Workload[] {
+    return this.#d.snapshot().workloadsOnNode(this.#d.node).filter((w) => w.tunnel === 'hbone');
+  }
+
+  async #pass(): Promise<void> {
+    if (this.#stopped) return;
+    const desired = this.#desired();
+    const want = new Map(desired.map((w) => [w.uid, w]));
+    for (const [uid, e] of [...this.#enrolled]) {
+      const w = want.get(uid);
+      // Gone from the model, moved, or no longer ambient: out of the mesh. Rules are removed only
+      // when the pod still exists (unlabelled); a deleted pod's netns is going away anyway.
+      if (!w) {
+        const stillThere = this.#d.snapshot().workload(uid) !== undefined;
+        await this.#unenrol(uid, e, stillThere);
+        if (!stillThere) this.#forget(podKey(e.workload.namespace, e.workload.name));
+      } else if (w.addresses.join() !== e.workload.addresses.join() || w.serviceAccount !== e.workload.serviceAccount) {
+        await this.#unenrol(uid, e, false); // re-enrolled below with the new facts
+      }
+    }
+    const max = this.#d.maxPods ?? 1024;
+    for (const w of desired) {
+      if (this.#stopped) return;
+      if (this.#enrolled.has(w.uid)) continue;
+      if (this.#enrolled.size >= max) {
+        this.#failed.set(w.uid, `pod limit reached (${max})`);
+        continue;
+      }
+      try {
+        await this.#enrol(w);
+        this.#failed.delete(w.uid);
+      } catch (e) {
+        this.#failed.set(w.uid, errorMessage(e));
+        log.warn('enrolment failed', { pod: `${w.namespace}/${w.name}`, error: errorMessage(e) });
+      }
+    }
+    for (const uid of [...this.#failed.keys()]) if (!want.has(uid)) this.#failed.delete(uid);
+  }
+
+  async #enrol(w: Workload): Promise<void> {
+    const key = podKey(w.namespace, w.name);
+    let netns = this.#known.get(key)?.netns;
+    if (netns === undefined) {
+      const ip = w.addresses[0];
+      if (!ip) throw new Error(`pod ${key} has no address`);
+      netns = await this.#d.findNetns(ip);
+      if (netns === undefined) throw new Error(`pod ${key}: no network namespace holds ${ip} (not handed over by CNI, not found by scan)`);
+      this.#known.set(key, { name: w.name, namespace: w.namespace, ip, netns });
+    }
+    const { returnPath } = await this.#d.applyCapture(netns);
+    const proxy = this.#d.createProxy({
+      uid: w.uid, name: w.name, namespace: w.namespace, serviceAccount: w.serviceAccount, ips: w.addresses, netns, spoof: returnPath,
+    });
+    this.#d.trackIdentity(identityOf(w));
+    try {
+      await proxy.start();
+    } catch (e) {
+      this.#untrack(w);
+      throw e;
+    }
+    this.#enrolled.set(w.uid, { workload: w, netns, proxy, returnPath });
+    log.info('pod enrolled', { pod: key, ips: w.addresses, returnPath });
+  }
+
+  #untrack(w: Workload): void {
+    const id = identityOf(w);
+    // identities are shared by pods of one service account: keep tracking while one remains
+    const shared = [...this.#enrolled.values()].some((e) => e.workload.uid !== w.uid &&
+      e.workload.serviceAccount === w.serviceAccount && e.workload.namespace === w.namespace && e.workload.trustDomain === w.trustDomain);
+    if (!shared) this.#d.untrackIdentity(id);
+  }
+
+  async #unenrol(uid: string, e: EnrolledPod, removeRules: boolean): Promise<void> {
+    this.#enrolled.delete(uid);
+    this.#untrack(e.workload);
+    await e.proxy.stop(this.#d.unenrolDrainMs ?? 5_000);
+    if (removeRules) {
+      try {
+        await this.#d.removeCapture(e.netns);
+      } catch (err) {
+        log.warn('capture removal failed', { pod: `${e.workload.namespace}/${e.workload.name}`, error: errorMessage(err) });
+      }
+    }
+    log.info('pod unenrolled', { pod: `${e.workload.namespace}/${e.workload.name}`, rulesRemoved: removeRules });
+  }
+
+  /**
+   * Agent shutdown: stop every proxy (drain until the deadline) but leave the capture rules in
+   * place, so enrolled pods are refused rather than sent in plaintext while the agent is away.
+   */
+  async stop(deadlineMs: number): Promise<void> {
+    this.#stopped = true;
+    await this.#running?.catch(() => undefined);
+    await Promise.all([...this.#enrolled.values()].map((e) => e.proxy.stop(deadlineMs)));
+    this.#enrolled.clear();
+    for (const k of this.#known.values()) if (k.ownedFd !== undefined) this.#d.closeFd(k.ownedFd);
+    this.#known.clear();
+  }
+}
