@@ -1,0 +1,85 @@
+#!/usr/bin/env node
+/**
+ * The `ambit` command. Entry point: parses arguments, owns the process (signals, exit code) and
+ * prints errors as one line naming what is wrong. Exit codes: 0 ok, 1 error, 2 not implemented.
+ */
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { errorMessage, setLogLevel, type Level } from '../core/index.js';
+import { applyFile } from './apply.js';
+import { runDown } from './down.js';
+import { runExec } from './exec.js';
+import { resolveDir } from './state-file.js';
+import { runUp, selfCommand } from './up.js';
+import { packageVersion } from './version.js';
+
+const NOT_IMPLEMENTED = 2;
+
+function notYet(name: string): () => void {
+  return () => {
+    process.stderr.write(`ambit ${name}: not implemented yet\n`);
+    process.exitCode = NOT_IMPLEMENTED;
+  };
+}
+
+async function main(argv: string[]): Promise<void> {
+  await yargs(argv)
+    .scriptName('ambit')
+    .usage('$0 <command> [options]\n\nA sidecarless (ambient) service mesh for Kubernetes.')
+    .version(packageVersion())
+    .option('dir', { type: 'string', describe: 'ambit working directory (state.json, config/); default $AMBIT_DIR or ./.ambit', global: true })
+    .option('log-level', { type: 'string', choices: ['debug', 'info', 'warn', 'error'], default: 'info', global: true })
+    .middleware((a) => { setLogLevel(a['log-level'] as Level); })
+    .command('up', 'build a 2-node cluster with a client and an echo service; remove it on Ctrl-C',
+      (y) => y
+        .option('once', { type: 'boolean', default: false, describe: 'build, print, tear down and exit (for tests)' })
+        .option('nodes', { type: 'number', default: 2, describe: 'number of nodes (at least 2)' }),
+      async (a) => {
+        process.exitCode = await runUp({
+          dir: resolveDir(a.dir), nodes: a.nodes, once: a.once, self: selfCommand(process.argv[1]),
+          print: (text) => { process.stdout.write(text); },
+        });
+      })
+    .command('down', 'remove what crashed runs left behind (namespaces, processes, state file)', (y) => y,
+      async (a) => {
+        const r = await runDown(resolveDir(a.dir));
+        process.stdout.write(`removed ${r.removedNetns.length} stale network namespace(s)${r.removedStateFile ? ' and the stale state file' : ''}\n`);
+        if (r.running !== undefined) process.stdout.write(`ambit up is still running (pid ${r.running}); stop it with Ctrl-C there\n`);
+      })
+    .command('exec <target> [cmd..]', 'run a command in a pod of the running ambit up (target: pod name, node/<name> or underlay)',
+      (y) => y
+        .positional('target', { type: 'string', demandOption: true })
+        .positional('cmd', { type: 'string', array: true })
+        .parserConfiguration({ 'populate--': true })
+        .example('$0 exec client -- curl -s http://10.244.2.2:8080/', ''),
+      async (a) => {
+        const cmd = [...((a.cmd as string[] | undefined) ?? []), ...((a['--'] as string[] | undefined) ?? [])].map(String);
+        process.exitCode = await runExec(resolveDir(a.dir), a.target, cmd);
+      })
+    .command('apply', 'validate a YAML file and copy it into the watched config directory',
+      (y) => y.option('f', { alias: 'filename', type: 'string', demandOption: true, describe: 'YAML file, or - for stdin' }),
+      (a) => {
+        const r = applyFile(a.f, resolveDir(a.dir));
+        process.stdout.write(`applied ${r.objects} object(s): ${r.dest}\n`);
+      })
+    .command('control', 'run the control plane', (y) => y, notYet('control'))
+    .command('agent', 'run the node agent', (y) => y, notYet('agent'))
+    .command('waypoint', 'run a waypoint proxy', (y) => y, notYet('waypoint'))
+    .command('cni', 'the CNI plugin hand-off', (y) => y, notYet('cni'))
+    .demandCommand(1, 'give a command; see --help')
+    .strict()
+    .help()
+    .alias('h', 'help')
+    .wrap(100)
+    .fail((msg, err) => {
+      if (err) throw err;
+      process.stderr.write(`ambit: ${msg}\nrun "ambit --help" for usage\n`);
+      process.exit(1);
+    })
+    .parseAsync();
+}
+
+main(hideBin(process.argv)).catch((e: unknown) => {
+  process.stderr.write(`ambit: ${errorMessage(e)}\n`);
+  process.exitCode = 1;
+});
