@@ -1,0 +1,211 @@
+/**
+ * Kubernetes / Istio / Gateway API objects -> the mesh model (Snapshot), waypoints and per-Service
+ * L7 configuration. Pure apart from one piece of memory: the last good version of each resource.
+ * When a resource that used to be valid turns invalid, it is reported as rejected and its last
+ * good version stays in effect, so a typo in an edit does not silently drop a security policy.
+ */
+import type { Service, Waypoint } from '../../model/index.js';
+import { serviceKey, Snapshot } from '../../model/index.js';
+import type { ServiceL7 } from '../../model/l7.js';
+import type { KubeObject, Rejection } from '../config/types.js';
+import type { AuthzInfo } from './authz.js';
+import { readAuthorizationPolicy } from './authz.js';
+import { build } from './build.js';
+import { Check } from './check.js';
+import type { NamespaceInfo, PodInfo, ServiceInfo } from './core-kinds.js';
+import { readNamespace, readPod, readService } from './core-kinds.js';
+import type { WaypointInfo } from './gateway.js';
+import { isWaypointGateway, readWaypoint } from './gateway.js';
+import type { Identified } from './kinds.js';
+import { identify, L7_KINDS } from './kinds.js';
+import { translateL7 } from './l7.js';
+import type { PeerAuthnInfo } from './peer-authn.js';
+import { readPeerAuthentication } from './peer-authn.js';
+
+export interface TranslatorOptions {
+  /** SPIFFE trust domain, e.g. `cluster.local` */
+  readonly trustDomain: string;
+  /** mesh root namespace; policies there apply mesh-wide. Usually `istio-system` */
+  readonly rootNamespace: string;
+  /** first part of workload uids; default `Kubernetes` (Istio's default cluster id) */
+  readonly clusterId?: string;
+}
+
+export interface TranslateResult {
+  readonly snapshot: Snapshot;
+  readonly waypoints: Waypoint[];
+  /** waypoint (L7) configuration by Service key `<namespace>/<hostname>` */
+  readonly l7: ReadonlyMap<string, ServiceL7>;
+  /** resources (or parts) not applied; a previously good version may still be in effect */
+  readonly rejected: Rejection[];
+  /** applied, with a caveat the user should see */
+  readonly warnings: Rejection[];
+}
+
+interface Collect {
+  namespaces: Map<string, NamespaceInfo>;
+  pods: PodInfo[];
+  services: ServiceInfo[];
+  waypoints: WaypointInfo[];
+  authz: AuthzInfo[];
+  peerAuthns: PeerAuthnInfo[];
+}
+
+type Apply = (col: Collect) => void;
+
+export class Translator {
+  readonly #opts: Required<TranslatorOptions>;
+  /** identity key -> last object that translated without rejection */
+  #lastGood = new Map<string, KubeObject>();
+  #version = 0;
+
+  constructor(opts: TranslatorOptions) {
+    this.#opts = { clusterId: 'Kubernetes', ...opts };
+  }
+
+  /** Translate the complete current set of objects. Never throws on bad input. */
+  update(objects: readonly KubeObject[]): TranslateResult {
+    const rejected: Rejection[] = [];
+    const warnings: Rejection[] = [];
+    const col: Collect = { namespaces: new Map(), pods: [], services: [], waypoints: [], authz: [], peerAuthns: [] };
+    const seen = new Set<string>();
+    const nextGood = new Map<string, KubeObject>();
+    const l7Objects: Identified[] = [];
+
+    for (const raw of objects) {
+      const r = identify(raw);
+      if ('ignored' in r) continue;
+      if ('error' in r) { rejected.push(r.error); continue; }
+      const id = r.ok;
+      if (seen.has(id.key)) {
+        rejected.push(rejection(id, 'metadata.name', 'is defined more than once; the first definition applies'));
+        continue;
+      }
+      seen.add(id.key);
+      if (L7_KINDS.has(id.kind)) { l7Objects.push(id); continue; }
+      const c = new Check(id.kind, id.namespace, id.name);
+      const apply = this.#read(id, c);
+      if (c.ok) {
+        nextGood.set(id.key, id.obj);
+        warnings.push(...c.warnings);
+        apply?.(col);
+        continue;
+      }
+      rejected.push(...c.rejected);
+      const last = this.#lastGood.get(id.key);
+      if (last) {
+        const lc = new Check(id.kind, id.namespace, id.name);
+        const lastApply = this.#read({ ...id, obj: last }, lc);
+        if (lc.ok) {
+          nextGood.set(id.key, last);
+          lastApply?.(col);
+          warnings.push(rejection(id, 'metadata', 'the new version is rejected; the last good version stays in effect'));
+        }
+      }
+    }
+
+    const out = build({ ...this.#opts, ...col });
+    warnings.push(...out.warnings);
+
+    const services = new Map<string, Service>();
+    for (const s of out.services) services.set(serviceKey(s), s);
+    const l7 = this.#translateL7(l7Objects, services, nextGood, rejected, warnings);
+
+    this.#lastGood = nextGood;
+    const snapshot = Snapshot.build({
+      workloads: out.workloads, services: out.services, authorizations: out.authorizations, waypoints: out.waypoints,
+    }, ++this.#version);
+    return { snapshot, waypoints: out.waypoints, l7, rejected, warnings };
+  }
+
+  /**
+   * L7 kinds are validated by translateL7 as a set (it needs the Services). A resource is good
+   * when no rejection names it; a rejected one with a last good version is swapped for that
+   * version and the set is translated again.
+   */
+  #translateL7(
+    ids: readonly Identified[], services: ReadonlyMap<string, Service>, nextGood: Map<string, KubeObject>,
+    rejected: Rejection[], warnings: Rejection[],
+  ): ReadonlyMap<string, ServiceL7> {
+    const ctx = { services, rootNamespace: this.#opts.rootNamespace };
+    const named = (id: Identified): string => `${id.kind}/${id.namespace}/${id.name}`;
+    const withNs = (id: Identified, obj: KubeObject): KubeObject =>
+      obj.metadata.namespace === id.namespace ? obj : { ...obj, metadata: { ...obj.metadata, namespace: id.namespace } };
+    const first = safeL7(ids.map((id) => withNs(id, id.obj)), ctx);
+    const bad = new Set(first.rejected.map((r) => `${r.kind}/${r.namespace}/${r.name}`));
+    rejected.push(...first.rejected);
+    let replaced = false;
+    const effective = ids.map((id) => {
+      if (!bad.has(named(id))) { nextGood.set(id.key, id.obj); return withNs(id, id.obj); }
+      const last = this.#lastGood.get(id.key);
+      if (!last || last === id.obj) return withNs(id, id.obj);
+      replaced = true;
+      nextGood.set(id.key, last);
+      warnings.push(rejection(id, 'metadata', 'the new version is rejected; the last good version stays in effect'));
+      return withNs(id, last);
+    });
+    if (!replaced) {
+      warnings.push(...first.warnings);
+      return first.l7;
+    }
+    const second = safeL7(effective, ctx);
+    // the rejections that matter were reported from the first pass; the second only confirms
+    warnings.push(...second.warnings);
+    return second.l7;
+  }
+
+  #read(id: Identified, c: Check): Apply | undefined {
+    const o = id.obj;
+    const ns = id.namespace;
+    switch (id.kind) {
+      case 'Namespace': {
+        const n = readNamespace(o);
+        return (col) => { col.namespaces.set(n.name, n); };
+      }
+      case 'Pod': {
+        const p = readPod(o, ns, c);
+        return p && ((col) => { col.pods.push(p); });
+      }
+      case 'Service': {
+        const s = readService(o, ns, c);
+        return s && ((col) => { col.services.push(s); });
+      }
+      case 'Gateway': {
+        if (!isWaypointGateway(o)) return undefined;
+        const w = readWaypoint(o, ns, c);
+        return w && ((col) => { col.waypoints.push(w); });
+      }
+      case 'AuthorizationPolicy': {
+        const a = readAuthorizationPolicy(o, ns, this.#opts.rootNamespace, this.#opts.trustDomain, c);
+        return a && ((col) => { col.authz.push(a); });
+      }
+      case 'PeerAuthentication': {
+        const pa = readPeerAuthentication(o, ns, this.#opts.rootNamespace, c);
+        return pa && ((col) => { col.peerAuthns.push(pa); });
+      }
+      default:
+        return undefined;
+    }
+  }
+}
+
+function rejection(id: Identified, field: string, message: string): Rejection {
+  return { kind: id.kind, namespace: id.namespace, name: id.name, field, message: `${id.kind} ${id.namespace ? `${id.namespace}/` : ''}${id.name}: ${field}: ${message}` };
+}
+
+/** A bug in the L7 translator must not take the L4 model down with it: reject everything it was given. */
+function safeL7(objects: readonly KubeObject[], ctx: Parameters<typeof translateL7>[1]): ReturnType<typeof translateL7> {
+  try {
+    return translateL7(objects, ctx);
+  } catch (e) {
+    const msg = e instanceof Error ? e.message : String(e);
+    return {
+      l7: new Map(),
+      rejected: objects.map((o) => ({
+        kind: o.kind, namespace: o.metadata.namespace ?? '', name: o.metadata.name, field: '',
+        message: `${o.kind} ${o.metadata.namespace ?? ''}/${o.metadata.name}: internal error translating L7 config: ${msg}`,
+      })),
+      warnings: [],
+    };
+  }
+}
