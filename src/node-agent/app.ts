@@ -1,0 +1,300 @@
+/**
+ * The node agent, composed: control channel (xDS) -> snapshot -> enrolment of this node's
+ * ambient pods (capture rules + per-pod proxies) -> certificates per local identity; plus the
+ * CNI socket, admin, metrics and readiness servers. Every I/O seam can be injected for tests.
+ */
+import { mkdirSync } from 'node:fs';
+import type { Server } from 'node:http';
+import { join } from 'node:path';
+import { statSync } from 'node:fs';
+import { errorMessage, logger, MeshError } from '../core/index.js';
+import { CertManager, type CertBundle, type Identity } from '../identity/index.js';
+import { Snapshot } from '../model/index.js';
+import * as realNative from '../native/index.js';
+import { XdsClient } from '../xds/index.js';
+import { closeHttp, serveHttp } from './admin.js';
+import { applyCapture, removeCapture, type CapturePorts } from './capture.js';
+import { CniServer } from './cni-server.js';
+import { ConnectionRegistry } from './connections.js';
+import type { NativeApi, NetnsHandle } from './deps.js';
+import { Enrolment } from './enrolment.js';
+import { createHboneListener, createTunnelOpener } from './hbone-adapter.js';
+import { defaultNetnsCandidates, findNetnsByIp } from './netns-scan.js';
+import { DEFAULT_POD_PORTS, PodProxy, type HboneListenerFactory, type PodPorts, type TunnelOpener } from './pod-proxy.js';
+import { AgentTelemetry } from './telemetry.js';
+
+const log = logger('node-agent');
+
+export interface AgentPorts {
+  /** admin (`/config_dump`) on `adminHost`; default 15000; 0 = any free port */
+  admin?: number;
+  /** Prometheus; default 15020 */
+  metrics?: number;
+  /** readiness; default 15021 */
+  readiness?: number;
+  /** listeners inside each pod netns; default 15001/15006/15008 */
+  pod?: Partial<PodPorts>;
+}
+
+/** The control channel as the agent uses it (an XdsClient satisfies it). */
+export interface ControlChannel {
+  readonly snapshot: Snapshot;
+  readonly ready: Promise<void>;
+  on(event: 'snapshot', fn: (s: Snapshot) => void): unknown;
+  start(): void;
+  close(): Promise<void>;
+  requestCertificate(csrPem: string, id: Identity): Promise<{ chainPem: string[]; rootsPem: string }>;
+}
+
+/** Certificates as the agent uses them (a CertManager satisfies it). */
+export interface AgentCerts {
+  get(id: Identity): Promise<CertBundle>;
+  peek(id: Identity): CertBundle | undefined;
+  track(id: Identity): void;
+  untrack(id: Identity): void;
+  close(): void;
+}
+
+export interface AgentOptions {
+  /** this node's name, as pods' `node` in the model */
+  node: string;
+  /** ws:// or wss:// URL of the control plane */
+  controlUrl: string;
+  /** bearer token for the control plane */
+  token: string;
+  /** PEM roots to verify a wss:// control plane */
+  controlCaPem?: string;
+  /** holds agent.sock; created if missing */
+  stateDir: string;
+  /** default 'cluster.local' */
+  trustDomain?: string;
+  ports?: AgentPorts;
+  /** default 127.0.0.1 */
+  adminHost?: string;
+  /** host for metrics and readiness; default 0.0.0.0 */
+  publicHost?: string;
+  /** install return-path routes so the app sees real client IPs; default true */
+  spoofSource?: boolean;
+  /** upstream TCP connect timeout, ms; default 10_000 */
+  connectTimeoutMs?: number;
+  /** drain deadline for a pod leaving the mesh, ms; default 5_000 */
+  unenrolDrainMs?: number;
+  /** retry failed enrolments this often, ms; default 5_000 */
+  retryMs?: number;
+  // --- seams ---
+  native?: NativeApi;
+  control?: ControlChannel;
+  certs?: AgentCerts;
+  tunnels?: TunnelOpener & { close?(): Promise<void> };
+  hboneListener?: HboneListenerFactory;
+  /** netns paths to scan for running pods; default /var/run/netns/* and /proc/<pid>/ns/net */
+  netnsCandidates?: () => Promise<string[]>;
+  random?: () => number;
+}
+
+export interface EnrollRequest {
+  name: string;
+  namespace: string;
+  /** netns path, or an fd the agent takes ownership of */
+  netns: NetnsHandle;
+  ip?: string;
+}
+
+export interface Agent {
+  /** connect to the control plane, open the CNI socket and servers; resolves when listening (not when ready) */
+  start(): Promise<void>;
+  /** drain: stop accepting, let connections finish until `deadlineMs`, then close. Capture rules stay. */
+  stop(deadlineMs?: number): Promise<void>;
+  /** what CNI ADD does, for callers that hold the netns (the local cluster) */
+  enroll(r: EnrollRequest): Promise<void>;
+  unenroll(namespace: string, name: string): Promise<void>;
+  /** resolves once ready (control plane synced and every enrolled pod listening) */
+  whenReady(): Promise<void>;
+  isReady(): boolean;
+  /** one reconcile pass (tests: wait until a snapshot change has been applied) */
+  reconcile(): Promise<void>;
+  snapshot(): Snapshot;
+  enrolledPods(): Array<{ uid: string; name: string; namespace: string; ips: readonly string[]; listening: boolean; returnPath: boolean }>;
+  readonly socketPath: string;
+  /** bound ports (after start) */
+  readonly ports: { admin: number; metrics: number; readiness: number };
+  readonly telemetry: AgentTelemetry;
+  readonly connections: ConnectionRegistry;
+}
+
+function netnsIdOf(ns: NetnsHandle): string | undefined {
+  try {
+    const s = statSync(typeof ns === 'number' ? `/proc/self/fd/${ns}` : ns);
+    return `${s.dev}:${s.ino}`;
+  } catch {
+    return undefined;
+  }
+}
+
+export function createAgent(o: AgentOptions): Agent {
+  const native = o.native ?? realNative;
+  const trustDomain = o.trustDomain ?? 'cluster.local';
+  const podPorts: PodPorts = { ...DEFAULT_POD_PORTS, ...o.ports?.pod };
+  const capturePorts: CapturePorts = { outbound: podPorts.outbound, inboundPlain: podPorts.inboundPlain, hbone: podPorts.hbone };
+  const control: ControlChannel = o.control ?? new XdsClient({
+    url: o.controlUrl, token: o.token, node: o.node, role: 'agent', ...(o.controlCaPem ? { caPem: o.controlCaPem } : {}),
+  });
+  const certs: AgentCerts = o.certs ?? new CertManager({ request: (csr, id) => control.requestCertificate(csr, id) });
+  const tunnels = o.tunnels ?? createTunnelOpener();
+  const hboneListener = o.hboneListener ?? createHboneListener;
+  const telemetry = new AgentTelemetry();
+  const connections = new ConnectionRegistry();
+  const socketPath = join(o.stateDir, 'agent.sock');
+  const candidates = o.netnsCandidates ?? defaultNetnsCandidates;
+  const selfNetns = netnsIdOf('/proc/self/ns/net');
+
+  let controlReady = false;
+  let started = false;
+  let stopping: Promise<void> | undefined;
+  const servers: Server[] = [];
+  const bound = { admin: 0, metrics: 0, readiness: 0 };
+  let retryTimer: NodeJS.Timeout | undefined;
+  const readyWaiters = new Set<() => void>();
+
+  const enrolment = new Enrolment({
+    node: o.node,
+    snapshot: () => control.snapshot,
+    applyCapture: (ns) => applyCapture(ns, { ports: capturePorts, returnPath: o.spoofSource ?? true }),
+    removeCapture: (ns) => removeCapture(ns),
+    findNetns: async (ip) => {
+      const exclude = new Set<string>();
+      if (selfNetns) exclude.add(selfNetns);
+      for (const e of enrolment.enrolled.values()) { const id = netnsIdOf(e.netns); if (id) exclude.add(id); }
+      const found = await findNetnsByIp(native, ip, await candidates(), exclude);
+      return found?.path;
+    },
+    createProxy: (pod) => new PodProxy({
+      native, snapshot: () => control.snapshot, cert: (id) => certs.peek(id), tunnels, hboneListener, telemetry, connections,
+      trustDomain, ports: podPorts, ...(o.connectTimeoutMs ? { connectTimeoutMs: o.connectTimeoutMs } : {}),
+      ...(o.random ? { random: o.random } : {}),
+    }, pod),
+    trackIdentity: (id) => { certs.track(id); },
+    untrackIdentity: (id) => { certs.untrack(id); },
+    closeFd: (fd) => { try { native.closeFd(fd); } catch { /* already closed */ } },
+    ...(o.unenrolDrainMs !== undefined ? { unenrolDrainMs: o.unenrolDrainMs } : {}),
+  });
+
+  const cni = new CniServer({
+    native, path: socketPath,
+    handlers: {
+      add: (req, fd) => enrolment.add({ name: req.name, namespace: req.namespace, ip: req.ip, netns: fd, ownedFd: fd }),
+      del: (req) => enrolment.del(req.namespace, req.name),
+    },
+  });
+
+  const isReady = (): boolean => {
+    if (!controlReady || !started || stopping) return false;
+    for (const e of enrolment.enrolled.values()) if (!e.proxy.listening) return false;
+    return true;
+  };
+  const notifyReady = () => {
+    if (!isReady()) return;
+    for (const fn of [...readyWaiters]) fn();
+    readyWaiters.clear();
+  };
+
+  const onSnapshot = (snap: Snapshot) => {
+    // Live policy first: a revoked connection must not outlive the change by a reconcile pass.
+    connections.recheck(snap);
+    enrolment.reconcile().then(notifyReady, (e: unknown) => log.error('reconcile failed', { error: errorMessage(e) }));
+  };
+
+  const configDump = () => {
+    const snap = control.snapshot;
+    const certList: Array<{ identity: string; notBefore: string; notAfter: string } | { identity: string; state: string }> = [];
+    const seen = new Set<string>();
+    for (const e of enrolment.enrolled.values()) {
+      const w = e.workload;
+      const id: Identity = { trustDomain: w.trustDomain, namespace: w.namespace, serviceAccount: w.serviceAccount };
+      const name = `spiffe://${id.trustDomain}/ns/${id.namespace}/sa/${id.serviceAccount}`;
+      if (seen.has(name)) continue;
+      seen.add(name);
+      const b = certs.peek(id);
+      certList.push(b ? { identity: name, notBefore: new Date(b.notBefore).toISOString(), notAfter: new Date(b.notAfter).toISOString() } : { identity: name, state: 'unavailable' });
+    }
+    return {
+      node: o.node,
+      ready: isReady(),
+      snapshot: {
+        version: snap.version, counts: snap.counts,
+        workloads: [...snap.workloads], services: [...snap.services], authorizations: [...snap.authorizations],
+      },
+      enrolled: agent.enrolledPods(),
+      failed: Object.fromEntries(enrolment.failures),
+      connections: connections.size,
+      certificates: certList,
+    };
+  };
+
+  const agent: Agent = {
+    socketPath,
+    telemetry,
+    connections,
+    get ports() { return { ...bound }; },
+
+    async start() {
+      if (started) return;
+      mkdirSync(o.stateDir, { recursive: true, mode: 0o700 });
+      control.on('snapshot', onSnapshot);
+      control.ready.then(() => { controlReady = true; onSnapshot(control.snapshot); }, () => undefined);
+      control.start();
+      await cni.listen();
+      const host = o.publicHost ?? '0.0.0.0';
+      const admin = await serveHttp(o.adminHost ?? '127.0.0.1', o.ports?.admin ?? 15000, {
+        '/config_dump': () => ({ status: 200, type: 'application/json', body: JSON.stringify(configDump(), null, 1) }),
+      });
+      const metricsRoute = async () => ({ status: 200, type: telemetry.registry.contentType, body: await telemetry.metrics() });
+      const metrics = await serveHttp(host, o.ports?.metrics ?? 15020, { '/metrics': metricsRoute, '/stats/prometheus': metricsRoute });
+      const readiness = await serveHttp(host, o.ports?.readiness ?? 15021, {
+        '/healthz/ready': () => (isReady() ? { status: 200, type: 'text/plain', body: 'ready\n' } : { status: 503, type: 'text/plain', body: 'not ready\n' }),
+      });
+      servers.push(admin.server, metrics.server, readiness.server);
+      bound.admin = admin.port; bound.metrics = metrics.port; bound.readiness = readiness.port;
+      started = true;
+      retryTimer = setInterval(() => {
+        if (enrolment.failures.size > 0) enrolment.reconcile().then(notifyReady, () => undefined);
+      }, o.retryMs ?? 5_000);
+      retryTimer.unref();
+      log.info('agent started', { node: o.node, socket: socketPath, ...bound });
+    },
+
+    stop(deadlineMs = 5_000) {
+      stopping ??= (async () => {
+        clearInterval(retryTimer);
+        await cni.close();
+        await enrolment.stop(deadlineMs);
+        await Promise.all(servers.splice(0).map(closeHttp));
+        await tunnels.close?.();
+        await control.close();
+        certs.close();
+        log.info('agent stopped', { node: o.node });
+      })();
+      return stopping;
+    },
+
+    async enroll(r) {
+      if (!r.name || !r.namespace) throw new MeshError('AMBIT_CONFIG_INVALID', 'enroll: name and namespace are required');
+      await enrolment.add({ name: r.name, namespace: r.namespace, ip: r.ip, netns: r.netns, ...(typeof r.netns === 'number' ? { ownedFd: r.netns } : {}) });
+      notifyReady();
+    },
+
+    unenroll: (namespace, name) => enrolment.del(namespace, name),
+
+    whenReady() {
+      if (isReady()) return Promise.resolve();
+      return new Promise<void>((resolve) => readyWaiters.add(resolve));
+    },
+    isReady,
+    reconcile: async () => { await enrolment.reconcile(); notifyReady(); },
+    snapshot: () => control.snapshot,
+    enrolledPods: () => [...enrolment.enrolled.entries()].map(([uid, e]) => ({
+      uid, name: e.workload.name, namespace: e.workload.namespace, ips: e.workload.addresses, listening: e.proxy.listening, returnPath: e.returnPath,
+    })),
+  };
+  return agent;
+}

@@ -1,0 +1,82 @@
+/**
+ * Entry point of the node agent process (`ambit agent`): reads its settings, starts the agent and
+ * drains it on SIGTERM/SIGINT (stop accepting, let connections finish until the deadline, close).
+ */
+import { readFileSync } from 'node:fs';
+import { enableTrace, errorMessage, logger, setLogLevel, type Level } from '../core/index.js';
+import { createAgent, type Agent, type AgentOptions } from './app.js';
+
+const log = logger('node-agent');
+
+export interface AgentSettings extends AgentOptions {
+  /** drain deadline on SIGTERM, ms; default 25_000 */
+  drainMs: number;
+}
+
+function num(env: Readonly<Record<string, string | undefined>>, key: string): number | undefined {
+  const v = env[key];
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535 * 1000) throw new Error(`${key}: ${JSON.stringify(v)} is not a non-negative integer`);
+  return n;
+}
+
+/**
+ * Settings from flags (already parsed by the CLI) over environment variables:
+ * AMBIT_NODE_NAME (or NODE_NAME), AMBIT_CONTROL_URL, AMBIT_TOKEN or AMBIT_TOKEN_FILE,
+ * AMBIT_CONTROL_CA_FILE, AMBIT_STATE_DIR (default /var/run/ambit), AMBIT_TRUST_DOMAIN,
+ * AMBIT_ADMIN_PORT, AMBIT_METRICS_PORT, AMBIT_READINESS_PORT, AMBIT_DRAIN_MS.
+ */
+export function agentSettings(env: Readonly<Record<string, string | undefined>>, flags: Partial<AgentSettings> = {}): AgentSettings {
+  const node = flags.node ?? env.AMBIT_NODE_NAME ?? env.NODE_NAME;
+  if (!node) throw new Error('agent: node name missing (--node or AMBIT_NODE_NAME)');
+  const controlUrl = flags.controlUrl ?? env.AMBIT_CONTROL_URL;
+  if (!controlUrl) throw new Error('agent: control plane URL missing (--control-url or AMBIT_CONTROL_URL)');
+  let token = flags.token ?? env.AMBIT_TOKEN;
+  if (token === undefined && env.AMBIT_TOKEN_FILE) token = readFileSync(env.AMBIT_TOKEN_FILE, 'utf8').trim();
+  if (!token) throw new Error('agent: token missing (AMBIT_TOKEN or AMBIT_TOKEN_FILE)');
+  const caFile = env.AMBIT_CONTROL_CA_FILE;
+  const admin = num(env, 'AMBIT_ADMIN_PORT');
+  const metrics = num(env, 'AMBIT_METRICS_PORT');
+  const readiness = num(env, 'AMBIT_READINESS_PORT');
+  return {
+    ...flags,
+    node,
+    controlUrl,
+    token,
+    stateDir: flags.stateDir ?? env.AMBIT_STATE_DIR ?? '/var/run/ambit',
+    trustDomain: flags.trustDomain ?? env.AMBIT_TRUST_DOMAIN ?? 'cluster.local',
+    ...(flags.controlCaPem ?? caFile ? { controlCaPem: flags.controlCaPem ?? readFileSync(caFile!, 'utf8') } : {}),
+    ports: {
+      ...(admin !== undefined ? { admin } : {}), ...(metrics !== undefined ? { metrics } : {}), ...(readiness !== undefined ? { readiness } : {}),
+      ...flags.ports,
+    },
+    drainMs: flags.drainMs ?? num(env, 'AMBIT_DRAIN_MS') ?? 25_000,
+  };
+}
+
+/** Runs the agent until SIGTERM/SIGINT; resolves after the drain. */
+export async function runAgent(env: Readonly<Record<string, string | undefined>> = process.env, flags: Partial<AgentSettings> = {}): Promise<void> {
+  if (env.AMBIT_LOG_LEVEL) setLogLevel(env.AMBIT_LOG_LEVEL as Level);
+  if (env.AMBIT_TRACE) enableTrace(env.AMBIT_TRACE);
+  const settings = agentSettings(env, flags);
+  const agent: Agent = createAgent(settings);
+  let stopped: Promise<void> | undefined;
+  const drain = (signal: string) => {
+    log.info('draining', { signal, deadlineMs: settings.drainMs });
+    stopped ??= agent.stop(settings.drainMs);
+  };
+  const done = new Promise<void>((resolve) => {
+    const on = (sig: NodeJS.Signals) => { drain(sig); void stopped!.then(resolve, resolve); };
+    process.once('SIGTERM', () => on('SIGTERM'));
+    process.once('SIGINT', () => on('SIGINT'));
+  });
+  try {
+    await agent.start();
+  } catch (e) {
+    log.error('agent failed to start', { error: errorMessage(e) });
+    await agent.stop(0);
+    throw e;
+  }
+  await done;
+}
