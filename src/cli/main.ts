@@ -79,6 +79,8 @@ async function main(argv: string[]): Promise<void> {
     .parseAsync();
 }
 
+// A reader that went away (`ambit up | head`) must not crash us halfway through a teardown.
+process.stdout.on('error', () => {});
 main(hideBin(process.argv)).catch((e: unknown) => {
   process.stderr.write(`ambit: ${errorMessage(e)}\n`);
   process.exitCode = 1;

@@ -129,7 +129,7 @@ async function upUntilSignal(
 
   const cluster = await createCluster({ nodes: opts.nodes ?? 2 });
   // Safety net: whatever happens below, namespaces do not outlive this process.
-  const onExit = (): void => { if (!cluster.destroyed) cluster.destroySync(); };
+  const onExit = (): void => { cluster.destroySync(); };
   process.on('exit', onExit);
 
   let stopMesh: StopMesh | undefined;

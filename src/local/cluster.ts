@@ -423,7 +423,10 @@ export class Cluster {
     log.debug('cluster destroyed', { prefix: this.#prefix });
   }
 
-  /** For 'exit' handlers, where nothing asynchronous runs any more. Never throws. */
+  /**
+   * For 'exit' handlers, where nothing asynchronous runs any more: removes whatever is still
+   * there, also when an asynchronous destroy was interrupted halfway. Never throws.
+   */
   destroySync(): void {
     this.#destroyed = true;
     for (const c of this.#children.keys()) killGroup(c);

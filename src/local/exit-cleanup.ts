@@ -11,7 +11,7 @@ const log = logger('local');
 
 /** Installs the handlers; returns a function that removes them again. */
 export function installExitCleanup(cluster: Cluster): () => void {
-  const onExit = (): void => { if (!cluster.destroyed) cluster.destroySync(); };
+  const onExit = (): void => { cluster.destroySync(); };
   const onSignal = (signal: NodeJS.Signals): void => {
     uninstall();
     cluster.destroy()

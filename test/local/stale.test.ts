@@ -27,7 +27,7 @@ async function crashedRun(): Promise<{ pid: number; netns: string[]; serverPid: 
   return { pid: child.pid!, ...report };
 }
 
-nt('namespaces of a SIGKILLed run survive it, and the next createCluster removes them (and what ran inside)', async (t) => {
+nt('the next createCluster removes the namespaces of a SIGKILLed run, and kills what ran inside them', async (t) => {
   const dead = await crashedRun();
   const prefix = `ambit-${dead.pid.toString(36)}-`;
   t.teardown(async () => { for (const n of dead.netns) await removeNetns(n).catch(() => {}); });
