@@ -97,14 +97,24 @@ export interface Redirect {
   readonly port?: number;
   /** `full` replaces the whole path; `prefix` replaces only the matched prefix */
   readonly path?: { readonly type: 'full' | 'prefix'; readonly value: string };
-  /** 301 (default), 302, 303, 307, 308 */
+  /**
+   * When `port` is absent: `protocol-default` omits the port (80/443 by scheme); `request-port` keeps the
+   * port the request arrived on. Absent: the scheme's default port when `scheme` is set, else the request port.
+   */
+  readonly derivePort?: 'protocol-default' | 'request-port';
+  /** 301, 302, 303, 307, 308 (VirtualService default 301, HTTPRoute default 302) */
   readonly statusCode: number;
 }
 
 export interface Rewrite {
   readonly hostname?: string;
-  /** `full` replaces the whole path; `prefix` replaces only the matched prefix (see `rewritePrefix`) */
-  readonly path?: { readonly type: 'full' | 'prefix'; readonly value: string };
+  /**
+   * `full` replaces the whole path; `prefix` replaces only the matched prefix (see `replacePrefix`);
+   * `regex` replaces every match of `pattern` with `value` (`\\1` style groups).
+   */
+  readonly path?:
+    | { readonly type: 'full' | 'prefix'; readonly value: string }
+    | { readonly type: 'regex'; readonly pattern: string; readonly value: string };
 }
 
 export interface RetryPolicy {
@@ -242,3 +252,66 @@ export interface ServiceL7 {
 }
 
 export const DEFAULT_LOAD_BALANCER: LoadBalancer = 'LEAST_REQUEST';
+
+// === pure helpers ===
+
+const DURATION_UNITS: Record<string, number> = { h: 3_600_000, m: 60_000, s: 1000, ms: 1, us: 0.001, 'µs': 0.001, ns: 0.000001 };
+const DURATION_PART = /(\d+(?:\.\d+)?|\.\d+)(h|ms|m|s|us|µs|ns)/y;
+
+/**
+ * Go/Istio/Gateway API duration (`10s`, `500ms`, `1m30s`, `1.5s`) in milliseconds, or undefined when the
+ * text is not a duration. A non-zero value below 1 ms rounds up to 1 ms, so it never silently turns into
+ * "disabled". The bare `0` is accepted as zero.
+ */
+export function parseDurationMs(text: string): number | undefined {
+  if (text === '0') return 0;
+  if (text.length === 0 || text.length > 64) return undefined;
+  let total = 0;
+  DURATION_PART.lastIndex = 0;
+  let pos = 0;
+  while (pos < text.length) {
+    DURATION_PART.lastIndex = pos;
+    const m = DURATION_PART.exec(text);
+    if (!m) return undefined;
+    total += Number(m[1]) * DURATION_UNITS[m[2]!]!;
+    pos = DURATION_PART.lastIndex;
+  }
+  if (!Number.isFinite(total)) return undefined;
+  return total > 0 && total < 1 ? 1 : Math.round(total);
+}
+
+/**
+ * Does `path` (without query) start with `prefix`? Segmented (Gateway API): element by element on `/`,
+ * a trailing `/` of the prefix ignored, so `/abc` matches `/abc`, `/abc/` and `/abc/d` but not `/abcd`.
+ * Plain (VirtualService): a string prefix.
+ */
+export function pathHasPrefix(path: string, prefix: string, segmented: boolean, ignoreCase = false): boolean {
+  if (ignoreCase) { path = path.toLowerCase(); prefix = prefix.toLowerCase(); }
+  if (!segmented) return path.startsWith(prefix);
+  const p = prefix.length > 1 && prefix.endsWith('/') ? prefix.slice(0, -1) : prefix;
+  if (p === '/') return path.startsWith('/');
+  return path === p || path.startsWith(p + '/');
+}
+
+/**
+ * Replaces the matched `prefix` of `path` with `replacement` (Gateway API ReplacePrefixMatch, VirtualService
+ * `rewrite.uri` after a prefix match): `/foo/bar` with `/foo` -> `/xyz` gives `/xyz/bar`, -> `` gives `/bar`;
+ * `/foo` with `/foo` -> `` gives `/`.
+ */
+export function replacePrefix(path: string, prefix: string, replacement: string, segmented: boolean): string {
+  const strip = (x: string): string => (x.endsWith('/') ? x.slice(0, -1) : x);
+  if (segmented) {
+    const p = prefix === '/' ? '' : strip(prefix);
+    const out = strip(replacement) + path.slice(p.length);
+    return out === '' ? '/' : out.startsWith('/') ? out : '/' + out;
+  }
+  const rest = path.slice(prefix.length);
+  const out = replacement + rest;
+  return out.startsWith('/') ? out : '/' + out;
+}
+
+/** Share of each backend, 0..1, from relative weights; all zero -> all zero (the caller answers 500). */
+export function backendShares(weights: readonly number[]): number[] {
+  const sum = weights.reduce((a, b) => a + b, 0);
+  return weights.map((w) => (sum > 0 ? w / sum : 0));
+}
