@@ -93,6 +93,11 @@ function workloadIdentity(o: KubeObject, labels: Readonly<Record<string, string>
     const d = stripHash(base);
     return d ? { name: d, type: 'deployment' } : { name: base, type: 'pod' };
   }
+  // hand-written pod YAML often copies a Deployment pod's name and labels: <deploy>-<hash>-<suffix>
+  if (hash) {
+    const at = meta.name.lastIndexOf(`-${hash}-`);
+    if (at > 0) return { name: meta.name.slice(0, at), type: 'deployment' };
+  }
   return { name: meta.name, type: 'pod' };
 }
 
