@@ -8,7 +8,9 @@ import { mkdir, readFile, rename, writeFile, access } from 'node:fs/promises';
 import { join } from 'node:path';
 import forge from 'node-forge';
 import { MeshError, errorMessage } from '../core/index.js';
-import { OID, certExtensions, certSubjectDer, certValidity, parseBasicConstraints, parseKeyUsage, parseSubjectKeyId } from './der.js';
+import {
+  OID, certExtensions, certSubjectDer, certValidity, parseBasicConstraints, parseGeneralNames, parseKeyUsage, parseSubjectKeyId,
+} from './der.js';
 import { pemToDers, derToPem } from './pem.js';
 import { checkIdentity, checkTrustDomain, spiffeUri } from './spiffe.js';
 import type { Identity } from './spiffe.js';
@@ -94,7 +96,7 @@ function keyBits(key: KeyObject): number {
 }
 
 /** Check that `m` is usable: a CA cert, matching RSA key, valid now, chaining to one of the roots. */
-function validate(m: Material, now: number, what: string): void {
+function validate(m: Material, now: number, td: string, what: string): void {
   const der = m.cert.raw;
   const exts = certExtensions(der);
   const bc = exts.find((e) => e.oid === OID.basicConstraints);
@@ -106,6 +108,9 @@ function validate(m: Material, now: number, what: string): void {
   if (!m.cert.checkPrivateKey(m.key)) caInvalid(what, `${CA_FILES.key} does not match ${CA_FILES.cert}`);
   const { notBefore, notAfter } = certValidity(der);
   if (now < notBefore || now > notAfter) caInvalid(what, `${CA_FILES.cert} is not valid now (${m.cert.validFrom} .. ${m.cert.validTo})`);
+  const san = exts.find((e) => e.oid === OID.subjectAltName);
+  const foreign = san === undefined ? [] : parseGeneralNames(san.value).uris.filter((u) => u.startsWith('spiffe://') && u !== `spiffe://${td}`);
+  if (foreign.length > 0) caInvalid(what, `${CA_FILES.cert} names ${foreign[0]}, not trust domain ${td}`);
   // Walk signing cert -> intermediates -> root, so we never hand out a chain peers cannot verify.
   const roots = pemToDers(m.rootsPem, `ca ${what} ${CA_FILES.root}`).map((d) => new X509Certificate(d));
   const pool = m.intermediatesPem.slice(1).map((p) => new X509Certificate(p));
@@ -176,6 +181,7 @@ export class CertificateAuthority {
   readonly #m: Material;
   readonly #skid: string;
   readonly #issuerDer: Buffer;
+  readonly #caNotAfter: number;
 
   private constructor(o: Resolved, m: Material) {
     this.#o = o;
@@ -184,6 +190,7 @@ export class CertificateAuthority {
     this.rootsPem = m.rootsPem;
     this.#skid = caSubjectKeyId(m.cert);
     this.#issuerDer = certSubjectDer(m.cert.raw);
+    this.#caNotAfter = certValidity(m.cert.raw).notAfter;
   }
 
   /** In-memory CA with a fresh self-signed root (tests, `ambit up`). */
@@ -220,7 +227,7 @@ export class CertificateAuthority {
       if (e instanceof MeshError) throw e;
       caInvalid(dir, errorMessage(e), e);
     }
-    validate(m, o.clock(), dir);
+    validate(m, o.clock(), o.trustDomain, dir);
     return new CertificateAuthority(o, m);
   }
 
@@ -298,7 +305,14 @@ export class CertificateAuthority {
     if (pub === null || pub.n === undefined) csrInvalid('no RSA public key');
     const bits = pub.n.bitLength();
     if (bits < MIN_KEY_BITS || bits > MAX_KEY_BITS) csrInvalid(`RSA key of ${bits} bits: must be ${MIN_KEY_BITS}..${MAX_KEY_BITS}`);
-    return [this.#issueLeaf(pub, identity, ttl), ...this.#m.intermediatesPem];
+    let leaf: string;
+    try {
+      leaf = this.#issueLeaf(pub, identity, ttl);
+    } catch (e) {
+      if (e instanceof MeshError) throw e;
+      csrInvalid(`cannot issue a certificate for this request: ${errorMessage(e)}`, e);
+    }
+    return [leaf, ...this.#m.intermediatesPem];
   }
 
   #issueLeaf(pub: forge.pki.PublicKey, identity: Identity, ttlSeconds: number): string {
@@ -307,7 +321,9 @@ export class CertificateAuthority {
     c.publicKey = pub;
     c.serialNumber = randomSerialHex();
     c.validity.notBefore = new Date(now - BACKDATE_MS);
-    c.validity.notAfter = new Date(now + Math.round(ttlSeconds * 1000));
+    // A leaf cannot usefully outlive its signing certificate; cut it there so notAfter tells the
+    // truth and renewal (at half-life) happens in time.
+    c.validity.notAfter = new Date(Math.min(now + Math.round(ttlSeconds * 1000), this.#caNotAfter));
     // Empty subject, as SPIFFE prefers; the SAN is then critical (X509-SVID §2). The issuer Name is
     // spliced in from the CA certificate's bytes by signCertificate.
     c.setSubject([]);

@@ -215,3 +215,26 @@ test('loadOrCreate persists a root (key 0600) and reloads the same root', async 
   const e = await t.throwsAsync(CertificateAuthority.loadOrCreate(dir, { trustDomain: TD }));
   t.regex(e!.message, /refusing to overwrite/);
 });
+
+test('a leaf never outlives its signing certificate', async (t) => {
+  const root = CertificateAuthority.generate({ trustDomain: TD, clock: () => NOW });
+  const inter = root.issueIntermediate({ ttlSeconds: 1800 });
+  const dir = await tmp(t);
+  await writeFile(join(dir, CA_FILES.cert), inter.certPem);
+  await writeFile(join(dir, CA_FILES.key), inter.keyPem);
+  await writeFile(join(dir, CA_FILES.root), inter.rootsPem);
+  await writeFile(join(dir, CA_FILES.chain), inter.chainPem);
+  const ica = await CertificateAuthority.fromDirectory(dir, { trustDomain: TD, clock: () => NOW });
+  const leaf = new X509Certificate(ica.sign((await csrAlice).csrPem, alice, 3600)[0]!);
+  t.is(Date.parse(leaf.validTo), Date.parse(new X509Certificate(inter.certPem).validTo));
+});
+
+test('fromDirectory refuses a CA of another trust domain', async (t) => {
+  const dir = await tmp(t);
+  const other = CertificateAuthority.generate({ trustDomain: 'other.td' }).issueIntermediate();
+  await writeFile(join(dir, CA_FILES.cert), other.certPem);
+  await writeFile(join(dir, CA_FILES.key), other.keyPem);
+  await writeFile(join(dir, CA_FILES.root), other.rootsPem);
+  const e = await t.throwsAsync(CertificateAuthority.fromDirectory(dir, { trustDomain: TD }));
+  t.regex(e!.message, /names spiffe:\/\/other\.td, not trust domain cluster\.local/);
+});
