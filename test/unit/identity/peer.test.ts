@@ -121,3 +121,25 @@ test('verifyPeerChain input limits', (t) => {
   rejects(t, () => verifyPeerChain([leaf.der], 'not a pem'), /no PEM certificate/);
   rejects(t, () => verifyPeerChain([Buffer.from('garbage')], root.pem), /not a certificate/);
 });
+
+test('mutated certificates never escape as anything but AMBIT_CERT_INVALID', (t) => {
+  const leaf = craft({ key: rsaKey(2), issuer: root, uris: [ID], dns: ['web.ns.svc'] });
+  // Deterministic xorshift so a failure reproduces.
+  let s = 0x2545f491;
+  const rnd = (n: number): number => { s ^= s << 13; s ^= s >>> 17; s ^= s << 5; return (s >>> 0) % n; };
+  let rejected = 0;
+  for (let i = 0; i < 3000; i++) {
+    const d = Buffer.from(leaf.der);
+    for (let k = 0, m = 1 + rnd(3); k < m; k++) d[rnd(d.length)] = rnd(256);
+    const cut = rnd(10) === 0 ? d.subarray(0, rnd(d.length)) : d;
+    for (const fn of [() => uriSans(cut), () => peerIdentity(cut), () => verifyPeerChain([cut], root.pem)]) {
+      try {
+        fn();
+      } catch (e) {
+        rejected++;
+        if (!isMeshError(e, 'AMBIT_CERT_INVALID')) t.fail(`iteration ${i}: ${String(e)}`);
+      }
+    }
+  }
+  t.true(rejected > 0);
+});
