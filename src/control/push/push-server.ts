@@ -73,6 +73,8 @@ export interface PushServer {
   on(event: 'converged', fn: (version: string, ms: number) => void): this;
   on(event: 'connected' | 'disconnected', fn: (p: PeerSyncz) => void): this;
   on(event: 'pushed', fn: (version: string, types: TypeUrl[]) => void): this;
+  /** a peer ACKed (nack=false) or NACKed a response */
+  on(event: 'ack', fn: (peerId: number, type: TypeUrl, version: string, nack: boolean) => void): this;
 }
 
 export class PushServer extends EventEmitter {
@@ -160,8 +162,9 @@ export class PushServer extends EventEmitter {
         ws.close(code, reason);
       },
       signCertificate: this.#o.signCertificate ? (r) => this.#o.signCertificate!(principal, r) : undefined,
-      onAck: (type, _version, nack) => {
+      onAck: (type, version, nack) => {
         if (nack) this.#o.metrics?.nack(type);
+        this.emit('ack', peer.id, type, version, nack);
         this.#checkConverged(peer);
       },
     });
@@ -234,6 +237,14 @@ export class PushServer extends EventEmitter {
   }
 
   get peerCount(): number { return this.#peers.size; }
+
+  /** Close one peer's connection (it will reconnect and resync). Returns false if no such peer. */
+  disconnect(id: number, reason = 'disconnected by the control plane'): boolean {
+    for (const p of this.#peers) {
+      if (p.id === id) { p.ws.close(1012, reason.slice(0, 120)); return true; }
+    }
+    return false;
+  }
 
   #syncz(p: Peer): PeerSyncz {
     return {
