@@ -356,7 +356,7 @@ export class Cluster {
   }
 
   /** Runs a command inside a pod (or node / underlay) and collects its output. */
-  exec(place: Place, argv: readonly string[], opts?: RunOptions): Promise<RunResult> {
+  async exec(place: Place, argv: readonly string[], opts?: RunOptions): Promise<RunResult> {
     this.#checkAlive();
     return execInNetns(this.netnsOf(place), argv, opts);
   }

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -11,20 +11,28 @@ if (!root) test('netns tests need root (skipped)', (t) => { t.pass(); });
 
 const fixture = fileURLToPath(new URL('./fixtures/crash-child.ts', import.meta.url));
 
-/** Runs the fixture, reads its report, SIGKILLs it: a crashed run. */
-async function crashedRun(): Promise<{ pid: number; netns: string[]; serverPid: number }> {
-  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), fixture], { stdio: ['ignore', 'pipe', 'inherit'] });
+interface Report { pid: number; netns: string[]; serverPid: number }
+
+/** Runs the fixture in `mode` and resolves with its report and a promise of its end. */
+async function startFixture(mode: string): Promise<{ child: ChildProcess; report: Report; ended: Promise<unknown[]> }> {
+  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), fixture, mode], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const ended = once(child, 'exit');
   let out = '';
   child.stdout.setEncoding('utf8');
-  for await (const chunk of child.stdout) {
-    out += chunk as string;
-    if (out.includes('\n')) break;
-  }
-  const report = JSON.parse(out.slice(0, out.indexOf('\n'))) as { netns: string[]; serverPid: number };
-  const exited = once(child, 'exit');
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (d: string) => { out += d; if (out.includes('\n')) resolve(); });
+    child.once('exit', (code) => reject(new Error(`fixture exited early (${code}): ${out}`)));
+  });
+  const r = JSON.parse(out.slice(0, out.indexOf('\n'))) as { netns: string[]; serverPid: number };
+  return { child, report: { pid: child.pid!, ...r }, ended };
+}
+
+/** Runs the fixture, reads its report, SIGKILLs it: a crashed run. */
+async function crashedRun(): Promise<Report> {
+  const { child, report, ended } = await startFixture('crash');
   child.kill('SIGKILL');
-  await exited;
-  return { pid: child.pid!, ...report };
+  await ended;
+  return report;
 }
 
 nt('the next createCluster removes the namespaces of a SIGKILLed run, and kills what ran inside them', async (t) => {
@@ -57,3 +65,24 @@ function isZombie(pid: number): boolean {
     return /^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
   } catch { return true; }
 }
+
+nt('installExitCleanup removes the cluster on SIGTERM and the process still dies of SIGTERM', async (t) => {
+  const { child, report, ended } = await startFixture('signal');
+  t.teardown(async () => { for (const n of report.netns) await removeNetns(n).catch(() => {}); });
+  child.kill('SIGTERM');
+  const [code, signal] = await ended;
+  t.is(code, null);
+  t.is(signal, 'SIGTERM');
+  const names = await listNetns();
+  t.deepEqual(report.netns.filter((n) => names.includes(n)), []);
+});
+
+nt('installExitCleanup removes the cluster synchronously on process.exit', async (t) => {
+  const { report, ended } = await startFixture('exit');
+  t.teardown(async () => { for (const n of report.netns) await removeNetns(n).catch(() => {}); });
+  const [code] = await ended;
+  t.is(code, 0);
+  const names = await listNetns();
+  t.deepEqual(report.netns.filter((n) => names.includes(n)), []);
+  t.false(pidAlive(report.serverPid) && !isZombie(report.serverPid), 'the server in the pod was killed');
+});
