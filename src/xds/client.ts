@@ -63,14 +63,17 @@ interface Held<T> { version: string; value: T }
 const MAX_PENDING_CERTS = 64;
 const CONTROL_PATH_SUFFIX = '/ns/ambit-system/sa/ambit-control';
 
-export interface XdsClient {
-  on(event: 'snapshot', fn: (snap: Snapshot) => void): this;
-  on(event: 'l7', fn: (l7: ReadonlyMap<string, ServiceL7>) => void): this;
-  on(event: 'error', fn: (err: Error) => void): this;
-  on(event: 'connected' | 'disconnected', fn: () => void): this;
+export interface XdsClientEvents {
+  /** a new snapshot after an applied Address or Authorization response */
+  snapshot: [snap: Snapshot];
+  /** the L7 configs after an applied WaypointConfig response (waypoints) */
+  l7: [l7: ReadonlyMap<string, ServiceL7>];
+  error: [err: Error];
+  connected: [];
+  disconnected: [];
 }
 
-export class XdsClient extends EventEmitter {
+export class XdsClient extends EventEmitter<XdsClientEvents> {
   readonly #o: XdsClientOptions;
   readonly #log: Logger;
   readonly #backoff: Backoff;

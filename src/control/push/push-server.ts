@@ -68,16 +68,17 @@ const TYPES_BY_ROLE: Record<PeerRole, readonly TypeUrl[]> = {
 
 const MAX_PENDING_UPGRADES = 256;
 
-export interface PushServer {
-  /** one update: a config change at `changedAt` converged: every peer ACKed it after `ms` */
-  on(event: 'converged', fn: (version: string, ms: number) => void): this;
-  on(event: 'connected' | 'disconnected', fn: (p: PeerSyncz) => void): this;
-  on(event: 'pushed', fn: (version: string, types: TypeUrl[]) => void): this;
+export interface PushServerEvents {
+  /** a push converged: every peer it went to ACKed it, `ms` after the first config change of its burst */
+  converged: [version: string, ms: number];
+  connected: [peer: PeerSyncz];
+  disconnected: [peer: PeerSyncz];
+  pushed: [version: string, types: TypeUrl[]];
   /** a peer ACKed (nack=false) or NACKed a response */
-  on(event: 'ack', fn: (peerId: number, type: TypeUrl, version: string, nack: boolean) => void): this;
+  ack: [peerId: number, type: TypeUrl, version: string, nack: boolean];
 }
 
-export class PushServer extends EventEmitter {
+export class PushServer extends EventEmitter<PushServerEvents> {
   readonly store = new ResourceStore();
   readonly #o: PushServerOptions;
   readonly #wss: WebSocketServer;
