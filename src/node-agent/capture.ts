@@ -4,6 +4,7 @@
  * transaction run in the namespace through nsenter, so a pod is never half-captured.
  */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { MeshError } from '../core/index.js';
 
 /** Mark on every socket the agent opens in a pod netns: never redirected. */
@@ -115,10 +116,24 @@ export function netnsPathFor(ns: NetnsRef): string {
 
 export interface RunResult { code: number; stdout: string; stderr: string }
 
+/**
+ * Absolute path of a system tool. Never trust PATH for these: under npm/npx, node_modules/.bin
+ * comes first and holds an unrelated `nft` (a JavaScript file tracer).
+ */
+export function systemTool(name: 'nft' | 'ip' | 'nsenter'): string {
+  for (const dir of ['/usr/sbin', '/sbin', '/usr/bin', '/bin']) {
+    const p = `${dir}/${name}`;
+    if (existsSync(p)) return p;
+  }
+  return name;
+}
+
 /** Runs a program inside a netns through nsenter. Output is bounded (64 KiB each). */
 export function runInNetns(ns: NetnsRef, argv: readonly string[], input?: string, timeoutMs = 10_000): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn('nsenter', [`--net=${netnsPathFor(ns)}`, '--', ...argv], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const [file, ...args] = argv;
+    const tool = file === 'nft' || file === 'ip' ? systemTool(file) : file!;
+    const child = spawn(systemTool('nsenter'), [`--net=${netnsPathFor(ns)}`, '--', tool, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     const LIMIT = 64 * 1024;
     let stdout = '';
     let stderr = '';

@@ -4,7 +4,7 @@
  * SCM_RIGHTS fd itself; Node never reads from them. Every fd received and not handed on is
  * closed, whatever went wrong.
  */
-import { readlinkSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { errorMessage, logger, MeshError } from '../core/index.js';
 import { encodeReply, MAX_MESSAGE, parseRequest, type CniAdd, type CniDel } from './cni-protocol.js';
@@ -28,10 +28,16 @@ export interface CniServerOptions {
   maxConnections?: number;
 }
 
-/** True when `fd` (held by this process) is a network namespace. */
-export function isNetnsFd(fd: number): boolean {
+/**
+ * True when `fd` (held by this process) is a network namespace: re-open it through /proc and let
+ * the addon check the namespace type (readlink alone is not enough: a bind-mounted netns file
+ * reads as its path).
+ */
+export function isNetnsFd(native: Pick<FdPassing, 'openNetns' | 'closeFd'>, fd: number): boolean {
   try {
-    return /^net:\[\d+\]$/.test(readlinkSync(`/proc/self/fd/${fd}`));
+    const check = native.openNetns(`/proc/self/fd/${fd}`);
+    native.closeFd(check);
+    return true;
   } catch {
     return false;
   }
@@ -83,7 +89,7 @@ export class CniServer {
       if (req.op === 'ADD') {
         if (fds.length !== 1) throw new MeshError('AMBIT_CONFIG_INVALID', `cni request: fds: ADD needs exactly one netns fd, got ${fds.length}`);
         const nsFd = fds[0]!;
-        if (!isNetnsFd(nsFd)) throw new MeshError('AMBIT_NETNS', 'cni request: fds: the fd is not a network namespace');
+        if (!isNetnsFd(native, nsFd)) throw new MeshError('AMBIT_NETNS', 'cni request: fds: the fd is not a network namespace');
         fds = []; // ownership passes to the handler
         await this.#o.handlers.add(req, nsFd);
       } else {

@@ -1,0 +1,255 @@
+/**
+ * A fluent harness for the network-namespace tier: a one-machine cluster (src/local), a control
+ * channel, one real node agent per node, and helpers to run clients inside pods.
+ *
+ *   const mesh = await createMesh(t, { nodes: 2 });
+ *   const a = await mesh.pod({ name: 'a', node: 'node-1', ambient: true });
+ *   await mesh.echo(b);
+ *   const r = await mesh.http(a, b.ip, 8080);
+ *
+ * The control channel is a static one driven from the cluster state (the in-process control
+ * plane replaces it where available); the agents, capture, TLS and HTTP/2 are all real.
+ */
+import { EventEmitter } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ExecutionContext } from 'ava';
+import type { Identity } from '../../src/identity/index.js';
+import { Snapshot, serviceKey, type Authorization, type Service, type Workload } from '../../src/model/index.js';
+import { createCluster, startEchoServer, type Cluster, type EchoHandle, type Pod } from '../../src/local/index.js';
+import * as native from '../../src/native/index.js';
+import { createAgent, sendCniRequest, type Agent, type AgentOptions, type ControlChannel } from '../../src/node-agent/index.js';
+import { makeTestPki, type TestPki } from './pki.js';
+
+const AMBIENT = 'istio.io/dataplane-mode';
+
+/** A control channel whose snapshot the test sets; certificates come from a real test CA. */
+export class StaticControl extends EventEmitter implements ControlChannel {
+  snapshot: Snapshot = Snapshot.empty();
+  readonly ready: Promise<void>;
+  #resolve!: () => void;
+  #version = 1;
+  #down = false;
+  constructor(readonly pki: TestPki) {
+    super();
+    this.ready = new Promise((r) => { this.#resolve = r; });
+  }
+  start(): void { this.#resolve(); }
+  async close(): Promise<void> { /* shared by agents; nothing to release */ }
+  /** Simulates a control-plane outage for certificate requests. */
+  setDown(down: boolean): void { this.#down = down; }
+  async requestCertificate(csrPem: string, id: Identity): Promise<{ chainPem: string[]; rootsPem: string }> {
+    if (this.#down) throw new Error('control plane unavailable');
+    return { chainPem: this.pki.ca.sign(csrPem, id), rootsPem: this.pki.ca.rootsPem };
+  }
+  publish(input: { workloads: Workload[]; services: Service[]; authorizations: Authorization[] }): Snapshot {
+    this.snapshot = Snapshot.build(input, this.#version++);
+    this.emit('snapshot', this.snapshot);
+    return this.snapshot;
+  }
+}
+
+export interface MeshPodOptions {
+  name: string;
+  node: string;
+  namespace?: string;
+  serviceAccount?: string;
+  labels?: Record<string, string>;
+  /** label the pod istio.io/dataplane-mode=ambient; default false */
+  ambient?: boolean;
+  /** hand the netns to the node agent over its CNI socket (like the CNI plugin); default true */
+  cni?: boolean;
+}
+
+export interface ClientResult {
+  ok: boolean;
+  /** parsed JSON body (echo server) when ok */
+  body?: { name: string; version: string; remoteAddress: string; podIP: string; headers: Record<string, string> };
+  /** error code (ECONNRESET, ECONNREFUSED, ...) when not ok */
+  error?: string;
+}
+
+// A tiny HTTP/TCP client run with `node -e` inside a pod: prints one JSON line.
+const CLIENT = `
+const net = require('node:net');
+const [ip, port, mode, payload, holdMs] = process.argv.slice(1);
+const s = net.connect({ host: ip, port: Number(port) });
+let out = '';
+const done = (o) => { process.stdout.write(JSON.stringify(o) + '\\n'); process.exit(0); };
+s.setTimeout(8000, () => done({ ok: false, error: 'ETIMEDOUT' }));
+s.on('error', (e) => done({ ok: false, error: e.code || e.message }));
+s.on('data', (d) => { out += d; });
+s.on('end', () => {
+  if (mode === 'tcp') return done({ ok: true, data: out });
+  const i = out.indexOf('\\r\\n\\r\\n');
+  if (!out.startsWith('HTTP/1.1 200') || i < 0) return done({ ok: false, error: 'bad response: ' + out.slice(0, 80) });
+  try { done({ ok: true, body: JSON.parse(out.slice(i + 4)) }); } catch (e) { done({ ok: false, error: 'bad body' }); }
+});
+s.on('connect', () => {
+  if (mode === 'tcp') { s.write(payload); setTimeout(() => s.end(), Number(holdMs || 0)); }
+  else s.write('GET / HTTP/1.0\\r\\nhost: ' + ip + '\\r\\nconnection: close\\r\\n\\r\\n');
+});
+`;
+
+export interface MeshOptions {
+  nodes: number;
+  /** extra agent options (all agents) */
+  agent?: Partial<AgentOptions>;
+}
+
+export class Mesh {
+  readonly cluster: Cluster;
+  readonly control: StaticControl;
+  readonly agents = new Map<string, Agent>();
+  readonly #dir: string;
+  readonly #agentOpts: Partial<AgentOptions>;
+  readonly #policies: Authorization[] = [];
+  readonly #echo: EchoHandle[] = [];
+  readonly #nsLabels = new Map<string, Record<string, string>>();
+
+  constructor(cluster: Cluster, control: StaticControl, dir: string, agentOpts: Partial<AgentOptions>) {
+    this.cluster = cluster;
+    this.control = control;
+    this.#dir = dir;
+    this.#agentOpts = agentOpts;
+  }
+
+  get trustDomain(): string { return this.control.pki.trustDomain; }
+
+  uidOf(p: Pod): string { return `${this.cluster.name}//Pod/${p.namespace}/${p.name}`; }
+
+  /** Netns paths of this cluster only: parallel test files must not find each other's pods. */
+  netnsCandidates = async (): Promise<string[]> => this.cluster.netnsNames.map((n) => `/run/netns/${n}`);
+
+  async startAgent(node: string): Promise<Agent> {
+    const agent = createAgent({
+      node, controlUrl: 'static://', token: 'static', stateDir: join(this.#dir, node), trustDomain: this.trustDomain,
+      ports: { admin: 0, metrics: 0, readiness: 0 }, adminHost: '127.0.0.1', publicHost: '127.0.0.1',
+      control: this.control, netnsCandidates: this.netnsCandidates, unenrolDrainMs: 1000, retryMs: 500,
+      ...this.#agentOpts,
+    });
+    await agent.start();
+    this.agents.set(node, agent);
+    return agent;
+  }
+
+  async stopAgent(node: string, deadlineMs = 1000): Promise<void> {
+    const a = this.agents.get(node);
+    this.agents.delete(node);
+    await a?.stop(deadlineMs);
+  }
+
+  agent(node: string): Agent {
+    const a = this.agents.get(node);
+    if (!a) throw new Error(`no agent on ${node}`);
+    return a;
+  }
+
+  /** Adds a pod, publishes the model, and (like CNI) hands its netns to the node agent. */
+  async pod(o: MeshPodOptions): Promise<Pod> {
+    const labels = { app: o.name, ...o.labels, ...(o.ambient ? { [AMBIENT]: 'ambient' } : {}) };
+    const p = await this.cluster.addPod({
+      name: o.name, node: o.node, labels, namespace: o.namespace ?? 'default', serviceAccount: o.serviceAccount ?? o.name,
+    });
+    await this.publish();
+    const agent = this.agents.get(o.node);
+    if (agent && o.cni !== false) {
+      const fd = native.openNetns(p.netnsPath);
+      try {
+        await sendCniRequest({ native, path: agent.socketPath }, { op: 'ADD', name: p.name, namespace: p.namespace, ip: p.ip }, fd);
+      } finally {
+        native.closeFd(fd);
+      }
+    }
+    return p;
+  }
+
+  async setPodLabels(name: string, labels: Record<string, string>): Promise<void> {
+    this.cluster.setPodLabels(name, labels);
+    await this.publish();
+  }
+
+  setNamespaceLabels(ns: string, labels: Record<string, string>): Promise<void> {
+    this.#nsLabels.set(ns, labels);
+    this.cluster.setNamespaceLabels(ns, labels);
+    return this.publish();
+  }
+
+  async service(name: string, selector: Record<string, string>, ports: Array<{ port: number; targetPort: number }>, namespace = 'default'): Promise<Service> {
+    this.cluster.addService({ name, namespace, selector, ports });
+    await this.publish();
+    const s = this.control.snapshot.service(`${namespace}/${name}.${namespace}.svc.cluster.local`);
+    if (!s) throw new Error('service not in the model');
+    return s;
+  }
+
+  async setPolicies(p: Authorization[]): Promise<void> {
+    this.#policies.splice(0, this.#policies.length, ...p);
+    await this.publish();
+  }
+
+  /** Model from the cluster state; then every agent applies it. */
+  async publish(): Promise<void> {
+    const st = this.cluster.state();
+    const services: Service[] = st.services.map((s) => ({
+      name: s.name, namespace: s.namespace, hostname: `${s.name}.${s.namespace}.svc.cluster.local`,
+      vips: [s.clusterIP], ports: s.ports.map((p) => ({ port: p.port, targetPort: p.targetPort })),
+    }));
+    const workloads: Workload[] = st.pods.map((p) => {
+      const nsMode = this.#nsLabels.get(p.namespace)?.[AMBIENT];
+      const mode = p.labels[AMBIENT] ?? nsMode;
+      const svcKeys = st.services
+        .filter((s) => s.namespace === p.namespace && Object.entries(s.selector).every(([k, v]) => p.labels[k] === v))
+        .map((s) => serviceKey({ namespace: s.namespace, hostname: `${s.name}.${s.namespace}.svc.cluster.local` }));
+      const selected = this.#policies.filter((a) => a.scope === 'workload' && a.namespace === p.namespace).map((a) => `${a.namespace}/${a.name}`);
+      return {
+        uid: this.uidOf(p), name: p.name, namespace: p.namespace, serviceAccount: p.serviceAccount, trustDomain: this.trustDomain,
+        node: p.node, addresses: p.ips, labels: p.labels, canonicalName: p.labels.app ?? p.name, canonicalRevision: p.labels.version ?? 'latest',
+        workloadName: p.name, workloadType: 'pod', tunnel: mode === 'ambient' ? 'hbone' : 'none', healthy: true, services: svcKeys,
+        authorizationPolicies: selected,
+      };
+    });
+    this.control.publish({ workloads, services, authorizations: this.#policies });
+    await Promise.all([...this.agents.values()].map((a) => a.reconcile()));
+  }
+
+  async echo(p: Pod, version?: string): Promise<EchoHandle> {
+    const h = await startEchoServer(this.cluster, p, { name: p.name, version: version ?? p.name });
+    this.#echo.push(h);
+    return h;
+  }
+
+  /** HTTP GET from inside `from` to ip:port. */
+  async http(from: Pod, ip: string, port = 8080): Promise<ClientResult> {
+    const r = await this.cluster.exec(from, [process.execPath, '-e', CLIENT, ip, String(port), 'http'], { timeoutMs: 20_000 });
+    return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as ClientResult;
+  }
+
+  /** Raw TCP: send `payload`, half-close after `holdMs`, collect the echo. */
+  async tcp(from: Pod, ip: string, port: number, payload: string, holdMs = 0): Promise<{ ok: boolean; data?: string; error?: string }> {
+    const r = await this.cluster.exec(from, [process.execPath, '-e', CLIENT, ip, String(port), 'tcp', payload, String(holdMs)], { timeoutMs: 20_000 });
+    return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { ok: boolean; data?: string; error?: string };
+  }
+
+  async destroy(): Promise<void> {
+    await Promise.all([...this.agents.keys()].map((n) => this.stopAgent(n, 0)));
+    await Promise.all(this.#echo.map((h) => h.stop().catch(() => undefined)));
+    await this.cluster.destroy();
+    rmSync(this.#dir, { recursive: true, force: true });
+  }
+}
+
+export async function createMesh(t: ExecutionContext | undefined, o: MeshOptions): Promise<Mesh> {
+  const cluster = await createCluster({ nodes: o.nodes });
+  const dir = mkdtempSync(join(tmpdir(), 'ambit-mesh-'));
+  const mesh = new Mesh(cluster, new StaticControl(makeTestPki()), dir, o.agent ?? {});
+  t?.teardown(() => mesh.destroy());
+  try {
+    for (const n of cluster.nodes) await mesh.startAgent(n.name);
+  } catch (e) {
+    await mesh.destroy();
+    throw e;
+  }
+  return mesh;
+}
