@@ -168,3 +168,16 @@ nt('bad cluster options are rejected before anything is created', async (t) => {
   await t.throwsAsync(createCluster({ nodes: ['a', 'a'] }), { message: /node "a" listed twice/ });
   await t.throwsAsync(createCluster({ nodes: 1, podCidrBase: '10.0.0.0/8' }), { message: /podCidrBase: "10\.0\.0\.0\/8": prefix length/ });
 });
+
+nt('with ipv6, pods also reach each other across nodes over IPv6 ULA addresses', async (t) => {
+  const v6 = await createCluster({ nodes: 2, ipv6: true, cleanupStale: false });
+  t.teardown(() => v6.destroy());
+  const x = await v6.addPod({ name: 'x', node: 'node-1' });
+  const y = await v6.addPod({ name: 'y', node: 'node-2' });
+  t.is(x.ips.length, 2);
+  t.regex(x.ips[1]!, /^fd00:a4b1:1::[0-9a-f]+$/);
+  await startEchoServer(v6, y);
+  const res = await httpGet(v6, x, `http://[${y.ips[1]}]:8080/six`);
+  t.is(res.remoteAddress, x.ips[1]);
+  t.is(res.localAddress, y.ips[1]);
+});
