@@ -149,6 +149,8 @@ export function createAgent(o: AgentOptions): Agent {
   const selfNetns = netnsIdOf('/proc/self/ns/net');
 
   let controlReady = false;
+  /** the first reconcile after the control plane synced has finished (pods found or failed) */
+  let synced = false;
   let started = false;
   let stopping: Promise<void> | undefined;
   const servers: Server[] = [];
@@ -188,7 +190,7 @@ export function createAgent(o: AgentOptions): Agent {
   });
 
   const isReady = (): boolean => {
-    if (!controlReady || !started || stopping) return false;
+    if (!controlReady || !synced || !started || stopping) return false;
     for (const e of enrolment.enrolled.values()) if (!e.proxy.listening) return false;
     return true;
   };
@@ -241,7 +243,13 @@ export function createAgent(o: AgentOptions): Agent {
       if (started) return;
       mkdirSync(o.stateDir, { recursive: true, mode: 0o700 });
       control.on('snapshot', onSnapshot);
-      control.ready.then(() => { controlReady = true; onSnapshot(control.snapshot); }, () => undefined);
+      control.ready.then(async () => {
+        controlReady = true;
+        connections.recheck(control.snapshot);
+        await enrolment.reconcile().catch((e: unknown) => log.error('reconcile failed', { error: errorMessage(e) }));
+        synced = true;
+        notifyReady();
+      }, () => undefined);
       control.start();
       await cni.listen();
       const host = o.publicHost ?? '0.0.0.0';

@@ -92,6 +92,29 @@ s.on('connect', () => {
 });
 `;
 
+// A long-lived TCP client: each stdin line is sent; each echo is printed as {data}; the close as {closed, error}.
+const STREAM_CLIENT = `
+const net = require('node:net');
+const [ip, port] = process.argv.slice(1);
+const s = net.connect({ host: ip, port: Number(port) });
+const out = (o) => process.stdout.write(JSON.stringify(o) + '\\n');
+s.on('connect', () => out({ connected: true }));
+s.on('data', (d) => out({ data: d.toString() }));
+s.on('error', (e) => { out({ closed: true, error: e.code || e.message }); process.exit(0); });
+s.on('close', () => { out({ closed: true }); process.exit(0); });
+process.stdin.on('data', (d) => s.write(d.toString().trim()));
+process.stdin.on('end', () => s.end());
+`;
+
+/** A TCP connection held open from inside a pod. */
+export interface OpenConnection {
+  /** sends `text` and resolves with the next chunk echoed back */
+  roundTrip(text: string): Promise<string>;
+  /** resolves when the connection closes, with the client's error code if any */
+  closed: Promise<string | undefined>;
+  end(): void;
+}
+
 export interface MeshOptions {
   nodes: number;
   /** extra agent options (all agents) */
@@ -230,6 +253,40 @@ export class Mesh {
   async tcp(from: Pod, ip: string, port: number, payload: string, holdMs = 0): Promise<{ ok: boolean; data?: string; error?: string }> {
     const r = await this.cluster.exec(from, [process.execPath, '-e', CLIENT, ip, String(port), 'tcp', payload, String(holdMs)], { timeoutMs: 20_000 });
     return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { ok: boolean; data?: string; error?: string };
+  }
+
+  /** Opens a TCP connection from `from` and keeps it open (for live-policy and drain tests). */
+  async openTcp(from: Pod, ip: string, port: number): Promise<OpenConnection> {
+    const child = this.cluster.spawn(from, [process.execPath, '-e', STREAM_CLIENT, ip, String(port)], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const waiters: Array<(o: { data?: string; closed?: boolean; error?: string; connected?: boolean }) => void> = [];
+    let buf = '';
+    let closedResolve!: (e: string | undefined) => void;
+    const closed = new Promise<string | undefined>((r) => { closedResolve = r; });
+    child.stdout?.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const o = JSON.parse(buf.slice(0, nl)) as { data?: string; closed?: boolean; error?: string; connected?: boolean };
+        buf = buf.slice(nl + 1);
+        if (o.closed) closedResolve(o.error);
+        waiters.shift()?.(o);
+      }
+    });
+    child.once('exit', () => closedResolve('exited'));
+    const next = () => new Promise<{ data?: string; closed?: boolean; error?: string; connected?: boolean }>((r) => waiters.push(r));
+    const first = await next();
+    if (!first.connected) throw new Error(`connection from ${from.name} to ${ip}:${port} failed: ${first.error ?? 'closed'}`);
+    return {
+      roundTrip: async (text) => {
+        const p = next();
+        child.stdin?.write(text + '\n');
+        const o = await p;
+        if (o.data === undefined) throw new Error(`connection closed: ${o.error ?? 'eof'}`);
+        return o.data;
+      },
+      closed,
+      end: () => { child.stdin?.end(); },
+    };
   }
 
   async destroy(): Promise<void> {

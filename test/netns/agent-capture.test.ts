@@ -52,3 +52,73 @@ serial('plaintext from an unenrolled pod reaches an ambient pod (PERMISSIVE) wit
   const m = await mesh.agent('node-2').telemetry.metrics();
   t.regex(m, /istio_tcp_connections_closed_total\{reporter="destination",source_workload="legacy".*connection_security_policy="unknown"\} 1/);
 });
+
+const STRICT = {
+  name: 'istio_converted_static_strict', namespace: 'istio-system', scope: 'namespace' as const, action: 'deny' as const, dryRun: false,
+  rules: [{ clauses: [{ matches: [{ notPrincipals: [{ presence: true as const }] }] }] }],
+};
+
+serial('STRICT (the converted deny-without-identity policy) refuses a plaintext client', async (t) => {
+  await mesh.setPolicies([{ ...STRICT, namespace: 'default' }]);
+  const r = await mesh.http(legacy, server.ip, 8080);
+  t.false(r.ok);
+  t.regex(r.error ?? '', /ECONNRESET|bad response/);
+  await mesh.setPolicies([]);
+  t.true((await mesh.http(legacy, server.ip, 8080)).ok);
+});
+
+serial('L4 DENY by destination port on plaintext: other ports still allowed', async (t) => {
+  await mesh.setPolicies([{
+    name: 'no-tcp-echo', namespace: 'default', scope: 'namespace', action: 'deny', dryRun: false,
+    rules: [{ clauses: [{ matches: [{ destinationPorts: [9090] }] }] }],
+  }]);
+  t.false((await mesh.tcp(legacy, server.ip, 9090, 'hello')).ok);
+  t.true((await mesh.http(legacy, server.ip, 8080)).ok);
+  await mesh.setPolicies([]);
+  t.deepEqual(await mesh.tcp(legacy, server.ip, 9090, 'hello'), { ok: true, data: 'hello' });
+});
+
+serial('a DENY applied to an open connection closes it', async (t) => {
+  const conn = await mesh.openTcp(legacy, server.ip, 9090);
+  t.is(await conn.roundTrip('before'), 'before');
+  await mesh.setPolicies([{
+    name: 'deny-legacy', namespace: 'default', scope: 'namespace', action: 'deny', dryRun: false,
+    rules: [{ clauses: [{ matches: [{ sourceIps: [{ address: legacy.ip, prefixLen: 32 }] }] }] }],
+  }]);
+  await conn.closed;
+  t.pass();
+  await mesh.setPolicies([]);
+});
+
+serial('admin config_dump lists enrolled pods, never keys; readiness answers 200', async (t) => {
+  const a = mesh.agent('node-2');
+  const dump = await (await fetch(`http://127.0.0.1:${a.ports.admin}/config_dump`)).text();
+  t.true(dump.includes('"name": "server"'));
+  t.false(dump.includes('PRIVATE KEY'));
+  const ready = await fetch(`http://127.0.0.1:${a.ports.readiness}/healthz/ready`);
+  t.is(ready.status, 200);
+  const metrics = await fetch(`http://127.0.0.1:${a.ports.metrics}/stats/prometheus`);
+  t.regex(await metrics.text(), /istio_tcp_received_bytes_total/);
+});
+
+serial('agent down: an enrolled pod is refused (never plaintext); after restart it works again', async (t) => {
+  await mesh.stopAgent('node-1');
+  t.true(await hasCapture(client.netnsPath), 'rules stay in place while the agent is away');
+  const down = await mesh.http(client, legacy.ip, 8080);
+  t.false(down.ok);
+  t.is(down.error, 'ECONNREFUSED');
+  const agent = await mesh.startAgent('node-1');
+  await agent.whenReady();
+  t.deepEqual(agent.enrolledPods().map((p) => p.name), ['client'], 're-adopted by scanning for its IP');
+  t.true((await mesh.http(client, legacy.ip, 8080)).ok);
+});
+
+serial('removing the ambient label unenrols: rules removed, traffic flows directly', async (t) => {
+  const before = await mesh.agent('node-1').telemetry.metrics();
+  await mesh.setPodLabels('client', { app: 'client' });
+  t.deepEqual(mesh.agent('node-1').enrolledPods(), []);
+  t.false(await hasCapture(client.netnsPath));
+  const r = await mesh.http(client, legacy.ip, 8080);
+  t.true(r.ok, r.error);
+  t.is(await mesh.agent('node-1').telemetry.metrics(), before, 'the agent no longer sees the pod\'s traffic');
+});
