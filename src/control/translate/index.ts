@@ -29,6 +29,8 @@ export interface TranslatorOptions {
   readonly rootNamespace: string;
   /** first part of workload uids; default `Kubernetes` (Istio's default cluster id) */
   readonly clusterId?: string;
+  /** the L7 (waypoint config) translator; default ./l7.js translateL7. A seam for tests. */
+  readonly translateL7?: typeof translateL7;
 }
 
 export interface TranslateResult {
@@ -54,13 +56,15 @@ interface Collect {
 type Apply = (col: Collect) => void;
 
 export class Translator {
-  readonly #opts: Required<TranslatorOptions>;
+  readonly #opts: Required<Omit<TranslatorOptions, 'translateL7'>>;
+  readonly #l7: typeof translateL7;
   /** identity key -> last object that translated without rejection */
   #lastGood = new Map<string, KubeObject>();
   #version = 0;
 
   constructor(opts: TranslatorOptions) {
-    this.#opts = { clusterId: 'Kubernetes', ...opts };
+    this.#opts = { clusterId: opts.clusterId ?? 'Kubernetes', trustDomain: opts.trustDomain, rootNamespace: opts.rootNamespace };
+    this.#l7 = opts.translateL7 ?? translateL7;
   }
 
   /** Translate the complete current set of objects. Never throws on bad input. */
@@ -131,7 +135,7 @@ export class Translator {
     const named = (id: Identified): string => `${id.kind}/${id.namespace}/${id.name}`;
     const withNs = (id: Identified, obj: KubeObject): KubeObject =>
       obj.metadata.namespace === id.namespace ? obj : { ...obj, metadata: { ...obj.metadata, namespace: id.namespace } };
-    const first = safeL7(ids.map((id) => withNs(id, id.obj)), ctx);
+    const first = safeL7(this.#l7, ids.map((id) => withNs(id, id.obj)), ctx);
     const bad = new Set(first.rejected.map((r) => `${r.kind}/${r.namespace}/${r.name}`));
     rejected.push(...first.rejected);
     let replaced = false;
@@ -148,7 +152,7 @@ export class Translator {
       warnings.push(...first.warnings);
       return first.l7;
     }
-    const second = safeL7(effective, ctx);
+    const second = safeL7(this.#l7, effective, ctx);
     // the rejections that matter were reported from the first pass; the second only confirms
     warnings.push(...second.warnings);
     return second.l7;
@@ -194,9 +198,9 @@ function rejection(id: Identified, field: string, message: string): Rejection {
 }
 
 /** A bug in the L7 translator must not take the L4 model down with it: reject everything it was given. */
-function safeL7(objects: readonly KubeObject[], ctx: Parameters<typeof translateL7>[1]): ReturnType<typeof translateL7> {
+function safeL7(fn: typeof translateL7, objects: readonly KubeObject[], ctx: Parameters<typeof translateL7>[1]): ReturnType<typeof translateL7> {
   try {
-    return translateL7(objects, ctx);
+    return fn(objects, ctx);
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
     return {
