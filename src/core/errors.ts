@@ -33,7 +33,9 @@ export type ErrorCode =
   | 'AMBIT_LIMIT'
   | 'AMBIT_BUG'
   // native addon missing or not loadable (not built for this machine)
-  | 'AMBIT_NATIVE_UNAVAILABLE';
+  | 'AMBIT_NATIVE_UNAVAILABLE'
+  // a program started by `ambit up` (control plane, node agent) exited or never became ready
+  | 'AMBIT_PROCESS_FAILED';
 
 export class MeshError extends Error {
   readonly code: ErrorCode;
