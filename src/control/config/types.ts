@@ -25,7 +25,11 @@ export interface KubeMeta {
   [k: string]: unknown;
 }
 
-/** Where configuration comes from. `onChange` receives the COMPLETE current set, after the initial load and after each change. */
+/**
+ * Where configuration comes from. `onChange` receives the COMPLETE current set, after the initial load and after each change.
+ * Objects are immutable once handed over: a changed resource is a new object (the translator caches its work per object,
+ * so handing over the same reference for an unchanged resource makes updates cheap).
+ */
 export interface ConfigSource {
   start(onChange: (objects: readonly KubeObject[], origin: string) => void): Promise<void>;
   stop(): Promise<void>;

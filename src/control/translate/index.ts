@@ -55,12 +55,19 @@ interface Collect {
 
 type Apply = (col: Collect) => void;
 
+interface Parsed {
+  readonly check: Check;
+  readonly apply: Apply | undefined;
+}
+
 export class Translator {
   readonly #opts: Required<Omit<TranslatorOptions, 'translateL7'>>;
   readonly #l7: typeof translateL7;
   /** identity key -> last object that translated without rejection */
   #lastGood = new Map<string, KubeObject>();
   #version = 0;
+  /** per-object read results; objects are never mutated after a source hands them over */
+  readonly #parsed = new WeakMap<object, Parsed>();
 
   constructor(opts: TranslatorOptions) {
     this.#opts = { clusterId: opts.clusterId ?? 'Kubernetes', trustDomain: opts.trustDomain, rootNamespace: opts.rootNamespace };
@@ -87,8 +94,7 @@ export class Translator {
       }
       seen.add(id.key);
       if (L7_KINDS.has(id.kind)) { l7Objects.push(id); continue; }
-      const c = new Check(id.kind, id.namespace, id.name);
-      const apply = this.#read(id, c);
+      const { check: c, apply } = this.#readCached(id);
       if (c.ok) {
         nextGood.set(id.key, id.obj);
         warnings.push(...c.warnings);
@@ -98,8 +104,7 @@ export class Translator {
       rejected.push(...c.rejected);
       const last = this.#lastGood.get(id.key);
       if (last) {
-        const lc = new Check(id.kind, id.namespace, id.name);
-        const lastApply = this.#read({ ...id, obj: last }, lc);
+        const { check: lc, apply: lastApply } = this.#readCached({ ...id, obj: last });
         if (lc.ok) {
           nextGood.set(id.key, last);
           lastApply?.(col);
@@ -156,6 +161,21 @@ export class Translator {
     // the rejections that matter were reported from the first pass; the second only confirms
     warnings.push(...second.warnings);
     return second.l7;
+  }
+
+  /**
+   * Reading one object depends only on the object (and this translator's options), so the result
+   * is kept per object: a config source hands over the same object references for resources that
+   * did not change, and a 100k-pod update then only reads what changed.
+   */
+  #readCached(id: Identified): Parsed {
+    let p = this.#parsed.get(id.obj);
+    if (!p) {
+      const check = new Check(id.kind, id.namespace, id.name);
+      p = { check, apply: this.#read(id, check) };
+      this.#parsed.set(id.obj, p);
+    }
+    return p;
   }
 
   #read(id: Identified, c: Check): Apply | undefined {
