@@ -171,7 +171,7 @@ export function createAgent(o: AgentOptions): Agent {
       return found?.path;
     },
     createProxy: (pod) => new PodProxy({
-      native, snapshot: () => control.snapshot, cert: (id) => certs.peek(id), tunnels, hboneListener, telemetry, connections,
+      native, snapshot: () => control.snapshot, cert: (id) => certs.peek(id), fetchCert: (id) => certs.get(id), tunnels, hboneListener, telemetry, connections,
       trustDomain, ports: podPorts, ...(o.connectTimeoutMs ? { connectTimeoutMs: o.connectTimeoutMs } : {}),
       ...(o.random ? { random: o.random } : {}),
     }, pod),

@@ -78,6 +78,10 @@ export interface ProxyContext {
   snapshot(): Snapshot;
   /** synchronous certificate lookup; undefined means no valid certificate (fail closed) */
   cert(id: Identity): CertBundle | undefined;
+  /** fetch the certificate (used once at start, so the HBONE listener comes up with it) */
+  fetchCert?(id: Identity): Promise<CertBundle>;
+  /** how long start waits for the first certificate, ms; default 5_000 (then starts without: fail closed) */
+  certWaitMs?: number;
   tunnels: TunnelOpener;
   hboneListener: HboneListenerFactory;
   telemetry: AgentTelemetry;
@@ -161,6 +165,7 @@ export class PodProxy {
     try {
       await this.#serve(open(ports.outbound), (s) => this.#onOutbound(s));
       await this.#serve(open(ports.inboundPlain), (s) => this.#onInboundPlain(s));
+      await this.#waitForCert();
       const hbone = this.#ctx.hboneListener({
         cert: () => this.#ctx.cert(this.#identity()),
         trustDomain: this.#ctx.trustDomain,
@@ -173,6 +178,18 @@ export class PodProxy {
       throw new MeshError('AMBIT_NETNS', `pod ${this.pod.namespace}/${this.pod.name}: cannot open listeners: ${errorMessage(e)}`, { cause: e });
     }
     this.#started = true;
+  }
+
+  /** Best effort: a control plane that is down must not keep the pod's listeners from coming up. */
+  async #waitForCert(): Promise<void> {
+    const fetch = this.#ctx.fetchCert;
+    if (!fetch || this.#ctx.cert(this.#identity())) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      fetch(this.#identity()).catch((e: unknown) => log.warn('no certificate yet', { pod: this.pod.name, error: errorMessage(e) })),
+      new Promise<void>((resolve) => { timer = setTimeout(resolve, this.#ctx.certWaitMs ?? 5_000); }),
+    ]);
+    clearTimeout(timer);
   }
 
   async #serve(fd: number, onConn: (s: Socket) => void): Promise<void> {

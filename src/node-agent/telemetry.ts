@@ -118,12 +118,15 @@ export class AgentTelemetry {
     this.#open.inc({ reporter: labels.reporter });
   }
 
-  /** Counts the close and its bytes, and writes the access-log line. */
+  /**
+   * Counts the close and its bytes, and writes the access-log line. A connection refused before
+   * it was carried (`wasOpened` false) is counted as opened and closed at once, with its
+   * response flag, so dashboards see denials.
+   */
   closed(r: AccessRecord, wasOpened: boolean): void {
-    if (wasOpened) {
-      this.#closed.inc(r.labels);
-      this.#open.dec({ reporter: r.labels.reporter });
-    }
+    if (wasOpened) this.#open.dec({ reporter: r.labels.reporter });
+    else this.#opened.inc(r.labels);
+    this.#closed.inc(r.labels);
     if (r.bytesSent > 0) this.#sent.inc(r.labels, r.bytesSent);
     if (r.bytesRecv > 0) this.#received.inc(r.labels, r.bytesRecv);
     const l = r.labels;
