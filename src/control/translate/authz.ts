@@ -14,6 +14,7 @@ import type { Authorization, AuthzClause, AuthzMatch, AuthzRule, Cidr, StringMat
 import { parseCidr } from '../../model/index.js';
 import type { KubeObject } from '../config/types.js';
 import type { Check, Obj } from './check.js';
+import { isObj } from './check.js';
 import { annotationsOf } from './kinds.js';
 
 export const DRY_RUN_ANNOTATION = 'istio.io/dry-run';
@@ -353,4 +354,40 @@ function readCondition(w: Obj, f: string, c: Check): Part | undefined {
       break;
   }
   return { match: m, l7: [] };
+}
+
+/** Best-effort selector of a possibly malformed object: undefined when absent, empty or unreadable. */
+export function looseSelector(spec: unknown): Record<string, string> | undefined | 'unreadable' {
+  if (!isObj(spec) || spec['selector'] === undefined || spec['selector'] === null) return undefined;
+  const sel = spec['selector'];
+  const ml = isObj(sel) ? sel['matchLabels'] : undefined;
+  if (!isObj(ml)) return 'unreadable';
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(ml)) {
+    if (typeof v !== 'string') return 'unreadable';
+    out[k] = v;
+  }
+  return Object.keys(out).length > 0 ? out : undefined;
+}
+
+/**
+ * What a rejected policy becomes at the node agent: DENY everything in its scope. A selector that
+ * cannot be read widens the scope to the namespace. Waypoint-only policies (targetRefs without a
+ * selector) and AUDIT (never changes a decision) produce nothing. The dry-run annotation is kept,
+ * so a rejected dry-run policy still changes nothing.
+ */
+export function failClosedAuthorization(o: KubeObject, namespace: string, rootNamespace: string): AuthzInfo | undefined {
+  const spec = isObj(o.spec) ? o.spec : {};
+  const targeted = spec['targetRefs'] !== undefined || spec['targetRef'] !== undefined;
+  const sel = looseSelector(spec);
+  if (targeted && sel === undefined) return undefined;
+  if (spec['action'] === 'AUDIT') return undefined;
+  const selector = sel === 'unreadable' ? undefined : sel;
+  const name = o.metadata.name;
+  const scope: Authorization['scope'] = selector ? 'workload' : namespace === rootNamespace ? 'global' : 'namespace';
+  const dryRun = annotationsOf(o)[DRY_RUN_ANNOTATION] === 'true';
+  return {
+    name, namespace, ...(selector ? { selector } : {}),
+    authorization: { name, namespace, scope, action: 'deny', dryRun, rules: [{ clauses: [] }] },
+  };
 }

@@ -9,7 +9,7 @@ import { serviceKey, Snapshot } from '../../model/index.js';
 import type { ServiceL7 } from '../../model/l7.js';
 import type { KubeObject, Rejection } from '../config/types.js';
 import type { AuthzInfo } from './authz.js';
-import { readAuthorizationPolicy } from './authz.js';
+import { failClosedAuthorization, readAuthorizationPolicy } from './authz.js';
 import { build } from './build.js';
 import { Check } from './check.js';
 import type { NamespaceInfo, PodInfo, ServiceInfo } from './core-kinds.js';
@@ -20,7 +20,7 @@ import type { Identified } from './kinds.js';
 import { identify, L7_KINDS } from './kinds.js';
 import { translateL7 } from './l7.js';
 import type { PeerAuthnInfo } from './peer-authn.js';
-import { readPeerAuthentication } from './peer-authn.js';
+import { failClosedPeerAuthentication, readPeerAuthentication } from './peer-authn.js';
 
 export interface TranslatorOptions {
   /** SPIFFE trust domain, e.g. `cluster.local` */
@@ -109,8 +109,10 @@ export class Translator {
           nextGood.set(id.key, last);
           lastApply?.(col);
           warnings.push(rejection(id, 'metadata', 'the new version is rejected; the last good version stays in effect'));
+          continue;
         }
       }
+      this.#failClosed(id, col, warnings);
     }
 
     const out = build({ ...this.#opts, ...col });
@@ -176,6 +178,25 @@ export class Translator {
       this.#parsed.set(id.obj, p);
     }
     return p;
+  }
+
+  /**
+   * A security resource that cannot be applied (and has no good version to fall back on) must not
+   * silently vanish: a dropped DENY or a dropped STRICT opens traffic. Its workloads instead deny
+   * everything (AuthorizationPolicy) or require mTLS (PeerAuthentication) until it is fixed.
+   */
+  #failClosed(id: Identified, col: Collect, warnings: Rejection[]): void {
+    if (id.kind === 'AuthorizationPolicy') {
+      const a = failClosedAuthorization(id.obj, id.namespace, this.#opts.rootNamespace);
+      if (!a) return;
+      col.authz.push(a);
+      warnings.push(rejection(id, 'spec', `the policy is rejected; until it is fixed, ${a.selector ? 'the workloads it selects' : a.authorization?.scope === 'global' ? 'every workload of the mesh' : `every workload of namespace ${id.namespace}`} deny all connections (fail closed)`));
+    } else if (id.kind === 'PeerAuthentication') {
+      const pa = failClosedPeerAuthentication(id.obj, id.namespace, this.#opts.rootNamespace);
+      if (!pa) return;
+      col.peerAuthns.push(pa);
+      warnings.push(rejection(id, 'spec', 'the policy is rejected; until it is fixed, the workloads it covers require mTLS (STRICT, fail closed)'));
+    }
   }
 
   #read(id: Identified, c: Check): Apply | undefined {

@@ -12,6 +12,7 @@ import type { Authorization, AuthzMatch } from '../../model/index.js';
 import { STATIC_STRICT_POLICY } from '../../model/index.js';
 import type { KubeObject } from '../config/types.js';
 import type { Check } from './check.js';
+import { looseSelector } from './authz.js';
 
 export type MtlsMode = 'UNSET' | 'PERMISSIVE' | 'STRICT';
 
@@ -122,5 +123,18 @@ export function convertedPortPolicy(pa: PeerAuthnInfo, base: 'PERMISSIVE' | 'STR
   return {
     name: convertedPolicyName(pa), namespace: pa.namespace, scope: 'workload', action: 'deny', dryRun: false,
     rules: [{ clauses: [{ matches: [NO_IDENTITY] }, { matches: [portMatch] }] }],
+  };
+}
+
+/** A rejected PeerAuthentication counts as STRICT for what it covers (an unreadable selector: its namespace). */
+export function failClosedPeerAuthentication(o: KubeObject, namespace: string, rootNamespace: string): PeerAuthnInfo | undefined {
+  const sel = looseSelector(o.spec);
+  const selector = sel === 'unreadable' ? undefined : sel;
+  if (selector && namespace === rootNamespace) return undefined;
+  const ts = o.metadata.creationTimestamp;
+  const t = typeof ts === 'string' ? Date.parse(ts) : NaN;
+  return {
+    name: o.metadata.name, namespace, created: Number.isNaN(t) ? Infinity : t,
+    ...(selector ? { selector } : {}), mode: 'STRICT', ports: new Map(),
   };
 }

@@ -196,12 +196,13 @@ test('dry-run annotation sets dryRun', (t) => {
   t.true(a?.dryRun);
 });
 
-test('AUDIT is ignored at L4 with a warning; CUSTOM with a selector is rejected', (t) => {
+test('AUDIT is ignored at L4 with a warning; CUSTOM without targetRefs is rejected and fails closed', (t) => {
   const audit = one(ap('action: AUDIT\nrules: [{}]'));
   t.is(audit.a, undefined);
   t.true(audit.warnings.some((w) => /spec\.action: AUDIT is not supported by the node agent/.test(w)));
   const custom = one(ap('action: CUSTOM\nprovider: {name: ext}\nrules: [{}]'));
-  t.is(custom.a, undefined);
+  // it cannot be enforced here, so it fails closed rather than vanishing
+  t.like(custom.a, { action: 'deny', rules: [{ clauses: [] }] });
   t.true(custom.rejected.some((m) => /AuthorizationPolicy ns1\/p: spec\.action: CUSTOM is not supported/.test(m)));
   const customWp = one(ap('action: CUSTOM\nprovider: {name: ext}\ntargetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: wp}]\nrules: [{}]'));
   t.deepEqual(customWp.rejected, []);

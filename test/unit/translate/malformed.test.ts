@@ -5,6 +5,7 @@
 import test from 'ava';
 import type { KubeObject, Rejection } from '../../../src/control/config/types.js';
 import { Translator } from '../../../src/control/translate/index.js';
+import { evaluateL4 } from '../../../src/policy/index.js';
 import { messages, objects, pod, ROOT, TD, translate, translator } from './_support.js';
 
 const GOOD = objects(`
@@ -90,8 +91,9 @@ for (const c of cases) {
     // the good policy and the good pod are still there
     t.truthy(r.snapshot.authorization('ns1/good'));
     t.truthy(r.snapshot.workloadByIp('10.0.0.1'));
-    // and the rejected one did not sneak in
-    t.is(r.snapshot.authorization(`${c.ns}/${c.obj}`), undefined);
+    // the rejected one did not sneak in: a policy fails closed (deny all in its scope), others are absent
+    const a = r.snapshot.authorization(`${c.ns}/${c.obj}`);
+    if (a) t.like(a, { action: 'deny', rules: [{ clauses: [] }] });
   });
 }
 
@@ -165,7 +167,7 @@ spec: {clusterIP: 10.96.0.1, ports: [{port: 99999}]}
   const r4 = tr.update([]);
   t.is(r4.snapshot.authorization('ns1/p'), undefined);
   const r5 = tr.update(v2);
-  t.is(r5.snapshot.authorization('ns1/p'), undefined);
+  t.like(r5.snapshot.authorization('ns1/p'), { action: 'deny', scope: 'namespace', rules: [{ clauses: [] }] });
   t.is(r5.snapshot.service('ns1/s.ns1.svc.cluster.local'), undefined);
 });
 
@@ -193,4 +195,35 @@ test('last good for L7 kinds: a rejected route falls back to its previous versio
   const rb = boom.update([route('x'), ...GOOD]);
   t.truthy(rb.snapshot.authorization('ns1/good'));
   t.true(messages(rb.rejected).some((m) => /internal error translating L7 config: kaput/.test(m)));
+});
+
+test('fail closed: a rejected policy with nothing to fall back on denies in its scope', (t) => {
+  const r = translate([
+    ...objects(ap('selector: {matchLabels: {app: web}}\naction: DENY\nrules: [{from: [{source: {ipBlocks: [bogus]}}]}]', '{name: sel, namespace: ns1}')),
+    ...objects(ap('rules: [{when: [{key: nope, values: [x]}]}]', '{name: nsw, namespace: ns2}')),
+    ...objects(ap('targetRefs: [{kind: Service, group: "", name: web}]\nrules: [{when: [{key: nope, values: [x]}]}]', '{name: wp, namespace: ns1}')),
+    ...objects(ap('action: DENY\nrules: [{to: [{operation: {ports: [0]}}]}]', '{name: dry, namespace: ns3, annotations: {istio.io/dry-run: "true"}}')),
+    ...objects('apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: pa, namespace: ns4}\nspec: {mtls: {mode: STRCT}}'),
+    pod('web', 'ns1', { app: 'web' }, '10.0.0.1'),
+    pod('db', 'ns1', { app: 'db' }, '10.0.0.2'),
+    pod('x', 'ns2', {}, '10.0.0.3'),
+    pod('y', 'ns3', {}, '10.0.0.4'),
+    pod('z', 'ns4', {}, '10.0.0.5'),
+  ]);
+  const allowed = (ip: string, mtls: boolean): boolean => {
+    const w = r.snapshot.workloadByIp(ip)!;
+    return evaluateL4(r.snapshot.policiesFor(w), {
+      ...(mtls ? { srcIdentity: { trustDomain: TD, namespace: 'a', serviceAccount: 'b' } } : {}), srcIp: '10.9.9.9', dstIp: ip, dstPort: 80,
+    }).allowed;
+  };
+  t.false(allowed('10.0.0.1', true));
+  t.true(allowed('10.0.0.2', true));
+  t.false(allowed('10.0.0.3', true));
+  t.is(r.snapshot.authorization('ns1/wp'), undefined);
+  t.true(allowed('10.0.0.4', true));
+  t.true(r.snapshot.authorization('ns3/dry')?.dryRun);
+  t.false(allowed('10.0.0.5', false));
+  t.true(allowed('10.0.0.5', true));
+  t.true(messages(r.warnings).some((m) => /AuthorizationPolicy ns1\/sel: spec: .*the workloads it selects deny all connections \(fail closed\)/.test(m)));
+  t.true(messages(r.warnings).some((m) => /PeerAuthentication ns4\/pa: spec: .*require mTLS/.test(m)));
 });

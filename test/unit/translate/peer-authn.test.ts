@@ -140,8 +140,10 @@ test('port-level that changes nothing falls back to the static STRICT policy', (
   t.is(r.snapshot.authorization('ns1/converted_peer_authentication_web'), undefined);
 });
 
-test('portLevelMtls without a selector is rejected', (t) => {
+test('portLevelMtls without a selector is rejected (and fails closed)', (t) => {
   const r = translate([...pa('ns1', 'default', 'mtls: {mode: STRICT}\nportLevelMtls:\n  80: {mode: PERMISSIVE}'), ...pods]);
   t.true(messages(r.rejected).some((m) => /PeerAuthentication ns1\/default: spec\.portLevelMtls: requires a selector/.test(m)));
-  t.false(policyKeys(r, '10.0.0.1').includes(STRICT_KEY));
+  // rejected with nothing to fall back on: the namespace requires mTLS until it is fixed
+  t.true(policyKeys(r, '10.0.0.1').includes(STRICT_KEY));
+  t.false(plaintext(r, '10.0.0.1', 80));
 });
