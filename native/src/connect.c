@@ -65,16 +65,15 @@ static void settle(connect_req *req) {
 static void on_writable(uv_poll_t *p, int status, int events) {
   connect_req *req = p->data;
   if (req->settled) return;
-  if (status < 0) {
+  /* libuv reports POLLERR as status UV_EBADF; the socket's pending error says what happened. */
+  int soerr = 0;
+  socklen_t len = sizeof soerr;
+  if (getsockopt(req->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) {
+    ambit_fail_set(&req->fail, "getsockopt", errno, "SO_ERROR");
+  } else if (soerr != 0) {
+    ambit_fail_set(&req->fail, "connect", soerr, NULL);
+  } else if (status < 0) {
     ambit_fail_set(&req->fail, "connect", -status, "poll");
-  } else {
-    int soerr = 0;
-    socklen_t len = sizeof soerr;
-    if (getsockopt(req->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) {
-      ambit_fail_set(&req->fail, "getsockopt", errno, "SO_ERROR");
-    } else if (soerr != 0) {
-      ambit_fail_set(&req->fail, "connect", soerr, NULL);
-    }
   }
   settle(req);
 }

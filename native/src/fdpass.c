@@ -95,6 +95,13 @@ static void do_recv(recv_req *req) {
         else close(got);
       }
     }
+    /* CMSG_SPACE rounds up, so the kernel may deliver a few more fds than asked for. */
+    if (req->nfds > req->max_fds) {
+      close_all(req->fds, req->nfds);
+      req->nfds = 0;
+      ambit_fail_set(&req->fail, "recvmsg", EMSGSIZE, "MSG_CTRUNC: more fds than maxFds");
+      break;
+    }
     if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
       /* A partial message cannot be trusted; drop whatever fds did arrive so none leak. */
       close_all(req->fds, req->nfds);

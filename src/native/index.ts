@@ -232,6 +232,24 @@ export function netnsId(netns: Netns): string {
   return call('netnsId', where(netns), () => addon().netnsId(netns));
 }
 
+/**
+ * True when `fd` is an open network-namespace fd (NS_GET_NSTYPE). Use this rather than readlink of
+ * /proc/self/fd/N: an fd opened through a bind mount such as /var/run/netns/x reads back as that
+ * path, not as "net:[ino]".
+ */
+export function isNetnsFd(fd: number): boolean {
+  checkFd('isNetnsFd', 'fd', fd);
+  try {
+    addon().netnsId(fd);
+    return true;
+  } catch (e) {
+    if (e instanceof TypeError) throw e;
+    const code = (e as { code?: unknown }).code;
+    if (code === 'EINVAL' || code === 'EBADF' || code === 'ENOTTY') return false;
+    throw wrapNative(e, 'isNetnsFd', `fd ${fd}`);
+  }
+}
+
 /** close(2) an fd this process owns (one from this module, or received). Refuses 0..2. */
 export function closeFd(fd: number): void {
   checkInt('closeFd', 'fd', fd, 3, 0x7fff_ffff);
