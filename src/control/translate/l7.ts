@@ -354,7 +354,10 @@ function httpRoute(r: Reader, spec: Obj, hosts: Hosts): Map<string, RankedHttp[]
     });
     const ruleName = r.optStr(rule.name, join(f, 'name'));
     const rawMatches = r.arr(rule.matches, join(f, 'matches'), 64);
-    const matches: (HttpMatch | undefined)[] = rawMatches.length === 0 ? [undefined] : rawMatches.map((m, j) => gwHttpMatch(r, m, join(join(f, 'matches'), j)));
+    // No matches means `PathPrefix /` (spec default); written out so precedence and the waypoint see one shape.
+    const matches: HttpMatch[] = rawMatches.length === 0
+      ? [{ path: { type: 'prefix', value: '/', segmented: true, ignoreCase: false }, headers: [], queryParams: [] }]
+      : rawMatches.map((m, j) => gwHttpMatch(r, m, join(join(f, 'matches'), j)));
     const action = gwAction(r, rule, f, hosts, matches);
     built.push({ rule: i, ...(ruleName ? { ruleName } : {}), matches, action });
   });
