@@ -9,6 +9,7 @@ import { errorMessage, setLogLevel, type Level } from '../core/index.js';
 import { applyFile } from './apply.js';
 import { runDown } from './down.js';
 import { runExec } from './exec.js';
+import { agentCommand, agentOptions, cniCommand, controlCommand, controlOptions } from './programs.js';
 import { resolveDir } from './state-file.js';
 import { runUp, selfCommand } from './up.js';
 import { packageVersion } from './version.js';
@@ -17,9 +18,23 @@ const NOT_IMPLEMENTED = 2;
 
 function notYet(name: string): () => void {
   return () => {
-    process.stderr.write(`ambit ${name}: not implemented yet\n`);
+    process.stderr.write(`ambit ${name}: not implemented yet (the ${name} program has not landed; see README)\n`);
     process.exitCode = NOT_IMPLEMENTED;
   };
+}
+
+/**
+ * Runs a long-lived program to its end and exits: once it has stopped (or failed to start),
+ * nothing it left behind (a reconnect timer, a half-open socket) may keep the process alive.
+ */
+async function runProgram(run: () => Promise<void>): Promise<void> {
+  try {
+    await run();
+  } catch (e) {
+    process.stderr.write(`ambit: ${errorMessage(e)}\n`);
+    process.exit(1);
+  }
+  process.exit(process.exitCode ?? 0);
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -62,10 +77,13 @@ async function main(argv: string[]): Promise<void> {
         const r = applyFile(a.f, resolveDir(a.dir));
         process.stdout.write(`applied ${r.objects} object(s): ${r.dest}\n`);
       })
-    .command('control', 'run the control plane', (y) => y, notYet('control'))
-    .command('agent', 'run the node agent', (y) => y, notYet('agent'))
-    .command('waypoint', 'run a waypoint proxy', (y) => y, notYet('waypoint'))
-    .command('cni', 'the CNI plugin hand-off', (y) => y, notYet('cni'))
+    .command('control', 'run the control plane (config from a YAML directory, or the Kubernetes API with --kube)',
+      (y) => controlOptions(y), (a) => runProgram(() => controlCommand(a)))
+    .command('agent', 'run the node agent of one node (until SIGTERM/SIGINT, then drain)',
+      (y) => agentOptions(y), (a) => runProgram(() => agentCommand(a)))
+    .command('waypoint', 'run a waypoint proxy (not available yet)', (y) => y, notYet('waypoint'))
+    .command('cni', 'the CNI plugin: CNI_COMMAND etc. in the environment, network configuration on stdin, result on stdout',
+      (y) => y, () => cniCommand())
     .demandCommand(1, 'give a command; see --help')
     .strict()
     .help()
