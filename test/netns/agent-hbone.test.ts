@@ -4,8 +4,7 @@
  * policy, and the HBONE server's refusals (wrong target, foreign trust domain, wrong identity).
  */
 import test from 'ava';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -43,8 +42,9 @@ test.after.always(async () => { await mesh?.destroy(); });
 async function capture(node: string, fn: () => Promise<void>): Promise<Buffer> {
   const dir = mkdtempSync(join(tmpdir(), 'ambit-pcap-'));
   const file = join(dir, 'cap.pcap');
-  const tcpdump = ['/usr/bin/tcpdump', '/usr/sbin/tcpdump'].find((p) => { try { readFileSync(p, { flag: 'r' }).length; return true; } catch { return false; } }) ?? 'tcpdump';
-  const child = mesh.cluster.spawn({ node }, [tcpdump, '-Z', 'root', '-i', 'eth0', '-U', '-s', '0', '-w', file, 'tcp']);
+  const tcpdump = ['/usr/bin/tcpdump', '/usr/sbin/tcpdump'].find((p) => existsSync(p));
+  if (!tcpdump) throw new Error('tcpdump is not installed (apt-get install -y tcpdump; .ci/setup does it)');
+  const child = mesh.cluster.spawn({ node }, [tcpdump, '-Z', 'root', '--immediate-mode', '-i', 'eth0', '-U', '-s', '0', '-w', file, 'tcp']);
   try {
     await new Promise<void>((resolve, reject) => {
       let err = '';
@@ -69,7 +69,7 @@ serial('pod to pod across nodes goes over HBONE; the underlay sees TLS, never th
   t.deepEqual(mesh1, { ok: true, data: marker });
   t.true(pcap.length > 200, 'packets were captured');
   t.false(pcap.includes(Buffer.from(marker)), 'the marker never crossed the underlay in clear');
-  t.true(pcap.includes(Buffer.from([0x3a, 0x98])), 'traffic went to port 15008'); // 0x3a98 = 15008
+  t.true(pcap.includes(Buffer.from([0x3a, 0xa0])), 'traffic went to port 15008'); // 0x3aa0 = 15008
   // control: the same capture does see plaintext when the client is not in the mesh
   const plain = await capture('node-1', async () => { await mesh.tcp(legacy, v1.ip, 9090, marker); });
   t.true(plain.includes(Buffer.from(marker)));
