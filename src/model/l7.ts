@@ -39,7 +39,7 @@ export interface PathMatch {
 }
 
 export interface HeaderMatch {
-  /** lowercase */
+  /** lowercase; `:method` for a VirtualService method match that is not exact (prefix/regex) */
   readonly name: string;
   readonly match: L7StringMatch;
   /** VirtualService `withoutHeaders`: the request must NOT match */

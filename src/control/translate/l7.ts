@@ -205,8 +205,10 @@ export function translateL7(objects: readonly KubeObject[], ctx: L7Context): L7R
       }
       warnings.push(...r.warnings);
     } catch (e) {
-      if (!(e instanceof Reject)) throw e;
-      rejected.push({ kind: r.kind, namespace: r.namespace, name: r.name, field: e.field, message: e.message });
+      // A bug must not take the whole config down with it: the resource is refused (fail closed), the rest applies.
+      const field = e instanceof Reject ? e.field : 'spec';
+      const message = e instanceof Reject ? e.message : `internal error while translating: ${e instanceof Error ? e.message : String(e)}`;
+      rejected.push({ kind: r.kind, namespace: r.namespace, name: r.name, field, message });
     }
   }
 
