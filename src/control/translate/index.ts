@@ -86,7 +86,14 @@ export class Translator {
     for (const raw of objects) {
       const r = identify(raw);
       if ('ignored' in r) continue;
-      if ('error' in r) { rejected.push(r.error); continue; }
+      if ('error' in r) {
+        rejected.push(r.error);
+        if (r.partial && !seen.has(r.partial.key) && !L7_KINDS.has(r.partial.kind)) {
+          seen.add(r.partial.key);
+          this.#fallBack(r.partial, col, nextGood, warnings);
+        }
+        continue;
+      }
       const id = r.ok;
       if (seen.has(id.key)) {
         rejected.push(rejection(id, 'metadata.name', 'is defined more than once; the first definition applies'));
@@ -102,17 +109,7 @@ export class Translator {
         continue;
       }
       rejected.push(...c.rejected);
-      const last = this.#lastGood.get(id.key);
-      if (last) {
-        const { check: lc, apply: lastApply } = this.#readCached({ ...id, obj: last });
-        if (lc.ok) {
-          nextGood.set(id.key, last);
-          lastApply?.(col);
-          warnings.push(rejection(id, 'metadata', 'the new version is rejected; the last good version stays in effect'));
-          continue;
-        }
-      }
-      this.#failClosed(id, col, warnings);
+      this.#fallBack(id, col, nextGood, warnings);
     }
 
     const out = build({ ...this.#opts, ...col });
@@ -178,6 +175,21 @@ export class Translator {
       this.#parsed.set(id.obj, p);
     }
     return p;
+  }
+
+  /** A rejected resource: its last good version if there is one, else fail closed. */
+  #fallBack(id: Identified, col: Collect, nextGood: Map<string, KubeObject>, warnings: Rejection[]): void {
+    const last = this.#lastGood.get(id.key);
+    if (last) {
+      const { check: lc, apply: lastApply } = this.#readCached({ ...id, obj: last });
+      if (lc.ok) {
+        nextGood.set(id.key, last);
+        lastApply?.(col);
+        warnings.push(rejection(id, 'metadata', 'the new version is rejected; the last good version stays in effect'));
+        return;
+      }
+    }
+    this.#failClosed(id, col, warnings);
   }
 
   /**

@@ -31,7 +31,11 @@ export interface Identified {
 export type IdentifyResult =
   | { readonly ok: Identified }
   | { readonly ignored: true }
-  | { readonly error: { kind: string; namespace: string; name: string; field: string; message: string } };
+  | {
+    readonly error: { kind: string; namespace: string; name: string; field: string; message: string };
+    /** when the kind and a name are known: enough to fall back on a last good version or fail closed */
+    readonly partial?: Identified;
+  };
 
 /**
  * Recognise an object. Kinds ambit does not read are ignored (a YAML directory may also hold
@@ -51,7 +55,10 @@ export function identify(raw: unknown): IdentifyResult {
   const bad = (field: string, message: string): IdentifyResult => {
     const name = isObj(meta) && typeof meta['name'] === 'string' ? meta['name'] : '';
     const namespace = isObj(meta) && typeof meta['namespace'] === 'string' ? meta['namespace'] : '';
-    return { error: { kind, namespace, name, field, message: `${kind} ${namespace ? `${namespace}/` : ''}${name}: ${field}: ${message}` } };
+    const error = { kind, namespace, name, field, message: `${kind} ${namespace ? `${namespace}/` : ''}${name}: ${field}: ${message}` };
+    if (!isObj(meta) || name === '' || kind === 'Namespace') return { error };
+    const ns = namespace || 'default';
+    return { error, partial: { kind, namespace: ns, name, key: `${group}/${kind}/${ns}/${name}`, obj: raw as KubeObject } };
   };
   if (!g.versions.includes(version)) return bad('apiVersion', `unsupported version "${apiVersion}" (supported: ${g.versions.map((v) => (group ? `${group}/${v}` : v)).join(', ')})`);
   if (!isObj(meta)) return bad('metadata', 'must be an object');

@@ -227,3 +227,15 @@ test('fail closed: a rejected policy with nothing to fall back on denies in its 
   t.true(messages(r.warnings).some((m) => /AuthorizationPolicy ns1\/sel: spec: .*the workloads it selects deny all connections \(fail closed\)/.test(m)));
   t.true(messages(r.warnings).some((m) => /PeerAuthentication ns4\/pa: spec: .*require mTLS/.test(m)));
 });
+
+test('a policy with a broken apiVersion or name still falls back (last good, else fail closed)', (t) => {
+  const tr = translator();
+  const good = objects(ap('action: DENY\nrules: [{from: [{source: {namespaces: [evil]}}]}]', '{name: p, namespace: ns1}'));
+  const badVersion = good.map((o) => ({ ...o, apiVersion: 'security.istio.io/v9' }));
+  const before = tr.update(good).snapshot.authorization('ns1/p');
+  const r = tr.update(badVersion);
+  t.truthy(find(r.rejected, 'AuthorizationPolicy', 'ns1', 'p', 'apiVersion'));
+  t.deepEqual(r.snapshot.authorization('ns1/p'), before);
+  const fresh = translate(objects(ap('action: DENY', '{name: Bad_Name, namespace: ns1}')));
+  t.like(fresh.snapshot.authorization('ns1/Bad_Name'), { action: 'deny', scope: 'namespace', rules: [{ clauses: [] }] });
+});
