@@ -79,6 +79,17 @@ int ambit_netns_open(const char *path, int *out_fd, ambit_fail *f) {
   return 0;
 }
 
+/* Throws the failure marked with `netns: true`, so JS can tell "bad namespace" from socket errors. */
+static void throw_netns_fail(napi_env env, const ambit_fail *f) {
+  napi_value e = ambit_fail_error(env, f), yes;
+  if (e == NULL) {
+    ambit_throw_fail(env, f);
+    return;
+  }
+  if (napi_get_boolean(env, true, &yes) == napi_ok) napi_set_named_property(env, e, "netns", yes);
+  napi_throw(env, e);
+}
+
 bool ambit_arg_netns(napi_env env, napi_value v, const char *fn, int *out_fd, bool *owned) {
   napi_valuetype t;
   ambit_fail f;
@@ -87,7 +98,7 @@ bool ambit_arg_netns(napi_env env, napi_value v, const char *fn, int *out_fd, bo
     char path[4096];
     if (!ambit_arg_string(env, v, fn, "netns", path, sizeof path)) return false;
     if (ambit_netns_open(path, out_fd, &f) != 0) {
-      ambit_throw_fail(env, &f);
+      throw_netns_fail(env, &f);
       return false;
     }
     *owned = true;
@@ -97,7 +108,7 @@ bool ambit_arg_netns(napi_env env, napi_value v, const char *fn, int *out_fd, bo
     int fd;
     if (!ambit_arg_fd(env, v, fn, "netns", &fd)) return false;
     if (ambit_netns_check_fd(fd, &f) != 0) {
-      ambit_throw_fail(env, &f);
+      throw_netns_fail(env, &f);
       return false;
     }
     *out_fd = fd;

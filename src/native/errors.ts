@@ -34,10 +34,13 @@ interface RawNativeError extends Error {
   code?: unknown;
   syscall?: unknown;
   errno?: unknown;
+  /** set by the addon when the netns argument itself was refused */
+  netns?: unknown;
 }
 
 /** Mesh code for a failure: connect outcomes get their data-plane codes, netns checks AMBIT_NETNS. */
-function meshCode(op: string, syscall: string, errno: string): ErrorCode {
+function meshCode(op: string, syscall: string, errno: string, netns: boolean): ErrorCode {
+  if (netns) return 'AMBIT_NETNS';
   if (op === 'connectInNetns' && syscall === 'connect') {
     if (errno === 'ETIMEDOUT') return 'AMBIT_CONNECT_TIMEOUT';
     if (errno === 'ECONNREFUSED') return 'AMBIT_CONNECT_REFUSED';
@@ -57,5 +60,5 @@ export function wrapNative(e: unknown, op: string, context?: string): unknown {
   if (typeof raw.code !== 'string' || typeof raw.syscall !== 'string') return e;
   const errnum = typeof raw.errno === 'number' ? raw.errno : 0;
   const where = context === undefined ? '' : ` (${context})`;
-  return new SyscallError(meshCode(op, raw.syscall, raw.code), op, raw.code, errnum, raw.syscall, `${op}: ${raw.message}${where}`, e);
+  return new SyscallError(meshCode(op, raw.syscall, raw.code, raw.netns === true), op, raw.code, errnum, raw.syscall, `${op}: ${raw.message}${where}`, e);
 }
