@@ -252,6 +252,16 @@ for (const [title, headers] of [
   });
 }
 
+test('before the first config set the channel answers 503 to an authenticated client', async (t) => {
+  const h = await harness(t);
+  const ws = new WebSocket(h.url, { headers: { authorization: `Bearer ${TOKEN}`, 'x-ambit-node': 'n0' } });
+  ws.on('error', () => {});
+  const [, res] = await once(ws, 'unexpected-response') as [unknown, IncomingMessage];
+  t.is(res.statusCode, 503);
+  res.resume();
+  ws.terminate();
+});
+
 test('the XdsClient reports a refused upgrade as AMBIT_XDS_UNAUTHENTICATED and keeps retrying', async (t) => {
   const h = await harness(t);
   const c = new XdsClient({ url: h.url, token: 'wrong-token-wrong-token-wrong', node: 'n0', role: 'agent', backoff: { initialMs: 5, maxMs: 20 } });
@@ -267,6 +277,8 @@ test('the XdsClient reports a refused upgrade as AMBIT_XDS_UNAUTHENTICATED and k
 
 test('an agent may not subscribe to waypoint config; junk frames close the session', async (t) => {
   const h = await harness(t);
+  h.push.update(tables([]));
+  h.push.flush();
   const ws = new WebSocket(h.url, { headers: { authorization: `Bearer ${TOKEN}`, 'x-ambit-node': 'n0' } });
   await once(ws, 'open');
   const closed = once(ws, 'close');

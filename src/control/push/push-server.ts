@@ -87,6 +87,7 @@ export class PushServer extends EventEmitter<PushServerEvents> {
   #nextId = 0;
   #pendingUpgrades = 0;
   #closed = false;
+  #initialized = false;
   // debounce state
   #next: ResourceTables | undefined;
   #firstChangeAt = 0;
@@ -96,6 +97,7 @@ export class PushServer extends EventEmitter<PushServerEvents> {
   #waiting = new Set<Peer>();
   #waitingSince = 0;
   #waitingVersion = '';
+  #waitingAny = false;
 
   constructor(o: PushServerOptions) {
     super();
@@ -123,6 +125,8 @@ export class PushServer extends EventEmitter<PushServerEvents> {
       (principal) => {
         this.#pendingUpgrades--;
         if (this.#closed || socket.destroyed) { socket.destroy(); return; }
+        // before the first config set a client would get an empty mesh and call itself ready
+        if (!this.#initialized) { refuse(503, 'Service Unavailable', 'control plane has no configuration yet'); return; }
         this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, principal, req));
       },
       (e: unknown) => {
@@ -211,6 +215,7 @@ export class PushServer extends EventEmitter<PushServerEvents> {
     const tables = this.#next;
     this.#next = undefined;
     if (!tables) return;
+    this.#initialized = true;
     const changed = this.store.update(tables);
     if (changed.length === 0) return;
     for (const t of changed) this.#o.metrics?.pushed(t);
@@ -222,6 +227,7 @@ export class PushServer extends EventEmitter<PushServerEvents> {
       peer.session.push(changed);
       if (relevant) this.#waiting.add(peer);
     }
+    this.#waitingAny = this.#waiting.size > 0;
     this.emit('pushed', this.store.version, changed);
     this.#checkConverged();
   }
@@ -233,7 +239,8 @@ export class PushServer extends EventEmitter<PushServerEvents> {
     const ms = performance.now() - this.#waitingSince;
     const version = this.#waitingVersion;
     this.#waitingVersion = '';
-    this.#o.metrics?.converged(ms / 1000);
+    // a push that reached nobody converges trivially; it would only skew the histogram
+    if (this.#waitingAny) this.#o.metrics?.converged(ms / 1000);
     this.emit('converged', version, ms);
   }
 
