@@ -30,6 +30,8 @@ export interface FileSourceOptions {
   maxFiles?: number;
   /** interval of the fallback rescan, ms; default 3000 */
   rescanMs?: number;
+  /** use fs.watch in addition to the rescan; default true (tests turn it off to exercise the rescan) */
+  fsWatch?: boolean;
   /** called for every problem: a Rejection for one object, an Error (ConfigError) for a file or document */
   onError?: (e: Rejection | Error) => void;
 }
@@ -49,6 +51,7 @@ export class FileSource implements ConfigSource {
   readonly #maxFileBytes: number;
   readonly #maxFiles: number;
   readonly #rescanMs: number;
+  readonly #fsWatch: boolean;
   readonly #onError: (e: Rejection | Error) => void;
   readonly #files = new Map<string, FileState>();
   #onChange: ((objects: readonly KubeObject[], origin: string) => void) | undefined;
@@ -68,6 +71,7 @@ export class FileSource implements ConfigSource {
     this.#maxFileBytes = o.maxFileBytes ?? 4 * 1024 * 1024;
     this.#maxFiles = o.maxFiles ?? 10_000;
     this.#rescanMs = o.rescanMs ?? 3000;
+    this.#fsWatch = o.fsWatch ?? true;
     this.#onError = o.onError ?? ((e) => log.warn('config problem', { error: 'message' in e ? e.message : String(e) }));
   }
 
@@ -83,7 +87,7 @@ export class FileSource implements ConfigSource {
     this.#running = true;
     this.#onChange = onChange;
     await this.#reload(true);
-    try {
+    if (this.#fsWatch) try {
       this.#watcher = fsWatch(this.#dir, { persistent: false }, () => this.#schedule());
       this.#watcher.on('error', (e) => log.warn('fs.watch failed; relying on rescan', { dir: this.#dir, error: e }));
     } catch (e) {

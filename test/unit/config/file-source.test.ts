@@ -115,3 +115,22 @@ test('start fails clearly when the directory does not exist', async (t) => {
   const e = await t.throwsAsync(src.start(() => undefined), { instanceOf: ConfigError });
   t.regex(e!.message, /FileSource: dir: \/nonexistent\/ambit-config/);
 });
+
+test('without fs.watch the periodic rescan notices changes, and a broken file is reported once, not on every rescan', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'ambit-filesrc-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await writeFile(join(dir, 'a.yaml'), svc('a'));
+  const rec = new Recorder();
+  const src = new FileSource({ dir, debounceMs: 5, rescanMs: 20, fsWatch: false, onError: rec.onError });
+  t.teardown(() => src.stop());
+  await src.start(rec.onChange);
+  await writeFile(join(dir, 'bad.yaml'), 'kind: [\n');
+  await writeFile(join(dir, 'b.yaml'), svc('b'));
+  await rec.until((s) => s.length === 2);
+  // several more rescans happen while we wait for another change to be picked up
+  await writeFile(join(dir, 'c.yaml'), svc('c'));
+  await rec.until((s) => s.length === 3);
+  await writeFile(join(dir, 'd.yaml'), svc('d'));
+  await rec.until((s) => s.length === 4);
+  t.is(rec.errors.filter((e) => e instanceof ConfigError && /bad\.yaml/.test(e.message)).length, 1);
+});
