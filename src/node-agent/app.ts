@@ -79,6 +79,8 @@ export interface AgentOptions {
   connectTimeoutMs?: number;
   /** drain deadline for a pod leaving the mesh, ms; default 5_000 */
   unenrolDrainMs?: number;
+  /** how long a new pod's listeners wait for its first certificate, ms; default 5_000 */
+  certWaitMs?: number;
   /** retry failed enrolments this often, ms; default 5_000 */
   retryMs?: number;
   // --- seams ---
@@ -172,7 +174,7 @@ export function createAgent(o: AgentOptions): Agent {
     },
     createProxy: (pod) => new PodProxy({
       native, snapshot: () => control.snapshot, cert: (id) => certs.peek(id), fetchCert: (id) => certs.get(id), tunnels, hboneListener, telemetry, connections,
-      trustDomain, ports: podPorts, ...(o.connectTimeoutMs ? { connectTimeoutMs: o.connectTimeoutMs } : {}),
+      trustDomain, ports: podPorts, ...(o.certWaitMs !== undefined ? { certWaitMs: o.certWaitMs } : {}), ...(o.connectTimeoutMs ? { connectTimeoutMs: o.connectTimeoutMs } : {}),
       ...(o.random ? { random: o.random } : {}),
     }, pod),
     trackIdentity: (id) => { certs.track(id); },

@@ -149,7 +149,7 @@ export class Mesh {
     const agent = createAgent({
       node, controlUrl: 'static://', token: 'static', stateDir: join(this.#dir, node), trustDomain: this.trustDomain,
       ports: { admin: 0, metrics: 0, readiness: 0 }, adminHost: '127.0.0.1', publicHost: '127.0.0.1',
-      control: this.control, netnsCandidates: this.netnsCandidates, unenrolDrainMs: 1000, retryMs: 500,
+      control: this.control, netnsCandidates: this.netnsCandidates, unenrolDrainMs: 1000, retryMs: 500, certWaitMs: 1000,
       ...this.#agentOpts,
     });
     await agent.start();

@@ -101,6 +101,25 @@ serial('admin config_dump lists enrolled pods, never keys; readiness answers 200
   t.regex(await metrics.text(), /istio_tcp_received_bytes_total/);
 });
 
+serial('drain: stop accepting, open connections finish, stragglers are cut at the deadline', async (t) => {
+  const agent = mesh.agent('node-1');
+  const finishing = await mesh.openTcp(client, legacy.ip, 9090);
+  const hung = await mesh.openTcp(client, legacy.ip, 9090);
+  t.is(await finishing.roundTrip('a'), 'a');
+  const stopped = mesh.stopAgent('node-1', 1500);
+  // new connections are refused at once (nothing listens on 15001 any more)...
+  const refused = await mesh.http(client, legacy.ip, 8080);
+  t.is(refused.error, 'ECONNREFUSED');
+  // ...while the open one keeps working until it ends
+  t.is(await finishing.roundTrip('b'), 'b');
+  finishing.end();
+  await finishing.closed;
+  await stopped; // the hung one is cut at the deadline
+  t.not(await hung.closed, 'exited');
+  t.is(agent.connections.size, 0);
+  await (await mesh.startAgent('node-1')).whenReady();
+});
+
 serial('agent down: an enrolled pod is refused (never plaintext); after restart it works again', async (t) => {
   await mesh.stopAgent('node-1');
   t.true(await hasCapture(client.netnsPath), 'rules stay in place while the agent is away');

@@ -171,3 +171,16 @@ serial('HBONE server refuses a client certificate from another trust domain', as
 serial('HBONE client refuses a server presenting the wrong identity', async (t) => {
   t.regex(await directConnect({ expect: 'somebody-else', authority: `${v1.ip}:8080` }), /tls|identity|certificate/i);
 });
+
+serial('control plane down: a valid certificate stays in use; a pod without one fails closed', async (t) => {
+  mesh.control.setDown(true);
+  try {
+    t.true((await mesh.http(client, v1.ip, 8080)).ok, 'existing identities keep working');
+    const late = await mesh.pod({ name: 'late', node: 'node-1', ambient: true });
+    t.deepEqual(mesh.agent('node-1').enrolledPods().filter((p) => p.name === 'late').length, 1, 'enrolled (captured) anyway');
+    const r = await mesh.http(late, v1.ip, 8080);
+    t.false(r.ok, 'no certificate: refused, never plaintext');
+  } finally {
+    mesh.control.setDown(false);
+  }
+});
