@@ -1,0 +1,104 @@
+/**
+ * Child processes of a bench: wait for a readiness line, read memory from /proc, stop them.
+ * Every wait has a deadline, and every output buffer is capped, so a stuck tool fails the step
+ * instead of hanging the suite.
+ */
+import { readFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { BenchError } from './errors.js';
+
+/** Output kept per child stream for error messages, bytes. */
+const MAX_KEPT = 64 * 1024;
+
+/** Keeps the last MAX_KEPT bytes a child wrote on stdout and stderr (for error messages). */
+export class OutputTail {
+  #text = '';
+  constructor(child: ChildProcess) {
+    const add = (d: Buffer) => {
+      this.#text += d.toString('utf8');
+      if (this.#text.length > MAX_KEPT) this.#text = this.#text.slice(-MAX_KEPT);
+    };
+    child.stdout?.on('data', add);
+    child.stderr?.on('data', add);
+  }
+  get text(): string { return this.#text; }
+  /** the last few lines, for an error message */
+  last(lines = 8): string { return this.#text.trim().split('\n').slice(-lines).join('\n'); }
+}
+
+/**
+ * Resolves with the first stdout line matching `re`; rejects when the child exits first or the
+ * deadline passes. The line is matched on stdout only: tools print diagnostics on stderr.
+ */
+export function waitForLine(child: ChildProcess, re: RegExp, what: string, timeoutMs = 20_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    let stderr = '';
+    const cleanup = () => {
+      clearTimeout(timer);
+      child.stdout?.off('data', onData);
+      child.stderr?.off('data', onErr);
+      child.off('exit', onExit);
+      child.off('error', onError);
+    };
+    const onData = (d: Buffer) => {
+      buf += d.toString('utf8');
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        if (re.test(line)) { cleanup(); resolve(line); return; }
+      }
+      if (buf.length > MAX_KEPT) buf = buf.slice(-MAX_KEPT);
+    };
+    const onErr = (d: Buffer) => { stderr = (stderr + d.toString('utf8')).slice(-4096); };
+    const onExit = (code: number | null, sig: string | null) => {
+      cleanup();
+      reject(new BenchError(what, `exited (${sig ?? `code ${code}`}) before it was ready: ${stderr.trim().split('\n').slice(-6).join(' | ')}`));
+    };
+    const onError = (e: Error) => { cleanup(); reject(new BenchError(what, e.message, { cause: e })); };
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new BenchError(what, `not ready after ${timeoutMs} ms: ${stderr.trim().split('\n').slice(-6).join(' | ')}`));
+    }, timeoutMs);
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onErr);
+    child.once('exit', onExit);
+    child.once('error', onError);
+  });
+}
+
+/** Resident set size of a process in kB (VmRSS of /proc/<pid>/status; threads included). */
+export function rssKb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = /^VmRSS:\s+(\d+)\s+kB$/m.exec(status);
+  if (!m) throw new BenchError('memory', `no VmRSS in /proc/${pid}/status (process gone or a kernel thread)`);
+  return Number(m[1]);
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; resolves when the child is gone. */
+export function stopChild(child: ChildProcess, graceMs = 3000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => { signal(child, 'SIGKILL'); }, graceMs);
+    child.once('exit', () => { clearTimeout(timer); resolve(); });
+    signal(child, 'SIGTERM');
+  });
+}
+
+function signal(child: ChildProcess, sig: NodeJS.Signals): void {
+  // The children are group leaders (spawned detached): signal the group, so helpers they
+  // started go too.
+  try { process.kill(-child.pid!, sig); } catch {
+    try { child.kill(sig); } catch { /* gone */ }
+  }
+}
+
+/** Resolves when the child exits, with its code; rejects after the deadline. */
+export function waitExit(child: ChildProcess, what: string, timeoutMs: number): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new BenchError(what, `still running after ${timeoutMs} ms`)), timeoutMs);
+    child.once('exit', (code) => { clearTimeout(timer); resolve(code); });
+  });
+}

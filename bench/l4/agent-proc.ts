@@ -1,0 +1,36 @@
+/**
+ * A node agent as its own process, for the bench (until `ambit agent` exists it is the way to run
+ * one outside the tests). Settings come from the environment exactly as for `ambit agent`
+ * (src/node-agent/main.ts agentSettings); the arguments are the pod netns paths the agent may
+ * scan. Restricting the scan matters on a shared machine: other local clusters reuse the same pod
+ * IPs, and the agent finds a pod's namespace by its IP.
+ *
+ * Prints "READY" once the agent is ready (control plane synced, pods enrolled and listening);
+ * drains on SIGTERM/SIGINT.
+ */
+import { errorMessage, setLogLevel, type Level } from '../../src/core/index.js';
+import { agentSettings, createAgent } from '../../src/node-agent/index.js';
+
+async function main(): Promise<void> {
+  if (process.env.AMBIT_LOG_LEVEL) setLogLevel(process.env.AMBIT_LOG_LEVEL as Level);
+  const candidates = process.argv.slice(2);
+  if (candidates.length === 0 || candidates.some((p) => !p.startsWith('/'))) {
+    throw new Error('usage: agent-proc <netns path>... (absolute paths of the pod namespaces)');
+  }
+  const settings = agentSettings(process.env, { netnsCandidates: async () => candidates });
+  const agent = createAgent(settings);
+  let stopping: Promise<void> | undefined;
+  const stop = () => {
+    stopping ??= agent.stop(0).then(() => process.exit(0), () => process.exit(1));
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  await agent.start();
+  await agent.whenReady();
+  process.stdout.write('READY\n');
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`agent-proc: ${errorMessage(e)}\n`);
+  process.exit(1);
+});

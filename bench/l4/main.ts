@@ -1,0 +1,30 @@
+/**
+ * Runs the L4 bench alone: `node --import tsx bench/l4/main.ts [--quick] [--paths direct,stunnel,ambit]`
+ * (or `node dist/bench/l4/main.js` after the build). Exit code 0 even when a target is missed:
+ * the numbers are the result; 1 when the bench itself could not run.
+ */
+import { messageOf } from '../common/errors.js';
+import { runL4 } from './index.js';
+import { PATHS, type PathName } from './report.js';
+
+function parsePaths(v: string | undefined): PathName[] | undefined {
+  if (v === undefined) return undefined;
+  const names = v.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const n of names) {
+    if (!(PATHS as readonly string[]).includes(n)) throw new Error(`--paths: "${n}" is not one of ${PATHS.join(', ')}`);
+  }
+  return names as PathName[];
+}
+
+async function main(argv: string[]): Promise<void> {
+  const quick = argv.includes('--quick');
+  const i = argv.indexOf('--paths');
+  const paths = parsePaths(i >= 0 ? argv[i + 1] : undefined);
+  const r = await runL4({ quick, ...(paths ? { paths } : {}) });
+  process.stdout.write(`\nL4 data plane, pod to pod across two nodes\n\n${r.table}\nresults: ${r.resultsPath}\n`);
+}
+
+main(process.argv.slice(2)).catch((e: unknown) => {
+  process.stderr.write(`bench l4: ${messageOf(e)}\n`);
+  process.exitCode = 1;
+});

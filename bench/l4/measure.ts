@@ -1,0 +1,171 @@
+/**
+ * The five L4 measurements, run from the client pod against one path. Each measurement is
+ * independent: a failure is recorded with its reason and the others still run, so one broken
+ * tool does not hide the rest of the row.
+ */
+import type { Cluster, Pod } from '../../src/local/index.js';
+import { BenchError, messageOf } from '../common/errors.js';
+import { rssKb, stopChild, waitExit, waitForLine, OutputTail } from '../common/proc.js';
+import { CONN_CLIENT, HOLD_CLIENT, RR_CLIENT } from './pod-scripts.js';
+import { parseHeld, parseIperfJson, parseScriptJson, parseWrk } from './parse.js';
+
+/** Where the client pod connects to reach each server app over this path. */
+export interface PathTarget {
+  readonly host: string;
+  readonly ports: { readonly iperf: number; readonly echo: number; readonly http: number };
+}
+
+export interface MeasureSettings {
+  /** iperf3 -t, seconds */
+  readonly iperfSeconds: number;
+  /** round trips timed (after `rrWarmup` untimed ones) */
+  readonly rrCount: number;
+  readonly rrWarmup: number;
+  /** request and response size of the latency test, bytes */
+  readonly rrBytes: number;
+  /** wrk -d, seconds */
+  readonly wrkSeconds: number;
+  readonly wrkConnections: number;
+  readonly wrkThreads: number;
+  /** connection-rate test length, ms, and parallel connectors */
+  readonly connMs: number;
+  readonly connConcurrency: number;
+  /** idle connections opened for the memory test */
+  readonly memConnections: number;
+}
+
+export const FULL: MeasureSettings = {
+  iperfSeconds: 5, rrCount: 2000, rrWarmup: 200, rrBytes: 1024, wrkSeconds: 5, wrkConnections: 16, wrkThreads: 2,
+  connMs: 3000, connConcurrency: 4, memConnections: 500,
+};
+
+export const QUICK: MeasureSettings = {
+  iperfSeconds: 1, rrCount: 300, rrWarmup: 50, rrBytes: 1024, wrkSeconds: 1, wrkConnections: 16, wrkThreads: 2,
+  connMs: 1000, connConcurrency: 4, memConnections: 100,
+};
+
+export interface PathMetrics {
+  /** single-stream iperf3, Gbit/s */
+  throughputGbps: number | null;
+  /** 1 kB request/response at c=1, microseconds */
+  rrP50Us: number | null;
+  rrP90Us: number | null;
+  /** wrk requests per second at c=16 */
+  rps: number | null;
+  /** completed connect/1 byte/close exchanges per second */
+  connPerSec: number | null;
+  /** RSS growth of the path's proxies per extra idle connection, kB; null when nothing proxies */
+  memKbPerConn: number | null;
+  /** what went wrong or looked odd, per measurement */
+  notes: string[];
+}
+
+export interface MeasureContext {
+  readonly cluster: Cluster;
+  readonly client: Pod;
+  readonly target: PathTarget;
+  readonly tools: Readonly<Record<string, string>>;
+  readonly settings: MeasureSettings;
+  /** pids whose RSS is the path's memory cost (agents, stunnels); empty: not measured */
+  readonly memoryPids: () => readonly number[];
+  readonly log: (line: string) => void;
+}
+
+async function execJson<T>(ctx: MeasureContext, step: string, argv: string[], timeoutMs: number): Promise<T> {
+  const r = await ctx.cluster.exec(ctx.client, argv, { timeoutMs });
+  if (r.code !== 0 && r.stdout.trim() === '') throw new BenchError(step, `exit ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' | ')}`);
+  return parseScriptJson<T>(step, r.stdout);
+}
+
+export async function measureThroughput(ctx: MeasureContext): Promise<number> {
+  const { host, ports } = ctx.target;
+  const s = ctx.settings.iperfSeconds;
+  const r = await ctx.cluster.exec(ctx.client, [ctx.tools.iperf3!, '-c', host, '-p', String(ports.iperf), '-t', String(s), '-J'],
+    { timeoutMs: (s + 20) * 1000 });
+  return parseIperfJson(r.stdout) / 1e9;
+}
+
+export async function measureLatency(ctx: MeasureContext): Promise<{ p50: number; p90: number }> {
+  const { host, ports } = ctx.target;
+  const st = ctx.settings;
+  return execJson<{ p50: number; p90: number }>(ctx, 'latency',
+    [process.execPath, '-e', RR_CLIENT, host, String(ports.echo), String(st.rrBytes), String(st.rrCount), String(st.rrWarmup)], 60_000);
+}
+
+export async function measureRps(ctx: MeasureContext): Promise<{ rps: number; errors: number }> {
+  const { host, ports } = ctx.target;
+  const st = ctx.settings;
+  const r = await ctx.cluster.exec(ctx.client, [ctx.tools.wrk!, `-c${st.wrkConnections}`, `-t${st.wrkThreads}`, `-d${st.wrkSeconds}s`,
+    `http://${host}:${ports.http}/`], { timeoutMs: (st.wrkSeconds + 20) * 1000 });
+  const w = parseWrk(r.stdout);
+  return { rps: w.requestsPerSec, errors: w.errors };
+}
+
+export async function measureConnRate(ctx: MeasureContext): Promise<{ rate: number; failed: number; errors: string[] }> {
+  const { host, ports } = ctx.target;
+  const st = ctx.settings;
+  return execJson<{ rate: number; failed: number; errors: string[] }>(ctx, 'connections',
+    [process.execPath, '-e', CONN_CLIENT, host, String(ports.echo), String(st.connMs), String(st.connConcurrency)], st.connMs + 30_000);
+}
+
+/**
+ * RSS of the proxies before and while `memConnections` idle connections are open through them.
+ * The holder proves every connection end to end (1-byte echo) before the second reading, so the
+ * proxies have done all their per-connection work by then.
+ */
+export async function measureMemory(ctx: MeasureContext): Promise<{ kbPerConn: number; held: number; failed: number }> {
+  const pids = ctx.memoryPids();
+  if (pids.length === 0) throw new BenchError('memory', 'no proxy processes to measure');
+  const sum = () => pids.reduce((a, p) => a + rssKb(p), 0);
+  const before = sum();
+  const { host, ports } = ctx.target;
+  const n = ctx.settings.memConnections;
+  const holder = ctx.cluster.spawn(ctx.client, [process.execPath, '-e', HOLD_CLIENT, host, String(ports.echo), String(n), '50'],
+    { stdio: ['pipe', 'pipe', 'pipe'] });
+  const tail = new OutputTail(holder);
+  try {
+    const line = await waitForLine(holder, /^HELD /, 'memory: connection holder', 60_000);
+    const held = parseHeld(line);
+    if (held.ok === 0) throw new BenchError('memory', `no connection could be opened: ${held.errors.join(', ')}`);
+    const after = sum();
+    holder.stdin?.end();
+    await waitExit(holder, 'memory: connection holder', 10_000).catch(() => undefined);
+    return { kbPerConn: (after - before) / held.ok, held: held.ok, failed: held.failed };
+  } catch (e) {
+    throw new BenchError('memory', `${messageOf(e)} ${tail.last(3)}`.trim());
+  } finally {
+    await stopChild(holder, 1000);
+  }
+}
+
+/** Runs the five measurements in a fixed order; never throws. */
+export async function measurePath(name: string, ctx: MeasureContext): Promise<PathMetrics> {
+  const m: PathMetrics = { throughputGbps: null, rrP50Us: null, rrP90Us: null, rps: null, connPerSec: null, memKbPerConn: null, notes: [] };
+  const step = async (what: string, fn: () => Promise<void>) => {
+    ctx.log(`${name}: ${what}`);
+    try { await fn(); } catch (e) {
+      m.notes.push(`${what}: ${messageOf(e)}`);
+      ctx.log(`${name}: ${what} failed: ${messageOf(e)}`);
+    }
+  };
+  await step('throughput (iperf3)', async () => { m.throughputGbps = await measureThroughput(ctx); });
+  await step('latency (1 kB rr, c=1)', async () => { const r = await measureLatency(ctx); m.rrP50Us = r.p50; m.rrP90Us = r.p90; });
+  await step('requests/s (wrk)', async () => {
+    const r = await measureRps(ctx);
+    m.rps = r.rps;
+    if (r.errors > 0) m.notes.push(`wrk: ${r.errors} errors`);
+  });
+  await step('new connections/s', async () => {
+    const r = await measureConnRate(ctx);
+    m.connPerSec = r.rate;
+    if (r.failed > 0) m.notes.push(`connections: ${r.failed} failed (${r.errors.join(', ')})`);
+  });
+  if (ctx.memoryPids().length > 0) {
+    await step('memory per connection', async () => {
+      const r = await measureMemory(ctx);
+      m.memKbPerConn = r.kbPerConn;
+      if (r.failed > 0) m.notes.push(`memory: ${r.failed} of ${r.held + r.failed} connections failed`);
+    });
+  }
+  return m;
+}
