@@ -151,6 +151,8 @@ static void recv_call_js(napi_env env, napi_value js_cb, void *context, void *da
 static void *recv_thread(void *arg) {
   recv_req *req = arg;
   do_recv(req);
+  close(req->fd);
+  req->fd = -1;
   napi_threadsafe_function tsfn = req->tsfn;
   if (napi_call_threadsafe_function(tsfn, req, napi_tsfn_blocking) != napi_ok) {
     close_all(req->fds, req->nfds);
@@ -189,15 +191,23 @@ napi_value ambit_recv_with_fds(napi_env env, napi_callback_info info) {
     ambit_fail_set(&f, "getsockopt", errno, "SO_TYPE");
     goto fail;
   }
+  /* The helper thread works on its own duplicate: if the owner closes `fd` meanwhile and the
+   * number is reused, the thread still reads the socket it was given, never a stranger's. */
+  int own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (own < 0) {
+    ambit_fail_set(&f, "fcntl", errno, "F_DUPFD_CLOEXEC");
+    goto fail;
+  }
   recv_req *req = calloc(1, sizeof *req);
   char *buf = malloc((size_t)max_bytes);
   if (req == NULL || buf == NULL) {
     free(req);
     free(buf);
+    close(own);
     ambit_fail_set(&f, "malloc", ENOMEM, NULL);
     goto fail;
   }
-  req->fd = fd;
+  req->fd = own;
   req->buf = buf;
   req->max_bytes = (size_t)max_bytes;
   req->max_fds = (int)max_fds;
@@ -207,6 +217,7 @@ napi_value ambit_recv_with_fds(napi_env env, napi_callback_info info) {
   napi_create_string_utf8(env, "ambit.recvWithFds", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, NULL, NULL, NULL, recv_call_js,
                                       &req->tsfn) != napi_ok) {
+    close(req->fd);
     free(req->buf);
     free(req);
     ambit_fail_set(&f, "napi_create_threadsafe_function", EINVAL, NULL);
@@ -225,6 +236,7 @@ napi_value ambit_recv_with_fds(napi_env env, napi_callback_info info) {
   pthread_attr_destroy(&attr);
   if (rc != 0) {
     napi_release_threadsafe_function(req->tsfn, napi_tsfn_abort);
+    close(req->fd);
     free(req->buf);
     free(req);
     ambit_fail_set(&f, "pthread_create", rc, NULL);

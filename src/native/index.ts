@@ -182,7 +182,8 @@ export async function connectInNetns(netns: Netns, opts: ConnectOptions): Promis
  * recvmsg with SCM_RIGHTS, waiting up to `timeoutMs` on a helper thread (the fd may belong to a
  * paused net.Socket: libuv is not involved). Resolves null on orderly EOF; rejects on a
  * truncated message or too many fds (EMSGSIZE; any fds that arrived are closed) and on timeout
- * (ETIMEDOUT). Received fds are CLOEXEC and owned by the caller.
+ * (ETIMEDOUT). Received fds are CLOEXEC and owned by the caller. The helper thread reads a dup of
+ * `fd`: closing `fd` meanwhile is safe, but the call (and the socket) lasts until data, EOF or timeout.
  * `maxBytes` 1..1048576, `maxFds` 0..253.
  */
 export async function recvWithFds(fd: number, maxBytes: number, maxFds: number, timeoutMs: number): Promise<{ data: Buffer; fds: number[] } | null> {
