@@ -241,6 +241,25 @@ test('a failing API server does not block start; the source recovers when it ans
   t.deepEqual(names(await rec.until((s) => s.length === 1)), ['Service/default/a']);
 });
 
+test('start() waits for kinds whose list fails (500) instead of reporting them empty', async (t) => {
+  const { api, rec, src } = await setup(t);
+  api.add(NS);
+  api.add(ROUTES);
+  const services = api.add(SVC);
+  services.items.set('a', svc('default', 'a', 5));
+  let failures = 3;
+  const orig = api.server.listeners('request')[0] as (req: http.IncomingMessage, res: http.ServerResponse) => void;
+  api.server.removeAllListeners('request');
+  api.server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    if (req.url?.startsWith(`${SVC}?`) && failures > 0) { failures--; res.writeHead(500).end('{}'); return; }
+    orig(req, res);
+  });
+  await src.start(rec.onChange);
+  t.is(failures, 0);
+  t.is(rec.sets.length, 1);
+  t.deepEqual(names(rec.sets[0]!), ['Service/default/a']);
+});
+
 test('stop() closes the watches and no report follows', async (t) => {
   const { api, rec, src } = await setup(t);
   api.add(SVC).items.set('a', svc('default', 'a', 5));

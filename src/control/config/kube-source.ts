@@ -72,6 +72,9 @@ class KindWatcher {
   #gen = 0;
   readonly #backoff: Backoff;
   #missing = false;
+  /** resolves once the kind has been listed, or is known not to exist (404) */
+  readonly synced: Promise<void>;
+  #markSynced: () => void = () => undefined;
 
   constructor(
     readonly kind: WatchedKind,
@@ -80,13 +83,19 @@ class KindWatcher {
     this.apiVersion = kind.group ? `${kind.group}/${kind.version}` : kind.version;
     this.path = kind.group ? `/apis/${kind.group}/${kind.version}/${kind.plural}` : `/api/${kind.version}/${kind.plural}`;
     this.#backoff = new Backoff({ initialMs: 500, maxMs: 30_000, ...src.opts.backoff });
+    this.synced = new Promise((resolve) => { this.#markSynced = resolve; });
   }
 
   get resourceVersion(): string { return this.#rv; }
 
-  /** Runs the first list; resolves when it has succeeded or failed (then retries continue in the background). */
+  /**
+   * Starts the loop. Resolves once synced: listed, or answered 404 (CRD not installed: an empty kind is the
+   * truth then). Other failures keep retrying and keep start() waiting: reporting an empty set because the
+   * API server was briefly unreachable would look like "all policies deleted".
+   */
   async start(): Promise<void> {
-    await this.#cycle();
+    void this.#cycle();
+    await this.synced;
   }
 
   stop(): void {
@@ -95,6 +104,7 @@ class KindWatcher {
     clearTimeout(this.#timer);
     this.#controller?.abort();
     this.#controller = undefined;
+    this.#markSynced(); // a start() still waiting returns
   }
 
   #schedule(ms: number): void {
@@ -113,6 +123,7 @@ class KindWatcher {
         if (statusOf(e) === 404) {
           if (!this.#missing) log.warn('kind not served by the API server (CRD not installed?); will retry', { kind: this.kind.kind, path: this.path });
           this.#missing = true;
+          this.#markSynced();
           if (this.objects.size > 0) { this.objects.clear(); this.src.changed(); }
           this.#schedule(this.src.opts.missingKindRetryMs);
         } else {
@@ -124,6 +135,8 @@ class KindWatcher {
       }
       if (this.#missing) log.info('kind is served now', { kind: this.kind.kind });
       this.#missing = false;
+      this.#backoff.reset();
+      this.#markSynced();
     }
     // Not awaited: start() waits for the first list only, never for a watch stream to open.
     void this.#watch();
@@ -288,6 +301,7 @@ export class KubeSource implements ConfigSource {
   #onChange: ((objects: readonly KubeObject[], origin: string) => void) | undefined;
   #timer: NodeJS.Timeout | undefined;
   #ready = false;
+  #stopped = false;
   readonly #opts: KubeSourceOptions;
 
   constructor(o: KubeSourceOptions = {}) {
@@ -304,7 +318,10 @@ export class KubeSource implements ConfigSource {
 
   get origin(): string { return `kubernetes:${this.#kc.getCurrentCluster()?.server ?? '?'}`; }
 
-  /** Lists every kind once (missing kinds and failures do not block), reports the set, then keeps watching. */
+  /**
+   * Lists every kind (a missing CRD does not block; a failing API server does, until it answers: wrap in a
+   * timeout if needed), reports the complete set once, then keeps watching.
+   */
   async start(onChange: (objects: readonly KubeObject[], origin: string) => void): Promise<void> {
     if (this.#onChange) throw new MeshError('AMBIT_BUG', 'KubeSource already started');
     this.#onChange = onChange;
@@ -324,6 +341,7 @@ export class KubeSource implements ConfigSource {
     };
     for (const k of this.#kinds) this.#watchers.push(new KindWatcher(k, shared));
     await Promise.all(this.#watchers.map((w) => w.start()));
+    if (this.#stopped) return;
     this.#ready = true;
     clearTimeout(this.#timer);
     this.#timer = undefined;
@@ -331,6 +349,7 @@ export class KubeSource implements ConfigSource {
   }
 
   async stop(): Promise<void> {
+    this.#stopped = true;
     this.#ready = false;
     clearTimeout(this.#timer);
     for (const w of this.#watchers) w.stop();
