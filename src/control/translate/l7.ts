@@ -118,6 +118,12 @@ class Reader {
   regex(v: unknown, field: string): string {
     const s = this.str(v, field);
     if (s.length > MAX_REGEX) this.fail(field, `regex longer than ${MAX_REGEX} characters`);
+    // Users write RE2 (linear time). The waypoint runs JavaScript regexes, which backtrack: refuse what RE2
+    // would refuse anyway (backreferences, lookaround) and the classic catastrophic shape, a quantified group
+    // that itself ends in a quantifier, e.g. `(a+)+` (a heuristic, not a proof).
+    if (/\\[1-9]|\\k<|\(\?<?[=!]/.test(s)) this.fail(field, 'backreferences and lookaround are not RE2 and are not allowed');
+    if (/\([^()]*[+*}]\)[+*{]/.test(s)) this.fail(field, 'nested quantifiers (like "(a+)+") can take exponential time; rewrite the pattern');
+    if (/\(\?[imsU-]+\)|\(\?P</.test(s)) this.fail(field, 'RE2 inline flags and (?P<name>) groups are not supported; use plain groups');
     try {
       new RegExp(`^(?:${s})$`);
     } catch (e) {

@@ -17,6 +17,9 @@ const route = (host: string, extra: Record<string, unknown> = {}): Record<string
 // ---- rejections: table-driven; each names kind, namespace, name and the offending field ----
 const rejections: { title: string; obj: KubeObject; field: string; message: RegExp }[] = [
   { title: 'VS invalid regex', obj: vs({ hosts: ['reviews'], http: [{ match: [{ uri: { regex: '/a(b' } }], ...route('reviews') }] }), field: 'spec.http[0].match[0].uri.regex', message: /invalid regex/ },
+  { title: 'VS regex with nested quantifiers (ReDoS)', obj: vs({ hosts: ['reviews'], http: [{ match: [{ uri: { regex: '/(a+)+$' } }], ...route('reviews') }] }), field: 'spec.http[0].match[0].uri.regex', message: /nested quantifiers/ },
+  { title: 'VS regex with a backreference', obj: vs({ hosts: ['reviews'], http: [{ match: [{ uri: { regex: '/(a)\\1' } }], ...route('reviews') }] }), field: 'spec.http[0].match[0].uri.regex', message: /backreferences/ },
+  { title: 'VS regex with lookahead', obj: vs({ hosts: ['reviews'], http: [{ match: [{ uri: { regex: '/(?!admin).*' } }], ...route('reviews') }] }), field: 'spec.http[0].match[0].uri.regex', message: /lookaround/ },
   { title: 'VS regex too long', obj: vs({ hosts: ['reviews'], http: [{ match: [{ headers: { x: { regex: 'a'.repeat(1025) } } }], ...route('reviews') }] }), field: 'spec.http[0].match[0].headers.x.regex', message: /longer than 1024/ },
   { title: 'VS negative weight', obj: vs({ hosts: ['reviews'], http: [{ route: [{ destination: { host: 'reviews' }, weight: -1 }, { destination: { host: 'ratings' }, weight: 101 }] }] }), field: 'spec.http[0].route[0].weight', message: /0\.\./ },
   { title: 'VS all-zero weights', obj: vs({ hosts: ['reviews'], http: [{ route: [{ destination: { host: 'reviews' } }, { destination: { host: 'ratings' } }] }] }), field: 'spec.http[0].route', message: /all are 0/ },
