@@ -116,6 +116,8 @@ export interface Agent {
   /** one reconcile pass (tests: wait until a snapshot change has been applied) */
   reconcile(): Promise<void>;
   snapshot(): Snapshot;
+  /** resolves once a snapshot satisfying `pred` has been applied (pods enrolled/unenrolled, policy rechecked) */
+  whenSnapshot(pred: (s: Snapshot) => boolean): Promise<Snapshot>;
   enrolledPods(): Array<{ uid: string; name: string; namespace: string; ips: readonly string[]; listening: boolean; returnPath: boolean }>;
   readonly socketPath: string;
   /** bound ports (after start) */
@@ -159,6 +161,10 @@ export function createAgent(o: AgentOptions): Agent {
   const bound = { admin: 0, metrics: 0, readiness: 0 };
   let retryTimer: NodeJS.Timeout | undefined;
   const readyWaiters = new Set<() => void>();
+  const snapshotWaiters = new Set<{ pred: (s: Snapshot) => boolean; resolve: (s: Snapshot) => void }>();
+  const notifySnapshot = (snap: Snapshot) => {
+    for (const w of [...snapshotWaiters]) if (w.pred(snap)) { snapshotWaiters.delete(w); w.resolve(snap); }
+  };
 
   const enrolment = new Enrolment({
     node: o.node,
@@ -205,7 +211,7 @@ export function createAgent(o: AgentOptions): Agent {
   const onSnapshot = (snap: Snapshot) => {
     // Live policy first: a revoked connection must not outlive the change by a reconcile pass.
     connections.recheck(snap);
-    enrolment.reconcile().then(notifyReady, (e: unknown) => log.error('reconcile failed', { error: errorMessage(e) }));
+    enrolment.reconcile().then(() => { notifyReady(); notifySnapshot(snap); }, (e: unknown) => log.error('reconcile failed', { error: errorMessage(e) }));
   };
 
   const configDump = () => {
@@ -302,6 +308,13 @@ export function createAgent(o: AgentOptions): Agent {
     isReady,
     reconcile: async () => { await enrolment.reconcile(); notifyReady(); },
     snapshot: () => control.snapshot,
+    whenSnapshot(pred) {
+      return new Promise<Snapshot>((resolve) => {
+        snapshotWaiters.add({ pred, resolve });
+        // already there (and applied: reconcile passes are serialised, so wait for one)
+        if (pred(control.snapshot)) void enrolment.reconcile().then(() => notifySnapshot(control.snapshot));
+      });
+    },
     enrolledPods: () => [...enrolment.enrolled.entries()].map(([uid, e]) => ({
       uid, name: e.workload.name, namespace: e.workload.namespace, ips: e.workload.addresses, listening: e.proxy.listening, returnPath: e.returnPath,
     })),

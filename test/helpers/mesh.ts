@@ -11,7 +11,7 @@
  * plane replaces it where available); the agents, capture, TLS and HTTP/2 are all real.
  */
 import { EventEmitter } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
@@ -21,6 +21,23 @@ import { createCluster, startEchoServer, type Cluster, type EchoHandle, type Pod
 import * as native from '../../src/native/index.js';
 import { createAgent, sendCniRequest, type Agent, type AgentOptions, type ControlChannel } from '../../src/node-agent/index.js';
 import { makeTestPki, type TestPki } from './pki.js';
+import { parseAllDocuments } from 'yaml';
+import { createControlPlane, type ControlPlane } from '../../src/control/app.js';
+import type { ConfigSource, KubeObject } from '../../src/control/config/types.js';
+import { BootstrapTokenAuthenticator } from '../../src/control/push/index.js';
+
+/** Feeds the control plane the cluster's objects plus the test's extra YAML. */
+class ClusterSource implements ConfigSource {
+  #fn: ((o: readonly KubeObject[], origin: string) => void) | undefined;
+  #last: KubeObject[] = [];
+  async start(fn: (o: readonly KubeObject[], origin: string) => void): Promise<void> { this.#fn = fn; fn(this.#last, 'mesh'); }
+  async stop(): Promise<void> { this.#fn = undefined; }
+  emit(objects: KubeObject[]): void { this.#last = objects; this.#fn?.(objects, 'mesh'); }
+}
+
+function yamlObjects(text: string): KubeObject[] {
+  return parseAllDocuments(text).map((d) => d.toJS() as KubeObject).filter((o) => o && typeof o === 'object');
+}
 
 const AMBIENT = 'istio.io/dataplane-mode';
 
@@ -117,6 +134,8 @@ export interface OpenConnection {
 
 export interface MeshOptions {
   nodes: number;
+  /** 'real': the in-process control plane (YAML in, xDS over ws, CA); default 'static' */
+  control?: 'static' | 'real';
   /** extra agent options (all agents) */
   agent?: Partial<AgentOptions>;
 }
@@ -130,6 +149,8 @@ export class Mesh {
   readonly #policies: Authorization[] = [];
   readonly #echo: EchoHandle[] = [];
   readonly #nsLabels = new Map<string, Record<string, string>>();
+  /** real control plane mode */
+  real?: { cp: ControlPlane; source: ClusterSource; token: string; url: string; extraYaml: string };
 
   constructor(cluster: Cluster, control: StaticControl, dir: string, agentOpts: Partial<AgentOptions>) {
     this.cluster = cluster;
@@ -147,9 +168,9 @@ export class Mesh {
 
   async startAgent(node: string): Promise<Agent> {
     const agent = createAgent({
-      node, controlUrl: 'static://', token: 'static', stateDir: join(this.#dir, node), trustDomain: this.trustDomain,
+      node, controlUrl: this.real?.url ?? 'static://', token: this.real?.token ?? 'static', stateDir: join(this.#dir, node), trustDomain: this.trustDomain,
       ports: { admin: 0, metrics: 0, readiness: 0 }, adminHost: '127.0.0.1', publicHost: '127.0.0.1',
-      control: this.control, netnsCandidates: this.netnsCandidates, unenrolDrainMs: 1000, retryMs: 500, certWaitMs: 1000,
+      ...(this.real ? {} : { control: this.control }), netnsCandidates: this.netnsCandidates, unenrolDrainMs: 1000, retryMs: 500, certWaitMs: 1000,
       ...this.#agentOpts,
     });
     await agent.start();
@@ -212,8 +233,29 @@ export class Mesh {
     await this.publish();
   }
 
+  /** Extra Kubernetes YAML (AuthorizationPolicy, PeerAuthentication...) for the real control plane. */
+  async applyYaml(text: string): Promise<void> {
+    if (!this.real) throw new Error('applyYaml needs control: real');
+    this.real.extraYaml = text;
+    await this.publish();
+  }
+
+  /** Resolves once every agent has applied a snapshot satisfying `pred`. */
+  async converge(pred: (s: Snapshot) => boolean): Promise<void> {
+    await Promise.all([...this.agents.values()].map((a) => a.whenSnapshot(pred)));
+  }
+
   /** Model from the cluster state; then every agent applies it. */
   async publish(): Promise<void> {
+    if (this.real) {
+      const objects = [...yamlObjects(this.cluster.toYaml()), ...yamlObjects(this.real.extraYaml)];
+      const before = new Set([...this.agents.values()].map((a) => a.snapshot()));
+      this.real.source.emit(objects);
+      const pods = this.cluster.pods.length;
+      // wait for a push that carries every pod and is newer than what the agents had
+      await this.converge((s) => s.counts.workloads === pods && !before.has(s));
+      return;
+    }
     const st = this.cluster.state();
     const services: Service[] = st.services.map((s) => ({
       name: s.name, namespace: s.namespace, hostname: `${s.name}.${s.namespace}.svc.cluster.local`,
@@ -291,6 +333,7 @@ export class Mesh {
 
   async destroy(): Promise<void> {
     await Promise.all([...this.agents.keys()].map((n) => this.stopAgent(n, 0)));
+    await this.real?.cp.stop();
     await Promise.all(this.#echo.map((h) => h.stop().catch(() => undefined)));
     await this.cluster.destroy();
     rmSync(this.#dir, { recursive: true, force: true });
@@ -303,6 +346,20 @@ export async function createMesh(t: ExecutionContext | undefined, o: MeshOptions
   const mesh = new Mesh(cluster, new StaticControl(makeTestPki()), dir, o.agent ?? {});
   t?.teardown(() => mesh.destroy());
   try {
+    if (o.control === 'real') {
+      const cpDir = join(dir, 'control');
+      mkdirSync(cpDir, { recursive: true });
+      const { authenticator, token } = await BootstrapTokenAuthenticator.loadOrCreate(cpDir, mesh.trustDomain);
+      const source = new ClusterSource();
+      source.emit([...yamlObjects(cluster.toYaml())]);
+      const cp = createControlPlane({
+        source, ca: mesh.control.pki.ca, trustDomain: mesh.trustDomain, stateDir: cpDir, authenticator, debounceMs: 5,
+        listen: { host: '127.0.0.1', plainPort: 0, tlsPort: 0, statusPort: 0 },
+      });
+      mesh.real = { cp, source, token, url: '', extraYaml: '' };
+      await cp.start();
+      mesh.real.url = `ws://127.0.0.1:${cp.addresses.plain!.port}`;
+    }
     for (const n of cluster.nodes) await mesh.startAgent(n.name);
   } catch (e) {
     await mesh.destroy();
