@@ -45,13 +45,16 @@ async function main(argv: string[]): Promise<void> {
     .option('dir', { type: 'string', describe: 'ambit working directory (state.json, config/); default $AMBIT_DIR or ./.ambit', global: true })
     .option('log-level', { type: 'string', choices: ['debug', 'info', 'warn', 'error'], default: 'info', global: true })
     .middleware((a) => { setLogLevel(a['log-level'] as Level); })
-    .command('up', 'build a 2-node cluster with a client and an echo service; remove it on Ctrl-C',
+    .command('up', 'build a 2-node cluster with a client and an echo service, run the mesh on it; remove it all on Ctrl-C',
       (y) => y
-        .option('once', { type: 'boolean', default: false, describe: 'build, print, tear down and exit (for tests)' })
-        .option('nodes', { type: 'number', default: 2, describe: 'number of nodes (at least 2)' }),
+        .option('once', { type: 'boolean', default: false, describe: 'build, start the mesh, check it, tear down and exit (for tests)' })
+        .option('nodes', { type: 'number', default: 2, describe: 'number of nodes (at least 2)' })
+        .option('mesh', { type: 'boolean', default: true, describe: 'start the control plane and node agents (--no-mesh: the bare cluster)' })
+        .option('port-base', { type: 'number', default: 15000, describe: 'control plane on base+10/12/14, agent i on base+100*i (+0 admin, +20 metrics, +21 readiness)' }),
       async (a) => {
         process.exitCode = await runUp({
           dir: resolveDir(a.dir), nodes: a.nodes, once: a.once, self: selfCommand(process.argv[1]),
+          mesh: a.mesh, portBase: a['port-base'], logLevel: a['log-level'],
           print: (text) => { process.stdout.write(text); },
         });
       })
@@ -59,6 +62,7 @@ async function main(argv: string[]): Promise<void> {
       async (a) => {
         const r = await runDown(resolveDir(a.dir));
         process.stdout.write(`removed ${r.removedNetns.length} stale network namespace(s)${r.removedStateFile ? ' and the stale state file' : ''}\n`);
+        if (r.stoppedPrograms.length > 0) process.stdout.write(`stopped programs left by a dead ambit up: ${r.stoppedPrograms.join(', ')}\n`);
         if (r.running !== undefined) process.stdout.write(`ambit up is still running (pid ${r.running}); stop it with Ctrl-C there\n`);
       })
     .command('exec <target> [cmd..]', 'run a command in a pod of the running ambit up (target: pod name, node/<name> or underlay)',

@@ -14,6 +14,8 @@ export interface UpState {
   readonly pid: number;
   readonly startedAt: string;
   readonly cluster: ClusterState;
+  /** the mesh programs `ambit up` started (own process groups), so `ambit down` can stop orphans */
+  readonly programs?: ReadonlyArray<{ readonly name: string; readonly pid: number }>;
 }
 
 /** The working directory of `ambit`: --dir, else $AMBIT_DIR, else ./.ambit. */

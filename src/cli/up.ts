@@ -5,37 +5,19 @@
  *   node-1: client, echo-v1 (app=echo, version=v1)      node-2: echo-v2 (app=echo, version=v2)
  *   Service default/echo: 80 -> 8080 (http), 9090 -> 9090 (tcp echo)
  *
- * The mesh itself (control plane, node agents, waypoints) is started by `startMesh`, the one
- * place to wire it in.
+ * Then the mesh (mesh.ts): the control plane and one node agent per node as child processes, the
+ * pods handed to the agents as CNI would, the namespace labelled ambient in the watched YAML, and
+ * one request client -> echo VIP checked to go through HBONE before the user is told to try.
  */
-import { mkdirSync, rmSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { MeshError, errorMessage, logger } from '../core/index.js';
 import { createCluster, pidAlive, startEchoServer, type Cluster, type EchoHandle, type Pod, type Service } from '../local/index.js';
+import { checkMesh, startMesh, type MeshCheck, type RunningMesh } from './mesh.js';
 import { configDir, readState, removeState, writeFileAtomic, writeState } from './state-file.js';
 
 const log = logger('cli.up');
-
-/** What the mesh gets to work with. */
-export interface MeshContext {
-  readonly cluster: Cluster;
-  /** the ambit working directory (.ambit) */
-  readonly dir: string;
-  /** the directory of YAML the local control plane watches; holds cluster.yaml */
-  readonly configDir: string;
-}
-
-/** Stops what startMesh started. */
-export type StopMesh = () => Promise<void>;
-
-/**
- * Starts the mesh on a built cluster: control plane (in the underlay netns, reachable at
- * cluster.underlay.hostIP from nodes and pods), one node agent per node, waypoints. Not wired
- * yet: the cluster runs without a mesh (plain pod-to-pod networking).
- */
-export async function startMesh(_ctx: MeshContext): Promise<StopMesh> {
-  return async () => {};
-}
 
 export interface Demo {
   readonly client: Pod;
@@ -74,9 +56,31 @@ export interface UpOptions {
   readonly self?: string;
   /** stdout */
   readonly print: (text: string) => void;
+  /** start the mesh (control plane, agents); default true. Without it: plain pod networking. */
+  readonly mesh?: boolean;
+  /** first of the ports the mesh uses (see mesh.ts); default 15000 */
+  readonly portBase?: number;
+  /** log level of the mesh programs; default info */
+  readonly logLevel?: string;
 }
 
-function describe(cluster: Cluster, demo: Demo, self: string): string {
+/** The examples/ directory of this package (next to package.json), if it is there. */
+export function examplesDir(): string | undefined {
+  let d = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    if (existsSync(join(d, 'package.json')) && existsSync(join(d, 'examples'))) return join(d, 'examples');
+    d = dirname(d);
+  }
+  return undefined;
+}
+
+/** A path as the user would type it: relative to the cwd when below it. */
+function shortPath(p: string): string {
+  const rel = relative(process.cwd(), p);
+  return rel && !rel.startsWith('..') ? rel : p;
+}
+
+function describe(cluster: Cluster, demo: Demo, self: string, dir: string, mesh: RunningMesh | undefined, check: MeshCheck | undefined): string {
   const lines: string[] = [];
   lines.push(`ambit up: ${cluster.nodes.length} nodes, ${cluster.pods.length} pods (network namespaces ${cluster.prefix}*)`);
   lines.push('');
@@ -87,13 +91,40 @@ function describe(cluster: Cluster, demo: Demo, self: string): string {
     lines.push(`  pod  ${p.name.padEnd(8)} ${p.namespace}/${p.node.padEnd(8)} ${p.ip.padEnd(12)} ${labels}`);
   }
   const s = demo.service;
-  lines.push(`  svc  ${s.namespace}/${s.name}  ${s.clusterIP}  ${s.ports.map((p) => `${p.port}->${p.targetPort}`).join(', ')}  selector app=echo`);
+  const vip = s.clusterIP;
+  lines.push(`  svc  ${s.namespace}/${s.name}  ${vip}  ${s.ports.map((p) => `${p.port}->${p.targetPort}`).join(', ')}  selector app=echo`);
   lines.push('');
-  lines.push('Try, in another terminal (pod IPs work now; the service IP needs the mesh):');
-  lines.push(`  ${self} exec client -- curl -s http://${demo.v2.ip}:8080/hello`);
-  lines.push(`  ${self} exec client -- ip route`);
+  const cfg = shortPath(configDir(dir));
+  if (mesh) {
+    lines.push(`mesh: namespace default is ambient (istio.io/dataplane-mode=ambient in ${shortPath(join(configDir(dir), 'cluster.yaml'))})`);
+    lines.push(`  control plane ${mesh.controlUrl}  status http://127.0.0.1:${mesh.statusPort}/ready  /metrics  /debug/config_dump`);
+    lines.push(`                log ${shortPath(mesh.controlLog)}`);
+    for (const a of mesh.agents) {
+      lines.push(`  agent ${a.node.padEnd(7)} metrics http://127.0.0.1:${a.metricsPort}/metrics  admin http://127.0.0.1:${a.adminPort}/config_dump`);
+      lines.push(`                log ${shortPath(a.logFile)}`);
+    }
+    if (check) lines.push(`  checked: client -> ${vip}:80 answered by ${check.answeredBy} over mTLS (HBONE)`);
+    lines.push('');
+    const ex = examplesDir();
+    const exPath = (f: string): string => (ex ? shortPath(join(ex, f)) : `examples/${f}`);
+    lines.push('Try, in another terminal:');
+    lines.push(`  ${self} exec client -- curl -s http://${vip}/hello`);
+    lines.push('      (through the mesh: HBONE with mTLS between the pods; run it a few times for v1 and v2)');
+    lines.push(`  curl -s http://127.0.0.1:${mesh.agents[0]!.metricsPort}/metrics | grep istio_tcp_connections_opened_total`);
+    lines.push(`  ${self} apply -f ${exPath('deny-all.yaml')}`);
+    lines.push('      (live: the curl above is now refused)');
+    lines.push(`  ${self} apply -f ${exPath('allow-client.yaml')}`);
+    lines.push('      (the client\'s identity, from its certificate, may call echo again)');
+    lines.push(`  rm ${cfg}/deny-all.yaml ${cfg}/allow-client.yaml`);
+    lines.push('      (applied policies are files there; removing one reverts it)');
+    lines.push(`  ${self} exec client -- nft list ruleset`);
+    lines.push('      (the capture rules the agent installed in the pod)');
+  } else {
+    lines.push('No mesh (--no-mesh): plain pod-to-pod networking; the service IP answers only with the mesh.');
+    lines.push('Try, in another terminal:');
+    lines.push(`  ${self} exec client -- curl -s http://${demo.v2.ip}:8080/hello`);
+  }
   lines.push(`  ${self} exec node/${cluster.nodes[0]!.name} -- ip route`);
-  lines.push(`  ${self} apply -f policy.yaml    # copies into the watched config directory`);
   lines.push('');
   return lines.join('\n') + '\n';
 }
@@ -120,22 +151,49 @@ export async function runUp(opts: UpOptions): Promise<number> {
   }
 }
 
+/**
+ * Files in the watched directory other than cluster.yaml are what the user applied in an earlier
+ * run. A new run starts from the demo alone (so its start-up check is not refused by yesterday's
+ * deny-all); they are moved aside, not deleted. Returns the names moved.
+ */
+function setAsideOldConfig(dir: string, cfgDir: string): string[] {
+  const moved: string[] = [];
+  let names: string[];
+  try { names = readdirSync(cfgDir); } catch { return moved; }
+  const aside = join(dir, 'config.previous');
+  for (const n of names) {
+    if (n === 'cluster.yaml' || !/\.ya?ml$/.test(n)) continue;
+    mkdirSync(aside, { recursive: true });
+    renameSync(join(cfgDir, n), join(aside, n));
+    moved.push(n);
+  }
+  return moved;
+}
+
 async function upUntilSignal(
   opts: UpOptions, signalled: () => NodeJS.Signals | undefined, onWake: (fn: () => void) => void,
 ): Promise<number> {
   const cfgDir = configDir(opts.dir);
   mkdirSync(cfgDir, { recursive: true });
   const clusterYaml = join(cfgDir, 'cluster.yaml');
+  const withMesh = opts.mesh ?? true;
+  if (withMesh) {
+    const moved = setAsideOldConfig(opts.dir, cfgDir);
+    if (moved.length > 0) opts.print(`moved config of an earlier run to ${shortPath(join(opts.dir, 'config.previous'))}: ${moved.join(', ')}\n`);
+  }
 
   const cluster = await createCluster({ nodes: opts.nodes ?? 2 });
-  // Safety net: whatever happens below, namespaces do not outlive this process.
-  const onExit = (): void => { cluster.destroySync(); };
+  let mesh: RunningMesh | undefined;
+  // Safety net: whatever happens below, namespaces and programs do not outlive this process.
+  const onExit = (): void => { mesh?.killSync(); cluster.destroySync(); };
   process.on('exit', onExit);
 
-  let stopMesh: StopMesh | undefined;
+  let failure: Error | undefined;
+  let wakeNow: (() => void) | undefined;
+  const onWakeNow = (): void => { wakeNow?.(); };
   let torn: Promise<void> | undefined;
   const teardown = (): Promise<void> => torn ??= (async () => {
-    try { await stopMesh?.(); } catch (e) { log.error('stopping the mesh failed', { err: errorMessage(e) }); }
+    try { await mesh?.stop(); } catch (e) { log.error('stopping the mesh failed', { err: errorMessage(e) }); }
     await cluster.destroy();
     removeState(opts.dir);
     rmSync(clusterYaml, { force: true });
@@ -145,19 +203,40 @@ async function upUntilSignal(
   try {
     const demo = await buildDemo(cluster);
     writeFileAtomic(clusterYaml, cluster.toYaml());
-    writeState(opts.dir, { version: 1, pid: process.pid, startedAt: new Date().toISOString(), cluster: cluster.state() });
-    stopMesh = await startMesh({ cluster, dir: opts.dir, configDir: cfgDir });
+    const saveState = (): void => writeState(opts.dir, {
+      version: 1, pid: process.pid, startedAt: new Date().toISOString(), cluster: cluster.state(),
+      ...(mesh ? { programs: mesh.programs() } : {}),
+    });
+    saveState();
+    let check: MeshCheck | undefined;
+    if (withMesh && !signalled()) {
+      opts.print('starting the mesh: control plane, one node agent per node ...\n');
+      mesh = await startMesh({
+        cluster, dir: opts.dir, configDir: cfgDir,
+        ...(opts.portBase !== undefined ? { portBase: opts.portBase } : {}),
+        ...(opts.logLevel !== undefined ? { logLevel: opts.logLevel } : {}),
+        onFailure: (e) => { failure ??= e; onWakeNow(); },
+      });
+      saveState(); // now with the programs' pids, for `ambit down` after a crash
+      check = await checkMesh(cluster, mesh, demo.client, demo.service, 80);
+    }
     const self = opts.self ?? 'ambit';
-    opts.print(describe(cluster, demo, self));
+    opts.print(describe(cluster, demo, self, opts.dir, mesh, check));
     if (opts.once) {
       opts.print('--once: tearing down\n');
       await teardown();
       opts.print('removed everything\n');
       return 0;
     }
-    if (!signalled()) {
+    if (!signalled() && !failure) {
       opts.print('Press Ctrl-C to stop and remove everything.\n');
-      await new Promise<void>((resolve) => onWake(resolve));
+      await new Promise<void>((resolve) => { wakeNow = resolve; onWake(resolve); });
+    }
+    if (failure) {
+      opts.print(`\n${errorMessage(failure)}\ntearing down\n`);
+      await teardown();
+      opts.print('removed everything\n');
+      return 1;
     }
     opts.print(`\n${signalled()}: tearing down\n`);
     await teardown();
@@ -178,5 +257,6 @@ export function selfCommand(argv1: string | undefined): string {
   if (!argv1) return 'ambit';
   if (/[\\/]ambit$/.test(argv1)) return 'ambit';
   const rel = relative(process.cwd(), argv1);
-  return `node ${rel.startsWith('..') ? argv1 : rel}`;
+  // from the TypeScript sources the loader is needed too
+  return `node ${argv1.endsWith('.ts') ? '--import tsx ' : ''}${rel.startsWith('..') ? argv1 : rel}`;
 }
