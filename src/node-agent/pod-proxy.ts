@@ -42,22 +42,29 @@ export interface TunnelOpener {
     headers: Record<string, string>;
     /** dials the TCP connection to `address` from inside the pod netns, marked */
     connect: () => Promise<Socket>;
+    /** where connections come from (the source pod): part of the pool key */
+    sourceKey: string;
   }): Promise<Duplex>;
 }
 
 /** What the HBONE server hands the pod proxy for one CONNECT stream (after mTLS). */
 export interface HboneInboundRequest {
   authority: string;
-  headers: Readonly<Record<string, string | string[] | undefined>>;
+  /** request headers, telemetry only */
+  headers: Readonly<Record<string, string | undefined>>;
   /** verified peer identity from the client certificate */
   peer: Identity;
   remote: SocketAddr;
   local: SocketAddr;
 }
 
+/** How a finished tunnel went, as the HBONE server reports it. */
+export interface TunnelEnd { bytesIn: number; bytesOut: number; error?: string }
+
+/** 200: the server answers and copies bytes between the stream and `upstream`, then calls `onClose`. */
 export type HboneInboundResult =
   | { status: 400 | 401 | 403 | 503; reason: string }
-  | { status: 200; attach(stream: Duplex): void; reject(reason: string): void };
+  | { status: 200; upstream: Duplex; onClose: (end: TunnelEnd) => void };
 
 /** A per-pod HBONE listener (the hbone server, adapted by app.ts). */
 export interface HboneListener {
@@ -268,6 +275,7 @@ export class PodProxy {
           authority: req.authority,
           headers: connectHeaders(src, stripMapped(app.remoteAddress), app.remotePort ?? 0, req.service),
           connect: () => this.#dial(req.address),
+          sourceKey: this.pod.uid,
         });
       } else {
         upstream = await this.#dial(req.address);
@@ -371,21 +379,20 @@ export class PodProxy {
    */
   async #carryInbound(appSide: Socket, client: Duplex, c: {
     srcIp: string; srcPort: number; dst: SocketAddr; desc: ConnectionDescription; started: number; srcAddr: string; dstAddr: string;
-    peer?: Identity; hboneAddr?: string;
   }): Promise<void> {
     const labels = connectionLabels(c.desc);
     this.#ctx.telemetry.opened(labels);
     const r = relay(appSide, client);
     this.#live.add(r);
     const tracked: TrackedConnection = this.#ctx.connections.add({
-      direction: 'inbound', podUid: this.pod.uid, srcIdentity: c.peer, srcIp: c.srcIp, srcPort: c.srcPort,
+      direction: 'inbound', podUid: this.pod.uid, srcIp: c.srcIp, srcPort: c.srcPort,
       dstIp: c.dst.ip, dstPort: c.dst.port, close: (reason) => r.destroy(reason),
     });
     const res = await r.done;
     this.#live.delete(r);
     this.#ctx.connections.remove(tracked);
     this.#ctx.telemetry.closed({
-      direction: 'inbound', srcAddr: c.srcAddr, dstAddr: c.dstAddr, hboneAddr: c.hboneAddr, labels,
+      direction: 'inbound', srcAddr: c.srcAddr, dstAddr: c.dstAddr, labels,
       bytesRecv: res.toApp, bytesSent: res.fromApp, durationMs: Date.now() - c.started, error: res.error,
     }, true);
   }
@@ -402,10 +409,9 @@ export class PodProxy {
     // Telemetry may name the source workload only when its address and identity agree.
     const byIp = snap.workloadByIp(srcIp);
     const source = byIp && spiffeIdOf(byIp) === peerId ? byIp : undefined;
-    const fwd = req.headers.forwarded;
     const desc: ConnectionDescription = {
       reporter: 'destination', source, sourcePrincipal: peerId, destination: w, mtls: true,
-      serviceHost: forwardedHost(Array.isArray(fwd) ? fwd[0] : fwd),
+      serviceHost: forwardedHost(req.headers.forwarded),
     };
     const target = parseAuthority(req.authority);
     const dstAddr = target ? formatAddr(target.ip, target.port) : req.authority.slice(0, 64);
@@ -431,14 +437,28 @@ export class PodProxy {
     } catch (e) {
       return fail(503, `upstream connect failed: ${errorMessage(e)}`, 'CONNECT');
     }
+    const labels = connectionLabels(desc);
+    this.#ctx.telemetry.opened(labels);
+    const cut = { destroy: (reason?: string) => { appSide.destroy(reason ? new Error(reason) : undefined); } };
+    this.#live.add(cut);
+    const tracked = this.#ctx.connections.add({
+      direction: 'inbound', podUid: this.pod.uid, srcIdentity: req.peer, srcIp, srcPort: req.remote.port,
+      dstIp: target.ip, dstPort: target.port, close: (reason) => cut.destroy(reason),
+    });
+    let finished!: () => void;
+    this.#drain.track(new Promise<void>((resolve) => { finished = resolve; }));
     return {
       status: 200,
-      attach: (stream: Duplex) => {
-        this.#drain.track(this.#carryInbound(appSide, stream, {
-          srcIp, srcPort: req.remote.port, dst: target, desc, started, srcAddr, dstAddr, peer: req.peer, hboneAddr: formatAddr(local, this.#ctx.ports.hbone),
-        }));
+      upstream: appSide,
+      onClose: (end) => {
+        this.#live.delete(cut);
+        this.#ctx.connections.remove(tracked);
+        this.#ctx.telemetry.closed({
+          direction: 'inbound', srcAddr, dstAddr, hboneAddr: formatAddr(local, this.#ctx.ports.hbone), labels,
+          bytesRecv: end.bytesIn, bytesSent: end.bytesOut, durationMs: Date.now() - started, error: end.error,
+        }, true);
+        finished();
       },
-      reject: () => { appSide.destroy(); },
     };
   }
 }
