@@ -43,11 +43,12 @@ export function encodeWorkload(w: Workload): Uint8Array {
   return schema().Address.encode({
     workload: {
       uid: w.uid, name: w.name, namespace: w.namespace, serviceAccount: w.serviceAccount, trustDomain: w.trustDomain,
-      node: w.node, addresses: w.addresses.map(ipToBytes), labels: { ...w.labels },
+      // the encoder only reads: model arrays and maps are passed as they are, no copies
+      node: w.node, addresses: w.addresses.map(ipToBytes), labels: w.labels,
       canonicalName: w.canonicalName, canonicalRevision: w.canonicalRevision, workloadName: w.workloadName,
       workloadType: WORKLOAD_TYPES.indexOf(w.workloadType), tunnel: w.tunnel === 'hbone' ? 1 : 0,
       waypoint: waypointToWire(w.waypoint), status: w.healthy ? 0 : 1,
-      services: [...w.services], authorizationPolicies: [...w.authorizationPolicies],
+      services: w.services, authorizationPolicies: w.authorizationPolicies,
     },
   }).finish();
 }

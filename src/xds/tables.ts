@@ -3,7 +3,7 @@
  * payload), and a store that keeps the current tables plus the last delta of each type so one
  * encoded frame can be shared by every client that is in sync.
  */
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import type { Snapshot } from '../model/index.js';
 import { authorizationKey, serviceKey } from '../model/index.js';
 import { errorMessage } from '../core/index.js';
@@ -21,7 +21,9 @@ export type ResourceTable = Map<string, ResourceEntry>;
 export type ResourceTables = Map<TypeUrl, ResourceTable>;
 
 function entry(payload: Uint8Array): ResourceEntry {
-  return { version: createHash('sha1').update(payload).digest('base64url').slice(0, 16), payload };
+  // crypto.hash (Node >= 20.12) is the one-shot form, about twice as fast for small inputs
+  const digest = typeof hash === 'function' ? hash('sha1', payload, 'base64url') : createHash('sha1').update(payload).digest('base64url');
+  return { version: digest.slice(0, 16), payload };
 }
 
 /**
