@@ -142,15 +142,18 @@ export async function requestFromPod(cluster: Cluster, from: Pod, host: string, 
   return JSON.parse(o.body ?? '') as { name: string; version: string; remoteAddress: string };
 }
 
-/** Sums a Prometheus counter over the series whose labels include all of `match`. */
+/** Sums a Prometheus counter over the series whose labels include all of `match` (exact values). */
 export function sumMetric(text: string, name: string, match: Readonly<Record<string, string>>): number {
   let sum = 0;
   for (const line of text.split('\n')) {
     if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
     const brace = line.indexOf('{');
     const close = line.lastIndexOf('}');
-    const labels = brace >= 0 && close > brace ? line.slice(brace + 1, close) : '';
-    if (!Object.entries(match).every(([k, v]) => labels.includes(`${k}="${v}"`))) continue;
+    const labels = new Map<string, string>();
+    if (brace >= 0 && close > brace) {
+      for (const m of line.slice(brace + 1, close).matchAll(/([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels.set(m[1]!, m[2]!);
+    }
+    if (!Object.entries(match).every(([k, v]) => labels.get(k) === v)) continue;
     const value = Number(line.slice((close >= 0 ? close : name.length) + 1).trim().split(' ')[0]);
     if (Number.isFinite(value)) sum += value;
   }
