@@ -13,7 +13,17 @@ import type { KubeObject } from '../../src/control/config/types.js';
 import { Translator } from '../../src/control/translate/index.js';
 import { BootstrapTokenAuthenticator, PushServer } from '../../src/control/push/index.js';
 import { buildResourceTables } from '../../src/xds/index.js';
-import type { BenchRow } from '../run.js';
+import type { BenchOptions, BenchSuite, SuiteReport, TargetCheck } from '../common/suite.js';
+import { writeResults } from '../common/results.js';
+
+/** One measured number; `target` is the goal in the row's unit, met when below it. */
+export interface BenchRow {
+  name: string;
+  value: number;
+  unit: string;
+  target?: string;
+  ok?: boolean;
+}
 
 const NAMESPACES = 100;
 /** child processes holding the fan-out clients */
@@ -57,6 +67,8 @@ function pod(i: number, s: number, rev = 'v1'): KubeObject {
 
 function ms(t0: bigint): number { return Number(process.hrtime.bigint() - t0) / 1e6; }
 
+function hasGc(): boolean { return typeof (globalThis as { gc?: unknown }).gc === 'function'; }
+
 function gc(): void {
   (globalThis as { gc?: () => void }).gc?.();
 }
@@ -87,7 +99,7 @@ async function ingest(n: number, target?: number): Promise<BenchRow[]> {
     { name: `ingest ${k} workloads: translate`, value: tTranslate, unit: 'ms' },
     { name: `ingest ${k} workloads: encode tables`, value: tEncode, unit: 'ms' },
     { name: `ingest ${k} workloads: total`, value: total, unit: 'ms', ...(target ? { target: `< ${target}`, ok: total < target } : {}) },
-    { name: `ingest ${k} workloads: heap growth`, value: heap, unit: 'MiB' },
+    { name: `ingest ${k} workloads: heap growth${hasGc() ? '' : ' (approx.: run with --expose-gc)'}`, value: heap, unit: 'MiB' },
     { name: `ingest ${k} workloads: one-pod change, re-translate + encode`, value: tOne, unit: 'ms' },
   ];
 }
@@ -158,11 +170,32 @@ async function fanout(clients: number, workloads: number, rounds: number): Promi
   ];
 }
 
-export async function run(): Promise<BenchRow[]> {
-  setLogLevel('error');
-  return [
-    ...await ingest(10_000),
-    ...await ingest(100_000, 3000),
-    ...await fanout(1000, 1000, 10),
-  ];
+function formatTable(rows: BenchRow[]): string {
+  const cells = rows.map((r) => [r.name, r.value.toFixed(r.value >= 100 ? 0 : 2), r.unit, r.target ?? '', r.ok === undefined ? '' : r.ok ? 'ok' : 'MISS']);
+  const head = ['measure', 'value', 'unit', 'target', ''];
+  const w = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
+  const line = (c: string[]) => c.map((x, i) => (i === 1 ? x.padStart(w[i]!) : x.padEnd(w[i]!))).join('  ').trimEnd();
+  return [line(head), ...cells.map(line)].join('\n');
 }
+
+export async function runControlBench(opts: BenchOptions = {}): Promise<SuiteReport> {
+  setLogLevel('error');
+  const log = opts.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  log('control: ingest 10k');
+  const rows = [...await ingest(opts.quick ? 1000 : 10_000)];
+  log('control: ingest 100k');
+  if (!opts.quick) rows.push(...await ingest(100_000, 3000));
+  log('control: fan-out');
+  rows.push(...await fanout(opts.quick ? 100 : 1000, 1000, opts.quick ? 3 : 10));
+  const targets: TargetCheck[] = rows.filter((r) => r.target).map((r) => ({ name: r.name, value: Math.round(r.value), unit: r.unit, goal: r.target!, met: r.ok ?? null }));
+  const resultsPath = writeResults('control', { suite: 'control', at: new Date().toISOString(), node: process.version, quick: opts.quick ?? false, rows });
+  return { name: 'control', table: formatTable(rows), targets, resultsPath };
+}
+
+export const controlSuite: BenchSuite = {
+  name: 'control',
+  description: 'control plane: ingest of 10k/100k synthetic workloads, fan-out of one change to 1000 clients',
+  run: (opts) => runControlBench(opts),
+};
+
+export default controlSuite;
