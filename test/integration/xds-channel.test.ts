@@ -135,6 +135,28 @@ test('a NACKed resource is tracked per client while the good ones are applied', 
   t.deepEqual(h.push.syncz()[0]!.types.find((x) => x.typeUrl === ADDRESS_TYPE)!.rejected, []);
 });
 
+test('on reconnect a client leaves rejected names out of its versions, so only those are sent again', async (t) => {
+  const h = await harness(t);
+  const tb = tables([wl(1), wl(2)]);
+  const bad = schema().Address.encode({ workload: { uid: 'c//Pod/ns/bad', name: 'bad', namespace: 'ns', serviceAccount: 'x', trustDomain: 'cluster.local', workloadType: 7 } }).finish();
+  tb.get(ADDRESS_TYPE)!.set('c//Pod/ns/bad', { version: 'bad1', payload: bad });
+  h.push.update(tb);
+  h.push.flush();
+  const c = h.client();
+  c.start();
+  await c.ready;
+  t.is(c.stats.nacks, 1);
+  const before = { ...c.stats };
+  const [peer] = h.push.syncz();
+  const renacked = new Promise<void>((resolve) => h.push.on('ack', (id, type, _v, nack) => { if (id !== peer!.id && nack && type === ADDRESS_TYPE) resolve(); }));
+  t.true(h.push.disconnect(peer!.id));
+  await renacked;
+  // w1, w2, the service and the policy were held with the server's versions: only `bad` travels
+  t.is(c.stats.resources - before.resources, 1);
+  t.is(c.stats.nacks, 2);
+  t.is(c.snapshot.counts.workloads, 2);
+});
+
 test('a reconnecting client sends its versions and receives only the difference', async (t) => {
   const h = await harness(t);
   const many = Array.from({ length: 50 }, (_, i) => wl(i));
