@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { MeshError, errorMessage, logger } from '../core/index.js';
 import { createCluster, pidAlive, startEchoServer, type Cluster, type EchoHandle, type Pod, type Service } from '../local/index.js';
 import { checkMesh, startMesh, type MeshCheck, type RunningMesh } from './mesh.js';
-import { configDir, readState, removeState, writeFileAtomic, writeState } from './state-file.js';
+import { configDir, readState, removeState, resolveDir, writeFileAtomic, writeState } from './state-file.js';
 
 const log = logger('cli.up');
 
@@ -220,7 +220,8 @@ async function upUntilSignal(
       saveState(); // now with the programs' pids, for `ambit down` after a crash
       check = await checkMesh(cluster, mesh, demo.client, demo.service, 80);
     }
-    const self = opts.self ?? 'ambit';
+    // hints must reach this run: name its directory unless it is the one found by default
+    const self = `${opts.self ?? 'ambit'}${resolveDir(undefined) === opts.dir ? '' : ` --dir ${shortPath(opts.dir)}`}`;
     opts.print(describe(cluster, demo, self, opts.dir, mesh, check));
     if (opts.once) {
       opts.print('--once: tearing down\n');
