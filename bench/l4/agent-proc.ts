@@ -6,7 +6,9 @@
  * IPs, and the agent finds a pod's namespace by its IP.
  *
  * Prints "READY" once the agent is ready (control plane synced, pods enrolled and listening);
- * drains on SIGTERM/SIGINT.
+ * drains on SIGTERM/SIGINT. Started with --expose-gc, SIGUSR2 runs a full garbage collection and
+ * prints "GC": the memory measurement reads RSS after it, so garbage not yet collected does not
+ * count as per-connection cost.
  */
 import { errorMessage, setLogLevel, type Level } from '../../src/core/index.js';
 import { agentSettings, createAgent } from '../../src/node-agent/index.js';
@@ -25,6 +27,8 @@ async function main(): Promise<void> {
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (gc) process.on('SIGUSR2', () => { gc(); process.stdout.write('GC\n'); });
   await agent.start();
   await agent.whenReady();
   process.stdout.write('READY\n');

@@ -76,8 +76,10 @@ export async function runL4(opts: L4Options = {}): Promise<L4Report> {
     apps.push(await startApps(c, plain.server, dir, tools));
     if (wanted.has('ambit')) apps.push(await startApps(c, mesh.server, dir, tools));
 
-    const run = async (name: PathName, client: Pod, target: PathTarget, memoryPids: () => readonly number[]) => {
-      outcomes[name] = { metrics: await measurePath(name, { cluster: c, client, target, tools, settings, memoryPids, log }) };
+    const run = async (name: PathName, client: Pod, target: PathTarget, memoryPids: () => readonly number[], beforeRss?: () => Promise<void>) => {
+      outcomes[name] = {
+        metrics: await measurePath(name, { cluster: c, client, target, tools, settings, memoryPids, log, ...(beforeRss ? { beforeRss } : {}) }),
+      };
     };
 
     if (wanted.has('direct')) {
@@ -95,7 +97,14 @@ export async function runL4(opts: L4Options = {}): Promise<L4Report> {
     if (wanted.has('ambit')) {
       try {
         const am = await startAmbit({ cluster: c, client: mesh.client, server: mesh.server, dir, log });
-        try { await run('ambit', mesh.client, am.target, am.agentPids); } finally { await am.stop(); }
+        try {
+          const before = await am.tunnelled();
+          await run('ambit', mesh.client, am.target, am.agentPids, am.collectGarbage);
+          // Every measurement's connections must have gone through the tunnel, not around it.
+          const carried = (await am.tunnelled()) - before;
+          outcomes.ambit.metrics?.notes.push(`${carried} connections carried over HBONE (mutual_tls) during the measurements`);
+          if (carried === 0) throw new Error('no connection of the measurements went over HBONE');
+        } finally { await am.stop(); }
       } catch (e) {
         outcomes.ambit = { metrics: null, error: messageOf(e) };
         log(`ambit path failed: ${messageOf(e)}`);

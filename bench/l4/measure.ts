@@ -30,18 +30,19 @@ export interface MeasureSettings {
   /** connection-rate test length, ms, and parallel connectors */
   readonly connMs: number;
   readonly connConcurrency: number;
-  /** idle connections opened for the memory test */
+  /** idle connections opened before the first memory reading, and then the extra ones */
+  readonly memBaseConnections: number;
   readonly memConnections: number;
 }
 
 export const FULL: MeasureSettings = {
   iperfSeconds: 5, rrCount: 2000, rrWarmup: 200, rrBytes: 1024, wrkSeconds: 5, wrkConnections: 16, wrkThreads: 2,
-  connMs: 3000, connConcurrency: 4, memConnections: 500,
+  connMs: 3000, connConcurrency: 4, memBaseConnections: 100, memConnections: 500,
 };
 
 export const QUICK: MeasureSettings = {
   iperfSeconds: 1, rrCount: 300, rrWarmup: 50, rrBytes: 1024, wrkSeconds: 1, wrkConnections: 16, wrkThreads: 2,
-  connMs: 1000, connConcurrency: 4, memConnections: 100,
+  connMs: 1000, connConcurrency: 4, memBaseConnections: 20, memConnections: 100,
 };
 
 export interface PathMetrics {
@@ -68,6 +69,8 @@ export interface MeasureContext {
   readonly settings: MeasureSettings;
   /** pids whose RSS is the path's memory cost (agents, stunnels); empty: not measured */
   readonly memoryPids: () => readonly number[];
+  /** run before each RSS reading (e.g. a full GC in the agents); default nothing */
+  readonly beforeRss?: () => Promise<void>;
   readonly log: (line: string) => void;
 }
 
@@ -108,33 +111,56 @@ export async function measureConnRate(ctx: MeasureContext): Promise<{ rate: numb
     [process.execPath, '-e', CONN_CLIENT, host, String(ports.echo), String(st.connMs), String(st.connConcurrency)], st.connMs + 30_000);
 }
 
-/**
- * RSS of the proxies before and while `memConnections` idle connections are open through them.
- * The holder proves every connection end to end (1-byte echo) before the second reading, so the
- * proxies have done all their per-connection work by then.
- */
-export async function measureMemory(ctx: MeasureContext): Promise<{ kbPerConn: number; held: number; failed: number }> {
-  const pids = ctx.memoryPids();
-  if (pids.length === 0) throw new BenchError('memory', 'no proxy processes to measure');
-  const sum = () => pids.reduce((a, p) => a + rssKb(p), 0);
-  const before = sum();
+interface Held { ok: number; failed: number; pending: number; errors: string[]; close(): Promise<void> }
+
+/** Opens `n` idle connections through the path from the client pod and keeps them open. */
+async function holdConnections(ctx: MeasureContext, n: number, deadlineMs: number): Promise<Held> {
   const { host, ports } = ctx.target;
-  const n = ctx.settings.memConnections;
-  const holder = ctx.cluster.spawn(ctx.client, [process.execPath, '-e', HOLD_CLIENT, host, String(ports.echo), String(n), '50'],
+  const holder = ctx.cluster.spawn(ctx.client, [process.execPath, '-e', HOLD_CLIENT, host, String(ports.echo), String(n), '50', String(deadlineMs)],
     { stdio: ['pipe', 'pipe', 'pipe'] });
   const tail = new OutputTail(holder);
-  try {
-    const line = await waitForLine(holder, /^HELD /, 'memory: connection holder', 60_000);
-    const held = parseHeld(line);
-    if (held.ok === 0) throw new BenchError('memory', `no connection could be opened: ${held.errors.join(', ')}`);
-    const after = sum();
+  const close = async () => {
     holder.stdin?.end();
     await waitExit(holder, 'memory: connection holder', 10_000).catch(() => undefined);
-    return { kbPerConn: (after - before) / held.ok, held: held.ok, failed: held.failed };
-  } catch (e) {
-    throw new BenchError('memory', `${messageOf(e)} ${tail.last(3)}`.trim());
-  } finally {
     await stopChild(holder, 1000);
+  };
+  try {
+    const line = await waitForLine(holder, /^HELD /, 'connection holder', deadlineMs + 15_000);
+    return { ...parseHeld(line), close };
+  } catch (e) {
+    await close();
+    throw new BenchError('memory', `${messageOf(e)} ${tail.last(3)}`.trim(), { cause: e });
+  }
+}
+
+/**
+ * RSS growth of the path's proxies per extra idle connection. Both readings are taken with
+ * connections already open (a base set first, which also creates any shared tunnel and warms the
+ * code), so one-off costs are not spread over the extra ones. The holder proves every connection
+ * end to end (1-byte echo) before a reading, so the proxies have done their per-connection work.
+ */
+export async function measureMemory(ctx: MeasureContext): Promise<{ kbPerConn: number; held: number; failed: number; pending: number; errors: string[] }> {
+  const pids = ctx.memoryPids();
+  if (pids.length === 0) throw new BenchError('memory', 'no proxy processes to measure');
+  const rss = async () => {
+    await ctx.beforeRss?.();
+    return pids.reduce((a, p) => a + rssKb(p), 0);
+  };
+  const deadlineMs = 30_000;
+  const base = await holdConnections(ctx, ctx.settings.memBaseConnections, deadlineMs);
+  try {
+    if (base.ok === 0) throw new BenchError('memory', `no connection could be opened (${base.failed} failed, ${base.pending} stalled): ${base.errors.join(', ')}`);
+    const before = await rss();
+    const extra = await holdConnections(ctx, ctx.settings.memConnections, deadlineMs);
+    try {
+      if (extra.ok === 0) throw new BenchError('memory', `no extra connection could be opened (${extra.failed} failed, ${extra.pending} stalled): ${extra.errors.join(', ')}`);
+      const after = await rss();
+      return { kbPerConn: (after - before) / extra.ok, held: extra.ok, failed: extra.failed, pending: extra.pending, errors: extra.errors };
+    } finally {
+      await extra.close();
+    }
+  } finally {
+    await base.close();
   }
 }
 
@@ -148,6 +174,18 @@ export async function measurePath(name: string, ctx: MeasureContext): Promise<Pa
       ctx.log(`${name}: ${what} failed: ${messageOf(e)}`);
     }
   };
+  // Memory first, on proxies that have carried nothing but the readiness probe: the other tests
+  // leave garbage and grown buffers behind that would blur a difference of a few kB.
+  if (ctx.memoryPids().length > 0) {
+    await step('memory per connection', async () => {
+      const r = await measureMemory(ctx);
+      m.memKbPerConn = r.kbPerConn;
+      if (r.failed + r.pending > 0) {
+        m.notes.push(`memory: of ${ctx.settings.memConnections} connections ${r.held} held, ${r.failed} failed, ${r.pending} stalled`
+          + ` after 30 s${r.errors.length ? ` (${r.errors.join(', ')})` : ''}; kB/conn is over the held ones`);
+      }
+    });
+  }
   await step('throughput (iperf3)', async () => { m.throughputGbps = await measureThroughput(ctx); });
   await step('latency (1 kB rr, c=1)', async () => { const r = await measureLatency(ctx); m.rrP50Us = r.p50; m.rrP90Us = r.p90; });
   await step('requests/s (wrk)', async () => {
@@ -160,12 +198,5 @@ export async function measurePath(name: string, ctx: MeasureContext): Promise<Pa
     m.connPerSec = r.rate;
     if (r.failed > 0) m.notes.push(`connections: ${r.failed} failed (${r.errors.join(', ')})`);
   });
-  if (ctx.memoryPids().length > 0) {
-    await step('memory per connection', async () => {
-      const r = await measureMemory(ctx);
-      m.memKbPerConn = r.kbPerConn;
-      if (r.failed > 0) m.notes.push(`memory: ${r.failed} of ${r.held + r.failed} connections failed`);
-    });
-  }
   return m;
 }

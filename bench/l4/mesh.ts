@@ -12,25 +12,48 @@ import { BenchError, messageOf } from '../common/errors.js';
 import { OutputTail, stopChild, waitForLine } from '../common/proc.js';
 import { repoRoot } from '../common/results.js';
 import { APP_PORTS, waitEcho, waitPort } from './apps.js';
+import { HTTP_GET } from './pod-scripts.js';
 import type { PathTarget } from './measure.js';
 
 const CONTROL_WS_PORT = 15010;
 const CONTROL_STATUS_PORT = 15014;
+/** the agents' Prometheus port (default), inside each node's namespace */
+const AGENT_METRICS_PORT = 15020;
+
+/**
+ * Connections the destination agent accepted over mutual TLS (HBONE), from its Prometheus
+ * metrics: the proof that the measured traffic was tunnelled and not passed through in the clear.
+ */
+export async function hboneInboundCount(cluster: Cluster, node: string): Promise<number> {
+  const r = await cluster.exec({ node }, [process.execPath, '-e', HTTP_GET, `http://127.0.0.1:${AGENT_METRICS_PORT}/metrics`], { timeoutMs: 15_000 });
+  if (r.code !== 0) throw new BenchError('ambit: agent metrics', `${node}: ${r.stderr.trim()}`);
+  let n = 0;
+  for (const line of r.stdout.split('\n')) {
+    if (!line.startsWith('istio_tcp_connections_opened_total{')) continue;
+    if (!line.includes('reporter="destination"') || !line.includes('connection_security_policy="mutual_tls"')) continue;
+    n += Number(line.slice(line.lastIndexOf(' ') + 1)) || 0;
+  }
+  return n;
+}
 
 export interface AmbitMesh {
   readonly target: PathTarget;
   /** the agent processes (their RSS is the path's memory cost) */
   agentPids(): number[];
+  /** full garbage collection in every agent; resolves when all are done */
+  collectGarbage(): Promise<void>;
+  /** connections the server's agent has accepted over HBONE so far */
+  tunnelled(): Promise<number>;
   stop(): Promise<void>;
 }
 
 /** How to start a module of this repository as a node process, from sources (tsx) or from dist/. */
-function nodeArgv(srcRelative: string): string[] {
+function nodeArgv(srcRelative: string, nodeFlags: readonly string[] = []): string[] {
   const fromSources = import.meta.url.endsWith('.ts');
   const root = repoRoot();
   const file = fromSources ? join(root, srcRelative) : join(root, 'dist', srcRelative.replace(/\.ts$/, '.js'));
   // execArgv carries the TypeScript loader when we run from sources
-  return [process.execPath, ...process.execArgv, file];
+  return [process.execPath, ...process.execArgv, ...nodeFlags, file];
 }
 
 export async function startAmbit(o: {
@@ -68,7 +91,7 @@ export async function startAmbit(o: {
       const agent = cluster.spawn({ node: n.name }, [
         'env', `AMBIT_NODE_NAME=${n.name}`, `AMBIT_CONTROL_URL=ws://${host}:${CONTROL_WS_PORT}`,
         `AMBIT_TOKEN_FILE=${join(controlDir, 'bootstrap-token')}`, `AMBIT_STATE_DIR=${stateDir}`, `AMBIT_LOG_LEVEL=${level}`,
-        ...nodeArgv('bench/l4/agent-proc.ts'), ...netns,
+        ...nodeArgv('bench/l4/agent-proc.ts', ['--expose-gc']), ...netns,
       ], { cwd: root });
       children.push(agent);
       tails.set(n.name, new OutputTail(agent));
@@ -79,9 +102,19 @@ export async function startAmbit(o: {
     // Ready means listening; the first connection may still wait for a workload certificate.
     await waitEcho(cluster, o.client, o.server.ip, APP_PORTS.echo, 'ambit path', 30_000);
     await waitPort(cluster, o.client, o.server.ip, APP_PORTS.http, 'ambit path (http)');
+    const tunnelled = await hboneInboundCount(cluster, o.server.node);
+    if (tunnelled < 1) throw new BenchError('ambit', `the probe reached the server but not over HBONE (agent on ${o.server.node} counted no mutual_tls connection)`);
     return {
       target: { host: o.server.ip, ports: APP_PORTS },
       agentPids: () => agents.map((a) => a.pid!).filter((p) => p !== undefined),
+      tunnelled: () => hboneInboundCount(cluster, o.server.node),
+      collectGarbage: async () => {
+        await Promise.all(agents.map((a) => {
+          const done = waitForLine(a, /^GC$/, 'agent garbage collection', 10_000);
+          process.kill(a.pid!, 'SIGUSR2');
+          return done;
+        }));
+      },
       stop,
     };
   } catch (e) {

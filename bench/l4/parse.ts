@@ -49,11 +49,11 @@ export function parseScriptJson<T>(step: string, stdout: string): T {
   return v as T;
 }
 
-/** "HELD <ok> <failed> <json errors>" from the connection holder. */
-export function parseHeld(line: string): { ok: number; failed: number; errors: string[] } {
-  const m = /^HELD (\d+) (\d+) (.*)$/.exec(line.trim());
+/** "HELD <ok> <failed> <pending> <json errors>" from the connection holder. */
+export function parseHeld(line: string): { ok: number; failed: number; pending: number; errors: string[] } {
+  const m = /^HELD (\d+) (\d+) (\d+) (.*)$/.exec(line.trim());
   if (!m) throw new BenchError('memory', `unexpected holder line: ${line.slice(0, 120)}`);
   let errors: string[] = [];
-  try { errors = (JSON.parse(m[3]!) as unknown[]).map(String); } catch { /* the counts are what matter */ }
-  return { ok: Number(m[1]), failed: Number(m[2]), errors };
+  try { errors = (JSON.parse(m[4]!) as unknown[]).map(String); } catch { /* the counts are what matter */ }
+  return { ok: Number(m[1]), failed: Number(m[2]), pending: Number(m[3]), errors };
 }

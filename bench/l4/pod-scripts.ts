@@ -75,16 +75,24 @@ for (let i = 0; i < conc; i++) one();
 `;
 
 /**
- * Holds idle connections, argv: host port count concurrency. Opens \`count\` connections (at most
- * \`concurrency\` opening at once), each proven end to end by a 1-byte echo, prints
- * "HELD <ok> <failed>", then keeps them open until stdin closes.
+ * Holds idle connections, argv: host port count concurrency deadlineMs. Opens \`count\`
+ * connections (at most \`concurrency\` opening at once), each proven end to end by a 1-byte
+ * echo, prints "HELD <ok> <failed> <pending> <errors>", then keeps the good ones open until stdin
+ * closes. At the deadline it reports what it has, the still pending ones counted apart, so a
+ * path that stalls yields a diagnosis instead of a timeout.
  */
 export const HOLD_CLIENT = `
 const net = require('node:net');
-const [host, port, count, conc] = process.argv.slice(1).map((v, i) => i === 0 ? v : Number(v));
+const [host, port, count, conc, deadline] = process.argv.slice(1).map((v, i) => i === 0 ? v : Number(v));
 const held = [];
-let started = 0, ok = 0, failed = 0, active = 0;
+let started = 0, ok = 0, failed = 0, active = 0, reported = false;
 const firstErr = [];
+const report = () => {
+  if (reported) return;
+  reported = true;
+  console.log('HELD ' + ok + ' ' + failed + ' ' + (count - ok - failed) + ' ' + JSON.stringify(firstErr));
+};
+const timer = setTimeout(report, deadline);
 const pump = () => {
   while (active < conc && started < count) {
     started++; active++;
@@ -94,13 +102,12 @@ const pump = () => {
       if (settled) return;
       settled = true; active--;
       if (good) { ok++; held.push(s); } else { failed++; s.destroy(); }
-      if (ok + failed === count) console.log('HELD ' + ok + ' ' + failed + ' ' + JSON.stringify(firstErr));
-      else pump();
+      if (ok + failed === count) { clearTimeout(timer); report(); } else pump();
     };
-    s.setTimeout(10000, () => settle(false));
     s.on('connect', () => s.write('x'));
-    s.once('data', () => { s.setTimeout(0); settle(true); });
+    s.once('data', () => settle(true));
     s.on('error', (e) => { if (firstErr.length < 3) firstErr.push(e.code || e.message); settle(false); });
+    s.on('close', () => settle(false));
   }
 };
 pump();
@@ -173,4 +180,12 @@ const once = () => {
   });
 };
 once();
+`;
+
+/** GET a URL and print the body, argv: url. Exit 1 on any failure (message on stderr). */
+export const HTTP_GET = `
+const url = process.argv[1];
+fetch(url, { signal: AbortSignal.timeout(5000) })
+  .then(async (r) => { if (!r.ok) throw new Error('status ' + r.status); process.stdout.write(await r.text()); })
+  .catch((e) => { console.error(String(e && e.message || e)); process.exit(1); });
 `;
