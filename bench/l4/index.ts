@@ -34,6 +34,8 @@ export interface L4Options extends BenchOptions {
   readonly paths?: readonly PathName[];
   /** where l4.json goes; default bench/results */
   readonly resultsDir?: string;
+  /** V8 CPU profiles of the agents go here (one .cpuprofile per agent); default none */
+  readonly profileDir?: string;
 }
 
 export interface L4Report extends SuiteReport {
@@ -96,7 +98,9 @@ export async function runL4(opts: L4Options = {}): Promise<L4Report> {
     }
     if (wanted.has('ambit')) {
       try {
-        const am = await startAmbit({ cluster: c, client: mesh.client, server: mesh.server, dir, log });
+        const am = await startAmbit({
+          cluster: c, client: mesh.client, server: mesh.server, dir, log, ...(opts.profileDir ? { profileDir: opts.profileDir } : {}),
+        });
         try {
           const before = await am.tunnelled();
           await run('ambit', mesh.client, am.target, am.agentPids, am.collectGarbage);

@@ -1,8 +1,10 @@
 /**
- * Runs the L4 bench alone: `node --import tsx bench/l4/main.ts [--quick] [--paths direct,stunnel,ambit]`
+ * Runs the L4 bench alone:
+ *   node --import tsx bench/l4/main.ts [--quick] [--paths direct,stunnel,ambit] [--profile <dir>]
  * (or `node dist/bench/l4/main.js` after the build). Exit code 0 even when a target is missed:
  * the numbers are the result; 1 when the bench itself could not run.
  */
+import { resolve } from 'node:path';
 import { messageOf } from '../common/errors.js';
 import { runL4 } from './index.js';
 import { PATHS, type PathName } from './report.js';
@@ -20,7 +22,10 @@ async function main(argv: string[]): Promise<void> {
   const quick = argv.includes('--quick');
   const i = argv.indexOf('--paths');
   const paths = parsePaths(i >= 0 ? argv[i + 1] : undefined);
-  const r = await runL4({ quick, ...(paths ? { paths } : {}) });
+  const j = argv.indexOf('--profile');
+  const profileDir = j >= 0 ? argv[j + 1] : undefined;
+  if (j >= 0 && (!profileDir || profileDir.startsWith('--'))) throw new Error('--profile needs a directory');
+  const r = await runL4({ quick, ...(paths ? { paths } : {}), ...(profileDir ? { profileDir: resolve(profileDir) } : {}) });
   process.stdout.write(`\nL4 data plane, pod to pod across two nodes\n\n${r.table}\nresults: ${r.resultsPath}\n`);
 }
 

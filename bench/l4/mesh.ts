@@ -58,6 +58,8 @@ function nodeArgv(srcRelative: string, nodeFlags: readonly string[] = []): strin
 
 export async function startAmbit(o: {
   cluster: Cluster; client: Pod; server: Pod; dir: string; log: (line: string) => void; logLevel?: string;
+  /** write a V8 CPU profile of each agent here (node --cpu-prof), for finding where time goes */
+  profileDir?: string;
 }): Promise<AmbitMesh> {
   const { cluster } = o;
   const controlDir = join(o.dir, 'control');
@@ -91,7 +93,8 @@ export async function startAmbit(o: {
       const agent = cluster.spawn({ node: n.name }, [
         'env', `AMBIT_NODE_NAME=${n.name}`, `AMBIT_CONTROL_URL=ws://${host}:${CONTROL_WS_PORT}`,
         `AMBIT_TOKEN_FILE=${join(controlDir, 'bootstrap-token')}`, `AMBIT_STATE_DIR=${stateDir}`, `AMBIT_LOG_LEVEL=${level}`,
-        ...nodeArgv('bench/l4/agent-proc.ts', ['--expose-gc']), ...netns,
+        ...nodeArgv('bench/l4/agent-proc.ts', ['--expose-gc', ...(o.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] : [])]),
+        ...netns,
       ], { cwd: root });
       children.push(agent);
       tails.set(n.name, new OutputTail(agent));
