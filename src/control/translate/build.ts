@@ -32,6 +32,13 @@ export interface BuildInput {
   readonly waypoints: readonly WaypointInfo[];
   readonly authz: readonly AuthzInfo[];
   readonly peerAuthns: readonly PeerAuthnInfo[];
+  /**
+   * The Workload last built from each pod record, by this caller with the same trustDomain and
+   * clusterId. When the pod record is the same object and its context (Services, policies,
+   * tunnel, waypoint) came out equal, that Workload is returned again instead of a new equal one,
+   * so identity-keyed caches downstream (the wire encoder) keep hitting. Updated in place.
+   */
+  readonly memo?: WeakMap<PodInfo, Workload>;
 }
 
 export interface BuildOutput {
@@ -196,7 +203,15 @@ export function build(input: BuildInput): BuildOutput {
     else if (base === 'STRICT') policies.push(staticStrictKey);
 
     const waypoint = isWaypoint ? undefined : bind('workload', 'Pod', p.namespace, p.name, labels);
-    workloads.push({
+    // every field below comes from `p` (unchanged when it is the same record), the input's
+    // constants, or the four context values compared here
+    const last = input.memo?.get(p);
+    if (last && last.tunnel === tunnel && sameStrings(last.services, services)
+      && sameStrings(last.authorizationPolicies, policies) && sameWaypointRef(last.waypoint, waypoint)) {
+      workloads.push(last);
+      continue;
+    }
+    const w: Workload = {
       uid: `${input.clusterId}//Pod/${p.namespace}/${p.name}`,
       name: p.name,
       namespace: p.namespace,
@@ -214,7 +229,9 @@ export function build(input: BuildInput): BuildOutput {
       healthy: p.healthy,
       services,
       authorizationPolicies: policies,
-    });
+    };
+    input.memo?.set(p, w);
+    workloads.push(w);
   }
 
   // --- services (after pods: named target ports resolve from the selected pods)
@@ -242,6 +259,16 @@ export function build(input: BuildInput): BuildOutput {
     }
   }
   return { workloads, services, authorizations, waypoints: input.waypoints.map((w) => w.waypoint), warnings };
+}
+
+function sameStrings(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function sameWaypointRef(a: WaypointRef | undefined, b: WaypointRef | undefined): boolean {
+  return a === b || (a !== undefined && b !== undefined && a.service === b.service && a.port === b.port);
 }
 
 export function hostnameOf(s: { name: string; namespace: string }): string {

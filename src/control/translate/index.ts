@@ -4,8 +4,8 @@
  * When a resource that used to be valid turns invalid, it is reported as rejected and its last
  * good version stays in effect, so a typo in an edit does not silently drop a security policy.
  */
-import type { Service, Waypoint } from '../../model/index.js';
-import { serviceKey, Snapshot } from '../../model/index.js';
+import type { Service, Waypoint, Workload } from '../../model/index.js';
+import { authorizationKey, serviceKey, Snapshot, waypointKey } from '../../model/index.js';
 import type { ServiceL7 } from '../../model/l7.js';
 import type { KubeObject, Rejection } from '../config/types.js';
 import type { AuthzInfo } from './authz.js';
@@ -21,6 +21,7 @@ import { identify, L7_KINDS } from './kinds.js';
 import { translateL7 } from './l7.js';
 import type { PeerAuthnInfo } from './peer-authn.js';
 import { failClosedPeerAuthentication, readPeerAuthentication } from './peer-authn.js';
+import { reuse } from './reuse.js';
 
 export interface TranslatorOptions {
   /** SPIFFE trust domain, e.g. `cluster.local` */
@@ -68,6 +69,12 @@ export class Translator {
   #version = 0;
   /** per-object read results; objects are never mutated after a source hands them over */
   readonly #parsed = new WeakMap<object, Parsed>();
+  /** per raw object: what identify() made of it (depends on nothing else) */
+  readonly #identified = new WeakMap<object, ReturnType<typeof identify>>();
+  /** the Workload last built from each pod record (see BuildInput.memo) */
+  readonly #workloadMemo = new WeakMap<PodInfo, Workload>();
+  /** the previous result: its objects are handed out again where the new ones are equal */
+  #prev: TranslateResult | undefined;
 
   constructor(opts: TranslatorOptions) {
     this.#opts = { clusterId: opts.clusterId ?? 'Kubernetes', trustDomain: opts.trustDomain, rootNamespace: opts.rootNamespace };
@@ -84,7 +91,7 @@ export class Translator {
     const l7Objects: Identified[] = [];
 
     for (const raw of objects) {
-      const r = identify(raw);
+      const r = this.#identify(raw);
       if ('ignored' in r) continue;
       if ('error' in r) {
         rejected.push(r.error);
@@ -112,18 +119,38 @@ export class Translator {
       this.#fallBack(id, col, nextGood, warnings);
     }
 
-    const out = build({ ...this.#opts, ...col });
+    const out = build({ ...this.#opts, ...col, memo: this.#workloadMemo });
     warnings.push(...out.warnings);
 
+    // Hand out the previous object wherever the new one is equal: the wire encoder caches by
+    // identity, so this keeps a one-pod change at one encode. Workloads of unchanged pods come
+    // back from build's memo already; the comparison covers changed pod objects whose result
+    // did not change, and the other kinds, which are few.
+    const prev = this.#prev;
+    const workloads = prev ? out.workloads.map((w) => reuse(prev.snapshot.workload(w.uid), w)) : out.workloads;
     const services = new Map<string, Service>();
-    for (const s of out.services) services.set(serviceKey(s), s);
-    const l7 = this.#translateL7(l7Objects, services, nextGood, rejected, warnings);
+    for (const s of out.services) {
+      const k = serviceKey(s);
+      services.set(k, prev ? reuse(prev.snapshot.service(k), s) : s);
+    }
+    const authorizations = prev ? out.authorizations.map((a) => reuse(prev.snapshot.authorization(authorizationKey(a)), a)) : out.authorizations;
+    const waypoints = prev ? out.waypoints.map((w) => reuse(prev.snapshot.waypoint(waypointKey(w)), w)) : out.waypoints;
+    const l7 = new Map<string, ServiceL7>();
+    for (const [k, v] of this.#translateL7(l7Objects, services, nextGood, rejected, warnings)) l7.set(k, prev ? reuse(prev.l7.get(k), v) : v);
 
     this.#lastGood = nextGood;
-    const snapshot = Snapshot.build({
-      workloads: out.workloads, services: out.services, authorizations: out.authorizations, waypoints: out.waypoints,
-    }, ++this.#version);
-    return { snapshot, waypoints: out.waypoints, l7, rejected, warnings };
+    const snapshot = Snapshot.build({ workloads, services: services.values(), authorizations, waypoints }, ++this.#version);
+    const result: TranslateResult = { snapshot, waypoints, l7, rejected, warnings };
+    this.#prev = result;
+    return result;
+  }
+
+  /** identify() depends only on the object, and sources never mutate objects they handed over. */
+  #identify(raw: KubeObject): ReturnType<typeof identify> {
+    if (typeof raw !== 'object' || raw === null) return identify(raw);
+    let r = this.#identified.get(raw);
+    if (!r) this.#identified.set(raw, (r = identify(raw)));
+    return r;
   }
 
   /**
