@@ -179,6 +179,7 @@ export class HboneConnection {
   #active = 0;
   #served = 0;
   #goaway = false;
+  #gone = false;
   readonly #closed: Promise<void>;
   #onIdle: (() => void) | undefined;
 
@@ -192,7 +193,7 @@ export class HboneConnection {
       try { session.setLocalWindowSize(o.connectionWindow); } catch { /* closed meanwhile */ }
     });
     session.on('goaway', () => { this.#goaway = true; });
-    this.#closed = new Promise<void>((resolve) => session.once('close', () => { this.#goaway = true; resolve(); }));
+    this.#closed = new Promise<void>((resolve) => session.once('close', () => { this.#goaway = true; this.#gone = true; resolve(); }));
     startKeepalive(session, {
       intervalMs: o.pingIntervalMs,
       timeoutMs: o.pingTimeoutMs,
@@ -205,7 +206,10 @@ export class HboneConnection {
 
   get active(): number { return this.#active; }
   get served(): number { return this.#served; }
+  /** closing or closed: takes no new streams */
   get closed(): boolean { return this.#session.closed || this.#session.destroyed; }
+  /** the session has fully closed */
+  get gone(): boolean { return this.#gone; }
   /** resolves when the session is gone */
   get whenClosed(): Promise<void> { return this.#closed; }
 

@@ -10,7 +10,7 @@
  */
 import { MeshError, logger } from '../core/index.js';
 import { identityKey, type CertBundle, type Identity } from '../identity/index.js';
-import { canonicalIp, formatAuthority, type SocketAddress } from './authority.js';
+import { canonicalIp, formatAuthority, parseAuthority, type SocketAddress } from './authority.js';
 import {
   HboneConnection, HboneRetryableError, defaultConnector, dial, type Connector, type DialOptions, type HboneStream,
 } from './client.js';
@@ -152,9 +152,8 @@ export class HbonePool {
     if (ip === undefined || !Number.isInteger(port) || port < 1 || port > 65535) {
       badRequest(`hbone open: address ${JSON.stringify(req.address)} must be an IP and a port 1..65535`);
     }
-    if (typeof req.authority !== 'string' || req.authority.length === 0 || req.authority.length > 261) {
-      badRequest('hbone open: authority must be a non-empty string of at most 261 characters');
-    }
+    // The server would refuse a malformed authority anyway; catching it here keeps garbage off the wire.
+    parseAuthority(req.authority);
     const headers = checkHeaders(req.headers);
     const address = { address: ip, port };
     const connect = req.connect ?? this.#connect;
@@ -287,7 +286,7 @@ export class HbonePool {
     const deadline = new Promise<void>((resolve) => { timer = setTimeout(resolve, deadlineMs); });
     await Promise.race([Promise.all(all.map((c) => c.whenClosed)), deadline]);
     clearTimeout(timer);
-    for (const c of all) if (!c.closed) c.destroy();
+    for (const c of all) if (!c.gone) c.destroy();
     await Promise.all(all.map((c) => c.whenClosed));
   }
 }

@@ -1,10 +1,10 @@
 /**
  * Server side of one accepted CONNECT: bytes flow both ways between the HTTP/2 stream and the
- * upstream with backpressure (stream.pipeline). A FIN on either side becomes END_STREAM / FIN on
+ * upstream with backpressure. A FIN on either side becomes END_STREAM / FIN on
  * the other (half-close); a reset or error on either side tears both down.
  */
 import { constants as h2, type ServerHttp2Stream } from 'node:http2';
-import { pipeline, type Duplex } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { errorMessage } from '../core/index.js';
 import type { Identity } from '../identity/index.js';
 import type { HboneTarget } from './authority.js';
@@ -50,28 +50,27 @@ export function startTunnel(stream: ServerHttp2Stream, upstream: Duplex, init: T
   let bytesIn = 0;
   let bytesOut = 0;
   let error: string | undefined;
-  let pending = 2;
   let done = false;
+  let streamClosed = false;
+  let upstreamClosed = false;
+  let upstreamEnded = false;
+  let upstreamFinished = false;
 
   const finish = (): void => {
-    if (done) return;
+    if (done || !streamClosed || !upstreamClosed) return;
     done = true;
-    if (!upstream.destroyed) upstream.destroy();
-    if (!stream.destroyed && !stream.closed) stream.close(error === undefined ? h2.NGHTTP2_NO_ERROR : h2.NGHTTP2_CANCEL);
     try {
       init.onClose?.({ bytesIn, bytesOut, durationMs: Date.now() - startedAt, ...(error !== undefined ? { error } : {}) });
     } finally {
       init.onDone(tunnel);
     }
   };
-  const half = (e: Error | null | undefined): void => {
-    if (e && error === undefined) error = errorMessage(e);
-    if (e) {
-      // One direction failed: the other cannot be trusted to finish on its own.
-      upstream.destroy();
-      if (!stream.destroyed) stream.close(h2.NGHTTP2_CANCEL);
-    }
-    if (--pending === 0) finish();
+  // Abnormal end on either side: reset the other. RST_STREAM goes out as CONNECT_ERROR (the
+  // RFC 9113 code for a failed CONNECT tunnel) or CANCEL when we close it on purpose.
+  const abort = (reason: string, code: number = h2.NGHTTP2_CONNECT_ERROR): void => {
+    if (error === undefined) error = reason;
+    if (!stream.closed && !stream.destroyed) stream.close(code);
+    if (!upstream.destroyed) upstream.destroy();
   };
 
   const tunnel: HboneTunnel = {
@@ -84,19 +83,35 @@ export function startTunnel(stream: ServerHttp2Stream, upstream: Duplex, init: T
     get bytesIn() { return bytesIn; },
     get bytesOut() { return bytesOut; },
     close(reason: string) {
-      if (done) return;
-      if (error === undefined) error = reason;
-      upstream.destroy();
-      if (!stream.destroyed) stream.close(h2.NGHTTP2_CANCEL);
+      if (!done) abort(reason, h2.NGHTTP2_CANCEL);
     },
   };
 
-  upstream.on('error', () => { /* reported through pipeline */ });
-  pipeline(stream, upstream, half);
-  pipeline(upstream, stream, half);
-  // Counting listeners ride along the pipes; pipe() pauses the source, so they see exactly the
-  // chunks that were forwarded and add no buffering.
+  // pipe(), not pipeline(): pipe carries backpressure and turns 'end' into end() (half-close)
+  // without destroying anything, so teardown stays ours. (pipeline() destroys the http2 stream
+  // right after close(code) and the RST_STREAM is then never sent.)
+  stream.pipe(upstream);
+  upstream.pipe(stream);
   stream.on('data', (c: Buffer) => { bytesIn += c.length; });
   upstream.on('data', (c: Buffer) => { bytesOut += c.length; });
+
+  upstream.on('error', (e) => abort(`upstream: ${errorMessage(e)}`));
+  upstream.once('end', () => { upstreamEnded = true; });
+  upstream.once('finish', () => { upstreamFinished = true; });
+  upstream.once('close', () => {
+    upstreamClosed = true;
+    // Closed without both FINs: the upstream was reset or destroyed under us.
+    if (!upstreamEnded || !upstreamFinished) abort('upstream closed abruptly');
+    finish();
+  });
+  stream.on('error', (e) => abort(`stream: ${errorMessage(e)}`));
+  stream.once('aborted', () => abort('client reset the stream'));
+  stream.once('close', () => {
+    streamClosed = true;
+    const code = stream.rstCode;
+    if (code !== undefined && code !== h2.NGHTTP2_NO_ERROR) abort(`stream reset (code ${code})`);
+    else upstream.end();
+    finish();
+  });
   return tunnel;
 }
