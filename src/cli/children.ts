@@ -133,13 +133,17 @@ export function httpGet(host: string, port: number, path: string, timeoutMs = 50
  * short poll is the way to wait for them.
  */
 export async function waitFor<T>(what: string, programs: readonly Program[], check: () => Promise<T | undefined>,
-  o: { timeoutMs: number; intervalMs?: number }): Promise<T> {
+  o: { timeoutMs: number; intervalMs?: number; cancelled?: () => string | undefined }): Promise<T> {
   const deadline = Date.now() + o.timeoutMs;
   let last = '';
   // set from the exit callbacks (an object, so the checks below are not narrowed away)
   const seen: { exit?: { p: Program; how: string } } = {};
   for (const p of programs) void p.exited.then((how) => { seen.exit ??= { p, how }; });
-  const failIfExited = (): void => { if (seen.exit) throw seen.exit.p.failure(seen.exit.how); };
+  const failIfExited = (): void => {
+    if (seen.exit) throw seen.exit.p.failure(seen.exit.how);
+    const why = o.cancelled?.();
+    if (why) throw new MeshError('AMBIT_PROCESS_FAILED', `${what}: interrupted (${why})`);
+  };
   for (;;) {
     failIfExited();
     try {

@@ -43,6 +43,8 @@ export interface MeshOptions {
   readonly ambientNamespaces?: readonly string[];
   /** called once when a program exits while the mesh is up */
   readonly onFailure: (e: Error) => void;
+  /** a reason (e.g. the signal) once the start should be abandoned */
+  readonly cancelled?: () => string | undefined;
 }
 
 export interface AgentInfo {
@@ -195,7 +197,7 @@ export async function startMesh(o: MeshOptions): Promise<RunningMesh> {
     });
     programs.push(control);
     await waitFor('control plane ready (/ready)', [control],
-      async () => ((await httpGet('127.0.0.1', ports.status, '/ready')).status === 200 ? true : undefined), { timeoutMs: START_TIMEOUT_MS });
+      async () => ((await httpGet('127.0.0.1', ports.status, '/ready')).status === 200 ? true : undefined), { timeoutMs: START_TIMEOUT_MS, ...(o.cancelled ? { cancelled: o.cancelled } : {}) });
     const tokenFile = join(stateDir, 'bootstrap-token');
     const controlUrl = `ws://127.0.0.1:${ports.ws}`;
 
@@ -220,7 +222,7 @@ export async function startMesh(o: MeshOptions): Promise<RunningMesh> {
       return prog;
     });
     await Promise.all(agents.map((a, k) => waitFor(`agent ${a.node} ready (/healthz/ready)`, [control, agentPrograms[k]!],
-      async () => ((await httpGet('127.0.0.1', a.readinessPort, '/healthz/ready')).status === 200 ? true : undefined), { timeoutMs: START_TIMEOUT_MS })));
+      async () => ((await httpGet('127.0.0.1', a.readinessPort, '/healthz/ready')).status === 200 ? true : undefined), { timeoutMs: START_TIMEOUT_MS, ...(o.cancelled ? { cancelled: o.cancelled } : {}) })));
 
     // --- CNI: hand every pod's netns to its node's agent (not yet ambient: remembered, not captured)
     const byNode = new Map(agents.map((a) => [a.node, a]));
@@ -243,7 +245,7 @@ export async function startMesh(o: MeshOptions): Promise<RunningMesh> {
         const have = (d.enrolled ?? []).filter((e) => e.listening).map((e) => `${e.namespace}/${e.name}`).sort();
         const certsOk = (d.certificates ?? []).every((c) => c.notAfter !== undefined);
         return d.ready === true && have.join() === want.join() && certsOk ? true : undefined;
-      }, { timeoutMs: START_TIMEOUT_MS });
+      }, { timeoutMs: START_TIMEOUT_MS, ...(o.cancelled ? { cancelled: o.cancelled } : {}) });
     }));
 
     for (const p of programs) watch(p);

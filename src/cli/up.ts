@@ -216,6 +216,7 @@ async function upUntilSignal(
         ...(opts.portBase !== undefined ? { portBase: opts.portBase } : {}),
         ...(opts.logLevel !== undefined ? { logLevel: opts.logLevel } : {}),
         onFailure: (e) => { failure ??= e; onWakeNow(); },
+        cancelled: signalled,
       });
       saveState(); // now with the programs' pids, for `ambit down` after a crash
       check = await checkMesh(cluster, mesh, demo.client, demo.service, 80);
