@@ -1,30 +1,17 @@
 /**
  * The narrow capabilities the agent's pieces need from the native addon. app.ts passes the real
  * `src/native` module (it satisfies these shapes structurally); nothing below app.ts imports the
- * addon, so the pure parts load anywhere.
+ * addon at runtime (the option types come from src/native as type-only imports), so the pure
+ * parts load anywhere.
  */
 import type { Server, Socket } from 'node:net';
+// types only: erased at runtime, so this never loads the addon
+import type { ConnectOptions, ListenOptions, Netns } from '../native/index.js';
 
-export type NetnsHandle = string | number;
-
-export interface ListenInNetnsOptions {
-  address: string;
-  port: number;
-  mark?: number;
-  reusePort?: boolean;
-  backlog?: number;
-  transparent?: boolean;
-}
-
-export interface ConnectInNetnsOptions {
-  address: string;
-  port: number;
-  mark?: number;
-  localAddress?: string;
-  localPort?: number;
-  transparent?: boolean;
-  timeoutMs?: number;
-}
+/** A pod's network namespace: a path, or an open netns fd. */
+export type NetnsHandle = Netns;
+export type ListenInNetnsOptions = ListenOptions;
+export type ConnectInNetnsOptions = ConnectOptions;
 
 /** Socket operations inside a pod netns: what the per-pod proxies use. */
 export interface NetnsSockets {

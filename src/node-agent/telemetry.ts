@@ -48,31 +48,44 @@ function principal(p: string | undefined, w: Workload | undefined): string {
   return w ? spiffeIdOf(w) : U;
 }
 
+/** The per-peer part of a label name: `source_<field>` and `destination_<field>`. */
+const PEER_FIELDS = [
+  'workload', 'canonical_service', 'canonical_revision', 'workload_namespace', 'principal', 'app', 'version', 'cluster',
+] as const;
+type PeerField = typeof PEER_FIELDS[number];
+type Side = 'source' | 'destination';
+
+/**
+ * One side's labels. Both sides follow the same rules (app/version are Istio's copies of the
+ * canonical name/revision; a principal is only claimed for an mTLS peer), so they are derived in
+ * one place.
+ */
+function peerLabels<S extends Side>(side: S, w: Workload | undefined, p: string | undefined, mtls: boolean): Record<`${S}_${PeerField}`, string> {
+  const v: Record<PeerField, string> = {
+    workload: w?.workloadName ?? U,
+    canonical_service: w?.canonicalName ?? U,
+    canonical_revision: w?.canonicalRevision ?? U,
+    workload_namespace: w?.namespace ?? U,
+    principal: principal(p, mtls ? w : undefined),
+    app: w?.canonicalName ?? U,
+    version: w?.canonicalRevision ?? U,
+    cluster: (w && clusterOf(w)) ?? U,
+  };
+  const out: Partial<Record<`${S}_${PeerField}`, string>> = {};
+  for (const f of PEER_FIELDS) out[`${side}_${f}`] = v[f];
+  return out as Record<`${S}_${PeerField}`, string>;
+}
+
 export function connectionLabels(d: ConnectionDescription): ConnectionLabels {
-  const s = d.source;
-  const t = d.destination;
   const svcHost = d.service?.hostname ?? d.serviceHost;
   return {
     reporter: d.reporter,
-    source_workload: s?.workloadName ?? U,
-    source_canonical_service: s?.canonicalName ?? U,
-    source_canonical_revision: s?.canonicalRevision ?? U,
-    source_workload_namespace: s?.namespace ?? U,
-    source_principal: principal(d.sourcePrincipal, d.mtls ? s : undefined),
-    source_app: s?.canonicalName ?? U,
-    source_version: s?.canonicalRevision ?? U,
-    source_cluster: (s && clusterOf(s)) ?? U,
+    ...peerLabels('source', d.source, d.sourcePrincipal, d.mtls),
+    // key order is CONNECTION_LABELS order (what the access log and tests see)
     destination_service: svcHost ?? U,
     destination_service_namespace: d.service?.namespace ?? (svcHost?.split('.')[1]) ?? U,
     destination_service_name: d.service?.name ?? (svcHost?.split('.')[0]) ?? U,
-    destination_workload: t?.workloadName ?? U,
-    destination_canonical_service: t?.canonicalName ?? U,
-    destination_canonical_revision: t?.canonicalRevision ?? U,
-    destination_workload_namespace: t?.namespace ?? U,
-    destination_principal: principal(d.destinationPrincipal, d.mtls ? t : undefined),
-    destination_app: t?.canonicalName ?? U,
-    destination_version: t?.canonicalRevision ?? U,
-    destination_cluster: (t && clusterOf(t)) ?? U,
+    ...peerLabels('destination', d.destination, d.destinationPrincipal, d.mtls),
     request_protocol: 'tcp',
     response_flags: d.responseFlags ?? '-',
     connection_security_policy: d.mtls ? 'mutual_tls' : 'unknown',

@@ -4,23 +4,16 @@
  * it with the mesh root they already trust.
  */
 import { generateKeyAndCsr, certValidity, pemToDers } from '../../identity/index.js';
-import type { Identity } from '../../identity/index.js';
+import type { CertBundle, Identity } from '../../identity/index.js';
 import type { CaSigner } from './ca-service.js';
 
 export const CONTROL_NAMESPACE = 'ambit-system';
 export const CONTROL_SERVICE_ACCOUNT = 'ambit-control';
 
-export interface ServingCert {
-  identity: Identity;
-  keyPem: string;
-  chainPem: string[];
-  rootsPem: string;
-  /** ms since the epoch */
-  notBefore: number;
-  notAfter: number;
-}
+/** The control plane's serving certificate: the same bundle a workload gets, for the same TLS helpers. */
+export type ServingCert = CertBundle;
 
-export async function issueControlCert(ca: CaSigner, trustDomain: string, ttlSeconds = 86_400): Promise<ServingCert> {
+export async function issueControlCert(ca: CaSigner, trustDomain: string, ttlSeconds = 86_400): Promise<CertBundle> {
   const identity: Identity = { trustDomain, namespace: CONTROL_NAMESPACE, serviceAccount: CONTROL_SERVICE_ACCOUNT };
   const { keyPem, csrPem } = await generateKeyAndCsr(identity);
   const chainPem = ca.sign(csrPem, identity, ttlSeconds);

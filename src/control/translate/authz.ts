@@ -86,15 +86,9 @@ export function readAuthorizationPolicy(o: KubeObject, namespace: string, rootNa
     else if (dr !== 'false') c.reject(`metadata.annotations["${DRY_RUN_ANNOTATION}"]`, `"${dr}" is not "true" or "false"`);
   }
 
-  let selector: Record<string, string> | undefined;
-  const sel = c.obj(spec['selector'], 'spec.selector');
-  if (sel) {
-    c.known(sel, 'spec.selector', ['matchLabels']);
-    const ml = c.stringMap(sel['matchLabels'], 'spec.selector.matchLabels');
-    if (ml && Object.keys(ml).length > 0) selector = ml;
-  }
+  const { given: hasSelector, selector } = readSelector(spec, c);
   const targeted = readTargetRefs(spec, c);
-  if (sel && targeted) c.reject('spec.selector', 'selector and targetRefs are mutually exclusive');
+  if (hasSelector && targeted) c.reject('spec.selector', 'selector and targetRefs are mutually exclusive');
 
   const actionRaw = c.str(spec['action'], 'spec.action') ?? 'ALLOW';
   const provider = spec['provider'];
@@ -354,6 +348,19 @@ function readCondition(w: Obj, f: string, c: Check): Part | undefined {
       break;
   }
   return { match: m, l7: [] };
+}
+
+/**
+ * `spec.selector` of an Istio security policy (`{matchLabels: {...}}`), checked field by field.
+ * `given`: the field is there (even if empty); `selector`: its labels, undefined when none (the
+ * policy then covers the whole namespace, or the mesh).
+ */
+export function readSelector(spec: Obj, c: Check): { given: boolean; selector?: Record<string, string> } {
+  const sel = c.obj(spec['selector'], 'spec.selector');
+  if (!sel) return { given: false };
+  c.known(sel, 'spec.selector', ['matchLabels']);
+  const ml = c.stringMap(sel['matchLabels'], 'spec.selector.matchLabels');
+  return ml && Object.keys(ml).length > 0 ? { given: true, selector: ml } : { given: true };
 }
 
 /** Best-effort selector of a possibly malformed object: undefined when absent, empty or unreadable. */

@@ -12,7 +12,7 @@ import type { Authorization, AuthzMatch } from '../../model/index.js';
 import { STATIC_STRICT_POLICY } from '../../model/index.js';
 import type { KubeObject } from '../config/types.js';
 import type { Check } from './check.js';
-import { looseSelector } from './authz.js';
+import { looseSelector, readSelector } from './authz.js';
 
 export type MtlsMode = 'UNSET' | 'PERMISSIVE' | 'STRICT';
 
@@ -47,13 +47,7 @@ function readMode(v: unknown, field: string, c: Check, portLevel: boolean): Mtls
 export function readPeerAuthentication(o: KubeObject, namespace: string, rootNamespace: string, c: Check): PeerAuthnInfo | undefined {
   const spec = c.obj(o.spec, 'spec') ?? {};
   c.known(spec, 'spec', ['selector', 'mtls', 'portLevelMtls']);
-  let selector: Record<string, string> | undefined;
-  const sel = c.obj(spec['selector'], 'spec.selector');
-  if (sel) {
-    c.known(sel, 'spec.selector', ['matchLabels']);
-    const ml = c.stringMap(sel['matchLabels'], 'spec.selector.matchLabels');
-    if (ml && Object.keys(ml).length > 0) selector = ml;
-  }
+  const { selector } = readSelector(spec, c);
   const mtls = c.obj(spec['mtls'], 'spec.mtls');
   if (mtls) c.known(mtls, 'spec.mtls', ['mode']);
   const mode = readMode(mtls?.['mode'], 'spec.mtls.mode', c, false);
@@ -76,12 +70,17 @@ export function readPeerAuthentication(o: KubeObject, namespace: string, rootNam
     c.warn('spec.selector', 'selector policies in the root namespace are ignored');
     return undefined;
   }
-  const ts = o.metadata.creationTimestamp;
-  const t = typeof ts === 'string' ? Date.parse(ts) : NaN;
   return {
-    name: o.metadata.name, namespace, created: Number.isNaN(t) ? Infinity : t,
+    name: o.metadata.name, namespace, created: createdMs(o),
     ...(selector ? { selector } : {}), mode, ports,
   };
+}
+
+/** creationTimestamp in ms; +Infinity when missing or unreadable (YAML files often have none). */
+function createdMs(o: KubeObject): number {
+  const ts = o.metadata.creationTimestamp;
+  const t = typeof ts === 'string' ? Date.parse(ts) : NaN;
+  return Number.isNaN(t) ? Infinity : t;
 }
 
 /** Oldest first; ties (and undated YAML) by name so the result never depends on input order. */
@@ -131,10 +130,8 @@ export function failClosedPeerAuthentication(o: KubeObject, namespace: string, r
   const sel = looseSelector(o.spec);
   const selector = sel === 'unreadable' ? undefined : sel;
   if (selector && namespace === rootNamespace) return undefined;
-  const ts = o.metadata.creationTimestamp;
-  const t = typeof ts === 'string' ? Date.parse(ts) : NaN;
   return {
-    name: o.metadata.name, namespace, created: Number.isNaN(t) ? Infinity : t,
+    name: o.metadata.name, namespace, created: createdMs(o),
     ...(selector ? { selector } : {}), mode: 'STRICT', ports: new Map(),
   };
 }
