@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
-import { MeshError } from '../core/index.js';
+import { MeshError, errorMessage } from '../core/index.js';
 // Types only: the programs (and the native addon, the Kubernetes client) are loaded by the
 // command that runs them, so `ambit exec` or `ambit --help` never pay for them.
 import type { ControlSettings } from '../control/main.js';
@@ -249,8 +249,14 @@ export async function cniCommand(): Promise<void> {
       return;
     }
   }
-  const [{ runCni }, native] = await Promise.all([import('../node-agent/index.js'), import('../native/index.js')]);
-  const r = await runCni(process.env, stdin, { native });
-  process.stdout.write(r.stdout);
-  process.exitCode = r.code;
+  try {
+    const [{ runCni }, native] = await Promise.all([import('../node-agent/index.js'), import('../native/index.js')]);
+    const r = await runCni(process.env, stdin, { native });
+    process.stdout.write(r.stdout);
+    process.exitCode = r.code;
+  } catch (e) {
+    // e.g. the native addon is not built: the runtime still gets a CNI error object (fail closed)
+    process.stdout.write(JSON.stringify({ cniVersion: '1.0.0', code: 999, msg: 'ambit cni failed', details: errorMessage(e) }) + '\n');
+    process.exitCode = 1;
+  }
 }
