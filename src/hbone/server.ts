@@ -95,6 +95,7 @@ export interface HboneServerStats {
 }
 
 interface SessionState {
+  socket: TLSSocket;
   peer: Identity;
   localAddress: string;
   localPort: number;
@@ -304,6 +305,7 @@ export class HboneServer {
     this.#stats.handshakes++;
     tls.on('error', () => { /* the h2 session reports */ });
     const state: SessionState = {
+      socket: tls,
       peer,
       localAddress: tls.localAddress ?? '',
       localPort: tls.localPort ?? 0,
@@ -337,7 +339,12 @@ export class HboneServer {
       timeoutMs: this.#o.pingTimeoutMs ?? DEFAULTS.pingTimeoutMs,
       onTimeout: () => s.destroy(),
     });
-    s.once('close', () => this.#sessions.delete(s));
+    s.once('close', () => {
+      this.#sessions.delete(s);
+      // A destroyed session does not always take its TLS socket down with it (seen with a
+      // peer that keeps sending): make sure nothing lingers.
+      if (!state.socket.destroyed) state.socket.destroy();
+    });
   }
 
   /** Token bucket over streams the client reset before we answered (rapid reset, CVE-2023-44487). */
@@ -351,6 +358,7 @@ export class HboneServer {
       log.warn('hbone session reset flood, closing', { peer: spiffeUri(st.peer), remote: st.remoteAddress });
       s.goaway(h2.NGHTTP2_ENHANCE_YOUR_CALM);
       s.destroy();
+      st.socket.destroy();
     }
   }
 
