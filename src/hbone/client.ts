@@ -165,7 +165,19 @@ export async function dial(o: DialOptions): Promise<HboneConnection> {
     maxHeaderListPairs: DEFAULTS.maxHeaderListPairs,
     maxSessionMemory: DEFAULTS.maxSessionMemoryMb,
   });
-  return new HboneConnection(session, peer, where, o);
+  const conn = new HboneConnection(session, peer, where, o);
+  // The server's SETTINGS (SETTINGS_MAX_CONCURRENT_STREAMS above all) arrive right after the
+  // handshake; waiting for them lets the pool count slots correctly from the first stream
+  // instead of having nghttp2 queue streams beyond the peer's limit.
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => fail(timeoutError(where, o.connectTimeoutMs, 'http/2 settings')), o.connectTimeoutMs);
+    const done = (): void => { clearTimeout(timer); session.off('close', onClose); };
+    const fail = (e: Error): void => { done(); session.destroy(); reject(e); };
+    const onClose = (): void => fail(new MeshError('AMBIT_CONNECT_REFUSED', `hbone peer ${where} closed the connection before its settings`));
+    session.once('remoteSettings', () => { done(); resolve(); });
+    session.once('close', onClose);
+  });
+  return conn;
 }
 
 /**

@@ -291,3 +291,37 @@ test('pool close: GOAWAY, later opens fail with AMBIT_DRAINING', async (t) => {
   const e = await t.throwsAsync(r.pool.open({ source: r.client, expectedIdentities: [r.serverId], address: r.address, authority: `127.0.0.1:${r.echo.port}` }));
   t.true(isMeshError(e, 'AMBIT_DRAINING'));
 });
+
+test("the peer's SETTINGS_MAX_CONCURRENT_STREAMS caps streams per connection", async (t) => {
+  const r = await rig(t, { server: { maxConcurrentStreams: 2 } });
+  const open = () => r.pool.open({ source: r.client, expectedIdentities: [r.serverId], address: r.address, authority: `127.0.0.1:${r.echo.port}` });
+  const streams = await Promise.all([open(), open(), open(), open(), open()]);
+  t.is(r.dialled.length, 3);
+  t.like(r.pool.stats(), { connections: 3, streams: 5 });
+  const answers = await Promise.all(streams.map(async (s, i) => { s.write(`c${i}`); return nextData(s); }));
+  t.deepEqual(answers, streams.map((_, i) => `echo:c${i}`));
+  for (const s of streams) s.destroy();
+});
+
+test('a peer that stops answering PINGs is dropped', async (t) => {
+  const { createServer: tlsServer } = await import('node:tls');
+  const { pkiOnce } = await import('../unit/hbone/harness.js');
+  const { client, server } = await pkiOnce();
+  // Completes TLS and sends its HTTP/2 SETTINGS, then goes silent: no SETTINGS ack, no PING ack.
+  const silent = tlsServer({
+    key: server.keyPem, cert: server.chainPem.join('\n'), ca: server.rootsPem, requestCert: true, ALPNProtocols: ['h2'], minVersion: 'TLSv1.3',
+  }, (s) => {
+    s.on('error', () => {});
+    s.write(Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]));
+    s.resume();
+  });
+  await new Promise<void>((res) => silent.listen(0, '127.0.0.1', res));
+  t.teardown(() => { silent.close(); });
+  const r = await rig(t, { pool: { pingIntervalMs: 20, pingTimeoutMs: 50, connectTimeoutMs: 30_000 } });
+  const e = await t.throwsAsync(r.pool.open({
+    source: client, expectedIdentities: [server.identity], address: { address: '127.0.0.1', port: (silent.address() as { port: number }).port }, authority: '127.0.0.1:80',
+  }));
+  t.true(isMeshError(e, 'AMBIT_CONNECT_REFUSED'), String(e));
+  await closed(r.dialled[0]!);
+  await until(() => r.pool.stats().connections === 0);
+});
