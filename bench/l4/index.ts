@@ -19,7 +19,7 @@ import { writeResults } from '../common/results.js';
 import type { BenchOptions, BenchSuite, SuiteReport } from '../common/suite.js';
 import { ensureTools } from '../common/tools.js';
 import { startApps, type Apps } from './apps.js';
-import { FULL, QUICK, measurePath, type MeasureSettings, type PathTarget } from './measure.js';
+import { FULL, QUICK, measurePath, type MeasureSettings, type PathTarget, type StepName } from './measure.js';
 import { startAmbit } from './mesh.js';
 import { formatL4Table, formatTargets, l4Targets, type Outcomes, type PathName, type PathOutcome } from './report.js';
 import { startStunnelPair } from './stunnel.js';
@@ -34,6 +34,8 @@ export interface L4Options extends BenchOptions {
   readonly paths?: readonly PathName[];
   /** where l4.json goes; default bench/results */
   readonly resultsDir?: string;
+  /** run only these measurements (experiments); default all five */
+  readonly only?: readonly StepName[];
   /** V8 CPU profiles of the agents go here (one .cpuprofile per agent); default none */
   readonly profileDir?: string;
 }
@@ -80,7 +82,7 @@ export async function runL4(opts: L4Options = {}): Promise<L4Report> {
 
     const run = async (name: PathName, client: Pod, target: PathTarget, memoryPids: () => readonly number[], beforeRss?: () => Promise<void>) => {
       outcomes[name] = {
-        metrics: await measurePath(name, { cluster: c, client, target, tools, settings, memoryPids, log, ...(beforeRss ? { beforeRss } : {}) }),
+        metrics: await measurePath(name, { ...(opts.only ? { only: new Set(opts.only) } : {}), cluster: c, client, target, tools, settings, memoryPids, log, ...(beforeRss ? { beforeRss } : {}) }),
       };
     };
 

@@ -61,7 +61,13 @@ export interface PathMetrics {
   notes: string[];
 }
 
+/** The five measurements, by the names `--only` takes. */
+export const STEPS = ['memory', 'throughput', 'latency', 'rps', 'conn'] as const;
+export type StepName = typeof STEPS[number];
+
 export interface MeasureContext {
+  /** run only these measurements; default all */
+  readonly only?: ReadonlySet<StepName>;
   readonly cluster: Cluster;
   readonly client: Pod;
   readonly target: PathTarget;
@@ -167,7 +173,8 @@ export async function measureMemory(ctx: MeasureContext): Promise<{ kbPerConn: n
 /** Runs the five measurements in a fixed order; never throws. */
 export async function measurePath(name: string, ctx: MeasureContext): Promise<PathMetrics> {
   const m: PathMetrics = { throughputGbps: null, rrP50Us: null, rrP90Us: null, rps: null, connPerSec: null, memKbPerConn: null, notes: [] };
-  const step = async (what: string, fn: () => Promise<void>) => {
+  const step = async (what: string, fn: () => Promise<void>, key: StepName) => {
+    if (ctx.only && !ctx.only.has(key)) return;
     ctx.log(`${name}: ${what}`);
     try { await fn(); } catch (e) {
       m.notes.push(`${what}: ${messageOf(e)}`);
@@ -184,19 +191,19 @@ export async function measurePath(name: string, ctx: MeasureContext): Promise<Pa
         m.notes.push(`memory: of ${ctx.settings.memConnections} connections ${r.held} held, ${r.failed} failed, ${r.pending} stalled`
           + ` after 30 s${r.errors.length ? ` (${r.errors.join(', ')})` : ''}; kB/conn is over the held ones`);
       }
-    });
+    }, 'memory');
   }
-  await step('throughput (iperf3)', async () => { m.throughputGbps = await measureThroughput(ctx); });
-  await step('latency (1 kB rr, c=1)', async () => { const r = await measureLatency(ctx); m.rrP50Us = r.p50; m.rrP90Us = r.p90; });
+  await step('throughput (iperf3)', async () => { m.throughputGbps = await measureThroughput(ctx); }, 'throughput');
+  await step('latency (1 kB rr, c=1)', async () => { const r = await measureLatency(ctx); m.rrP50Us = r.p50; m.rrP90Us = r.p90; }, 'latency');
   await step('requests/s (wrk)', async () => {
     const r = await measureRps(ctx);
     m.rps = r.rps;
     if (r.errors > 0) m.notes.push(`wrk: ${r.errors} errors`);
-  });
+  }, 'rps');
   await step('new connections/s', async () => {
     const r = await measureConnRate(ctx);
     m.connPerSec = r.rate;
     if (r.failed > 0) m.notes.push(`connections: ${r.failed} failed (${r.errors.join(', ')})`);
-  });
+  }, 'conn');
   return m;
 }

@@ -1,19 +1,180 @@
 /*
  * connectInNetns: a TCP connection made from inside a pod's netns.
  *
- * The socket is created in the netns (short-lived pthread, see netns.c); options, bind and a
- * non-blocking connect() follow on the calling thread. Waiting for the handshake is event driven:
+ * Only socket() has to run inside the netns. Creating a thread per call for that (netns.c) costs
+ * a clone, a scheduling round trip and a join on the JS thread: in the node agent it was the
+ * largest single item of the server side's CPU profile for new connections. So each netns that is
+ * connected from gets a small pool of fresh sockets, kept full by one long-lived helper thread
+ * that entered the netns once and never leaves it; the JS thread only pops an fd under a mutex.
+ * A miss (first call, pool empty, too many pools) falls back to the per-call thread. A pool with
+ * no use for POOL_IDLE_SEC closes its sockets and its thread exits, so it never keeps a deleted
+ * pod's netns alive for longer than that. Options, bind and a non-blocking connect() follow on
+ * the calling thread. Waiting for the handshake is event driven:
  * a uv_poll on the event loop plus a uv_timer for the deadline. That keeps both the JS thread and
  * the libuv thread pool free, so many slow or blackholed upstreams cannot starve file or DNS work.
  */
 #include "common.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
+
+/* Ready sockets kept per netns and family: enough for a burst of parallel new connections. */
+#define POOL_TARGET 8
+/* Netns pools alive at once (one helper thread each); beyond that, calls use the per-call thread. */
+#define POOL_MAX 128
+#define POOL_IDLE_SEC 3
+
+typedef struct ns_pool {
+  struct ns_pool *next;
+  dev_t dev;
+  ino_t ino;
+  int nsfd; /* a private dup, owned by the helper thread */
+  bool want[2]; /* families asked for: [0] IPv4, [1] IPv6 */
+  int count[2];
+  int fds[2][POOL_TARGET];
+  bool dead; /* the helper could not enter the netns, or is leaving */
+  time_t last_use; /* CLOCK_MONOTONIC seconds */
+  pthread_cond_t cond;
+} ns_pool;
+
+/* One lock for the pool list and every pool: takes are a few instructions, refills are rare. */
+static pthread_mutex_t pools_mu = PTHREAD_MUTEX_INITIALIZER;
+static ns_pool *pools;
+static int npools;
+
+static time_t mono_sec(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec;
+}
+
+static void *pool_thread(void *arg) {
+  ns_pool *p = arg;
+  /* This thread lives in the pod netns until it exits; it never switches back. */
+  bool entered = setns(p->nsfd, CLONE_NEWNET) == 0;
+  pthread_mutex_lock(&pools_mu);
+  if (!entered) p->dead = true;
+  while (!p->dead) {
+    int fam = -1;
+    for (int i = 0; i < 2; i++) {
+      if (p->want[i] && p->count[i] < POOL_TARGET) {
+        fam = i;
+        break;
+      }
+    }
+    if (fam >= 0) {
+      pthread_mutex_unlock(&pools_mu);
+      int fd = socket(fam ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+      pthread_mutex_lock(&pools_mu);
+      if (fd < 0) {
+        /* Out of fds or memory: stop refilling this family until the next take asks again. */
+        p->want[fam] = false;
+      } else if (p->dead || p->count[fam] >= POOL_TARGET) {
+        close(fd);
+      } else {
+        p->fds[fam][p->count[fam]++] = fd;
+      }
+      continue;
+    }
+    time_t now = mono_sec();
+    if (now - p->last_use >= POOL_IDLE_SEC) break;
+    struct timespec until = {.tv_sec = p->last_use + POOL_IDLE_SEC, .tv_nsec = 0};
+    pthread_cond_timedwait(&p->cond, &pools_mu, &until);
+  }
+  /* Unlink first: from here on no take can see this pool. */
+  for (ns_pool **pp = &pools; *pp != NULL; pp = &(*pp)->next) {
+    if (*pp == p) {
+      *pp = p->next;
+      break;
+    }
+  }
+  npools--;
+  for (int i = 0; i < 2; i++) {
+    while (p->count[i] > 0) close(p->fds[i][--p->count[i]]);
+  }
+  pthread_mutex_unlock(&pools_mu);
+  close(p->nsfd);
+  pthread_cond_destroy(&p->cond);
+  free(p);
+  return NULL;
+}
+
+/* Start a pool for the netns (called with pools_mu held). False when it cannot. */
+static bool pool_start(int nsfd, const struct stat *st, int fi) {
+  if (npools >= POOL_MAX) return false;
+  ns_pool *p = calloc(1, sizeof *p);
+  if (p == NULL) return false;
+  p->dev = st->st_dev;
+  p->ino = st->st_ino;
+  p->want[fi] = true;
+  p->last_use = mono_sec();
+  p->nsfd = fcntl(nsfd, F_DUPFD_CLOEXEC, 3);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  int crc = pthread_cond_init(&p->cond, &ca);
+  pthread_condattr_destroy(&ca);
+  if (p->nsfd < 0 || crc != 0) {
+    if (p->nsfd >= 0) close(p->nsfd);
+    if (crc == 0) pthread_cond_destroy(&p->cond);
+    free(p);
+    return false;
+  }
+  pthread_attr_t attr;
+  pthread_t tid;
+  sigset_t all, old;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  /* The helper must not take process signals (Node handles them on its own threads). */
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int rc = pthread_create(&tid, &attr, pool_thread, p);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    close(p->nsfd);
+    pthread_cond_destroy(&p->cond);
+    free(p);
+    return false;
+  }
+  p->next = pools;
+  pools = p;
+  npools++;
+  return true;
+}
+
+/* A fresh socket of `family` created in the netns, from its pool; -1 on a miss (never fails). */
+static int pool_take(int nsfd, int family) {
+  struct stat st;
+  if (fstat(nsfd, &st) != 0) return -1;
+  int fi = family == AF_INET6 ? 1 : 0;
+  int fd = -1;
+  pthread_mutex_lock(&pools_mu);
+  ns_pool *p = pools;
+  while (p != NULL && !(p->dev == st.st_dev && p->ino == st.st_ino && !p->dead)) p = p->next;
+  if (p == NULL) {
+    pool_start(nsfd, &st, fi);
+  } else {
+    p->last_use = mono_sec();
+    p->want[fi] = true;
+    if (p->count[fi] > 0) fd = p->fds[fi][--p->count[fi]];
+    /* Wake the helper only at half empty: a futex wake per connection costs more than it saves. */
+    if (p->count[fi] <= POOL_TARGET / 2) pthread_cond_signal(&p->cond);
+  }
+  pthread_mutex_unlock(&pools_mu);
+  return fd;
+}
 
 typedef struct {
   napi_env env;
@@ -143,7 +304,9 @@ napi_value ambit_connect_in_netns(napi_env env, napi_callback_info info) {
 
   ambit_fail f = {0};
   int fd = -1, one = 1;
-  int rc = ambit_socket_in_netns(nsfd, family, SOCK_STREAM, &fd, &f);
+  int rc = 0;
+  fd = pool_take(nsfd, family);
+  if (fd < 0) rc = ambit_socket_in_netns(nsfd, family, SOCK_STREAM, &fd, &f);
   if (owned) close(nsfd);
   if (rc != 0) goto fail;
   if (mark >= 0 && ambit_set_mark(fd, (uint32_t)mark, &f) != 0) goto fail;
