@@ -35,29 +35,22 @@ test('CONNECT round trip: data both ways, half-close in each direction, bytes co
 });
 
 test('upstream FIN first: client sees end of stream and can keep sending', async (t) => {
-  const r = await rig(t, {
-    onConnect: async () => {
-      const { connectUpstream } = await import('../unit/hbone/harness.js');
-      const { createServer } = await import('node:net');
-      // An upstream that says "hi", closes its sending side at once, and reports what it got.
-      let got = '';
-      const done = new Promise<string>((resolve) => {
-        const srv = createServer({ allowHalfOpen: true }, (c) => {
-          c.end('hi');
-          c.on('data', (d) => { got += d.toString(); });
-          c.on('end', () => { resolve(got); srv.close(); });
-        });
-        srv.listen(0, '127.0.0.1');
-        srv.once('listening', () => { void connectUpstream((srv.address() as { port: number }).port).then((u) => upstreamReady(u)); });
-      });
-      let upstreamReady!: (u: import('node:net').Socket) => void;
-      const u = await new Promise<import('node:net').Socket>((res) => { upstreamReady = res; });
-      upstreamGot = done;
-      return { status: 200, upstream: u };
-    },
+  const { createServer } = await import('node:net');
+  const { connectUpstream } = await import('../unit/hbone/harness.js');
+  // An upstream that says "hi", closes its sending side at once, and reports what it received.
+  let received!: (s: string) => void;
+  const upstreamGot = new Promise<string>((res) => { received = res; });
+  const app = createServer({ allowHalfOpen: true }, (c) => {
+    let got = '';
+    c.end('hi');
+    c.on('data', (d: Buffer) => { got += d.toString(); });
+    c.on('end', () => received(got));
   });
-  let upstreamGot: Promise<string> | undefined;
-  const s = await r.pool.open({ source: r.client, expectedIdentities: [r.serverId], address: r.address, authority: '127.0.0.1:9' });
+  await new Promise<void>((res) => app.listen(0, '127.0.0.1', res));
+  t.teardown(() => { app.close(); });
+  const appPort = (app.address() as { port: number }).port;
+  const r = await rig(t, { onConnect: async () => ({ status: 200, upstream: await connectUpstream(appPort) }) });
+  const s = await r.pool.open({ source: r.client, expectedIdentities: [r.serverId], address: r.address, authority: `127.0.0.1:${appPort}` });
   t.is(await readAll(s), 'hi');
   s.end('after-fin');
   t.is(await upstreamGot, 'after-fin');
@@ -324,4 +317,18 @@ test('a peer that stops answering PINGs is dropped', async (t) => {
   t.true(isMeshError(e, 'AMBIT_CONNECT_REFUSED'), String(e));
   await closed(r.dialled[0]!);
   await until(() => r.pool.stats().connections === 0);
+});
+
+test('handle(): sockets accepted elsewhere are served like listened ones', async (t) => {
+  const { createServer } = await import('node:net');
+  const r = await rig(t);
+  const outer = createServer((sock) => r.server.handle(sock));
+  await new Promise<void>((res) => outer.listen(0, '127.0.0.1', res));
+  t.teardown(() => { outer.close(); });
+  const port = (outer.address() as { port: number }).port;
+  const s = await r.pool.open({ source: r.client, expectedIdentities: [r.serverId], address: { address: '127.0.0.1', port }, authority: `127.0.0.1:${r.echo.port}` });
+  s.write('via-handle');
+  t.is(await nextData(s), 'echo:via-handle');
+  t.is(r.requests[0]!.localPort, port);
+  s.destroy();
 });
