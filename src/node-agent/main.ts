@@ -3,7 +3,8 @@
  * drains it on SIGTERM/SIGINT (stop accepting, let connections finish until the deadline, close).
  */
 import { readFileSync } from 'node:fs';
-import { enableTrace, errorMessage, logger, setLogLevel, type Level } from '../core/index.js';
+import { MeshError, enableTrace, errorMessage, logger, setLogLevel, type Level } from '../core/index.js';
+import { XdsClient, checkToken, tokenFromFile } from '../xds/index.js';
 import { createAgent, type Agent, type AgentOptions } from './app.js';
 
 const log = logger('node-agent');
@@ -11,6 +12,11 @@ const log = logger('node-agent');
 export interface AgentSettings extends AgentOptions {
   /** drain deadline on SIGTERM, ms; default 25_000 */
   drainMs: number;
+  /**
+   * file holding the bearer token, re-read on every (re)connect to the control plane: Kubernetes
+   * rotates projected service-account tokens. Used when no fixed `token` is given.
+   */
+  tokenFile?: string;
 }
 
 function num(env: Readonly<Record<string, string | undefined>>, key: string): number | undefined {
@@ -26,27 +32,48 @@ function num(env: Readonly<Record<string, string | undefined>>, key: string): nu
  * AMBIT_NODE_NAME (or NODE_NAME), AMBIT_CONTROL_URL, AMBIT_TOKEN or AMBIT_TOKEN_FILE,
  * AMBIT_CONTROL_CA_FILE, AMBIT_STATE_DIR (default /var/run/ambit), AMBIT_TRUST_DOMAIN,
  * AMBIT_ADMIN_PORT, AMBIT_METRICS_PORT, AMBIT_READINESS_PORT, AMBIT_DRAIN_MS.
+ *
+ * A token file is not read here: the control channel reads it on every connect, so a rotated
+ * service-account token is used from the next reconnect on, and a missing or empty file makes that
+ * attempt fail and back off instead of stopping the agent.
  */
 export function agentSettings(env: Readonly<Record<string, string | undefined>>, flags: Partial<AgentSettings> = {}): AgentSettings {
   const node = flags.node ?? env.AMBIT_NODE_NAME ?? env.NODE_NAME;
   if (!node) throw new Error('agent: node name missing (--node or AMBIT_NODE_NAME)');
   const controlUrl = flags.controlUrl ?? env.AMBIT_CONTROL_URL;
   if (!controlUrl) throw new Error('agent: control plane URL missing (--control-url or AMBIT_CONTROL_URL)');
-  let token = flags.token ?? env.AMBIT_TOKEN;
-  if (token === undefined && env.AMBIT_TOKEN_FILE) token = readFileSync(env.AMBIT_TOKEN_FILE, 'utf8').trim();
-  if (!token) throw new Error('agent: token missing (AMBIT_TOKEN or AMBIT_TOKEN_FILE)');
+  // flags before the environment; a fixed token before a file at the same level
+  const fixed = flags.token ?? (flags.tokenFile ? undefined : env.AMBIT_TOKEN || undefined);
+  const tokenFile = fixed === undefined ? flags.tokenFile ?? (env.AMBIT_TOKEN_FILE || undefined) : undefined;
+  if (fixed === undefined && tokenFile === undefined) throw new Error('agent: token missing (AMBIT_TOKEN or AMBIT_TOKEN_FILE)');
+  if (fixed !== undefined) checkToken(fixed, flags.token !== undefined ? 'agent: token' : 'AMBIT_TOKEN');
   const caFile = env.AMBIT_CONTROL_CA_FILE;
+  let controlCaPem = flags.controlCaPem;
+  if (controlCaPem === undefined && caFile) {
+    try {
+      controlCaPem = readFileSync(caFile, 'utf8');
+    } catch (e) {
+      throw new MeshError('AMBIT_CONFIG_INVALID', `AMBIT_CONTROL_CA_FILE ${caFile}: cannot read: ${errorMessage(e)}`, { cause: e });
+    }
+  }
   const admin = num(env, 'AMBIT_ADMIN_PORT');
   const metrics = num(env, 'AMBIT_METRICS_PORT');
   const readiness = num(env, 'AMBIT_READINESS_PORT');
+  // With a token file the control channel is built here, because the agent's own option takes a
+  // fixed string only; `token` is then unused by the agent and left empty.
+  const control = flags.control ?? (tokenFile === undefined ? undefined : new XdsClient({
+    url: controlUrl, token: tokenFromFile(tokenFile), node, role: 'agent', ...(controlCaPem !== undefined ? { caPem: controlCaPem } : {}),
+  }));
   return {
     ...flags,
     node,
     controlUrl,
-    token,
+    token: fixed ?? '',
+    ...(tokenFile !== undefined ? { tokenFile } : {}),
+    ...(control ? { control } : {}),
     stateDir: flags.stateDir ?? env.AMBIT_STATE_DIR ?? '/var/run/ambit',
     trustDomain: flags.trustDomain ?? env.AMBIT_TRUST_DOMAIN ?? 'cluster.local',
-    ...(flags.controlCaPem ?? caFile ? { controlCaPem: flags.controlCaPem ?? readFileSync(caFile!, 'utf8') } : {}),
+    ...(controlCaPem !== undefined ? { controlCaPem } : {}),
     ports: {
       ...(admin !== undefined ? { admin } : {}), ...(metrics !== undefined ? { metrics } : {}), ...(readiness !== undefined ? { readiness } : {}),
       ...flags.ports,

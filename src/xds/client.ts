@@ -11,11 +11,13 @@ import type { Authorization, Service, Waypoint, Workload } from '../model/index.
 import { Snapshot } from '../model/index.js';
 import type { ServiceL7 } from '../model/l7.js';
 import type { BackoffOptions, ErrorCode, Logger } from '../core/index.js';
-import { Backoff, MeshError, logger } from '../core/index.js';
+import { Backoff, MeshError, errorMessage, logger } from '../core/index.js';
 import { ADDRESS_TYPE, AUTHORIZATION_TYPE, WAYPOINT_CONFIG_TYPE, decodeControlMessage, encodeControlMessage } from './codec.js';
 import type { CertificateResponse, DeltaResponse, ResourceError, TypeUrl } from './codec.js';
 import type { AddressValue, Decoded } from './convert.js';
 import { decodeAddresses, decodeAuthorizations, decodeWaypointConfigs } from './convert.js';
+import { checkToken } from './token.js';
+import type { TokenSource } from './token.js';
 
 /** Structurally the same as identity's `Identity`. */
 export interface PeerIdentity { readonly trustDomain: string; readonly namespace: string; readonly serviceAccount: string }
@@ -29,8 +31,12 @@ export type XdsRole = 'agent' | 'waypoint';
 export interface XdsClientOptions {
   /** ws://host:15010 or wss://host:15012 */
   url: string;
-  /** bearer token: the bootstrap token (local) or a service-account token (Kubernetes) */
-  token: string;
+  /**
+   * bearer token: the bootstrap token (local) or a service-account token (Kubernetes). A function
+   * is called on every (re)connect, so a rotated token is picked up; when it throws, that attempt
+   * fails (an `error` event) and the client backs off and asks again.
+   */
+  token: TokenSource;
   /** node name this client runs on */
   node: string;
   role: XdsRole;
@@ -46,6 +52,8 @@ export interface XdsClientOptions {
   maxMessageBytes?: number;
   /** per certificate request, ms; default 10_000 */
   certificateTimeoutMs?: number;
+  /** how long a token function may take, ms; default 10_000 */
+  tokenTimeoutMs?: number;
   log?: Logger;
 }
 
@@ -79,6 +87,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
   readonly #backoff: Backoff;
   readonly #types: TypeUrl[];
   #ws: WebSocket | undefined;
+  #started = false;
   #closed = false;
   #timer: NodeJS.Timeout | undefined;
   #snapshot = Snapshot.empty();
@@ -114,7 +123,8 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
   get connected(): boolean { return this.#ws?.readyState === WebSocket.OPEN; }
 
   start(): void {
-    if (this.#closed || this.#ws) return;
+    if (this.#closed || this.#started) return;
+    this.#started = true;
     this.#connect();
   }
 
@@ -158,9 +168,47 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     else this.#log.warn('control channel error', { error: e.message });
   }
 
+  /** The token for this attempt: the fixed one, or the provider's answer within the timeout. */
+  async #token(): Promise<string> {
+    const src = this.#o.token;
+    if (typeof src === 'string') return checkToken(src, 'control channel');
+    const timeoutMs = this.#o.tokenTimeoutMs ?? 10_000;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const got = await Promise.race([
+        Promise.resolve().then(src),
+        new Promise<never>((_res, rej) => {
+          timer = setTimeout(() => rej(new MeshError('AMBIT_CONNECT_TIMEOUT', `control channel: token provider gave no answer in ${timeoutMs} ms`)), timeoutMs);
+        }),
+      ]);
+      if (typeof got !== 'string') throw new MeshError('AMBIT_CONFIG_INVALID', 'control channel: token provider returned no string');
+      return checkToken(got.trim(), 'control channel: token provider');
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #retry(why: Record<string, unknown>): void {
+    if (this.#closed) return;
+    const delay = this.#backoff.next();
+    this.#log.warn('control channel down; reconnecting', { ...why, delayMs: delay });
+    this.#timer = setTimeout(() => this.#connect(), delay);
+  }
+
   #connect(): void {
+    this.#token().then((token) => {
+      if (!this.#closed) this.#open(token);
+    }, (e: unknown) => {
+      if (this.#closed) return;
+      const err = e instanceof Error ? e : new Error(String(e));
+      this.#emitError(err);
+      this.#retry({ error: err.message });
+    });
+  }
+
+  #open(token: string): void {
     const o = this.#o;
-    const headers: Record<string, string> = { authorization: `Bearer ${o.token}`, 'x-ambit-node': o.node, 'x-ambit-role': o.role };
+    const headers: Record<string, string> = { authorization: `Bearer ${token}`, 'x-ambit-node': o.node, 'x-ambit-role': o.role };
     if (o.identity) headers['x-ambit-identity'] = spiffeUri(o.identity);
     const expected = o.serverIdentity;
     // passed through to tls.connect; ws's typings describe a different checkServerIdentity signature
@@ -169,13 +217,23 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
       // the control plane's certificate names a SPIFFE id, not a DNS name
       checkServerIdentity: (_host: string, cert: PeerCertificate) => checkControlIdentity(cert, expected),
     } as unknown as WebSocket.ClientOptions;
-    const ws = new WebSocket(o.url, {
-      headers,
-      maxPayload: o.maxMessageBytes ?? 64 * 1024 * 1024,
-      perMessageDeflate: false,
-      handshakeTimeout: 10_000,
-      ...tlsOptions,
-    });
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(o.url, {
+        headers,
+        maxPayload: o.maxMessageBytes ?? 64 * 1024 * 1024,
+        perMessageDeflate: false,
+        handshakeTimeout: 10_000,
+        ...tlsOptions,
+      });
+    } catch (e) {
+      // a bad URL or header value throws here, not as an event: report it and keep retrying
+      // rather than let it escape from a timer callback
+      const err = new MeshError('AMBIT_CONFIG_INVALID', `control channel ${o.url}: ${errorMessage(e)}`, { cause: e });
+      this.#emitError(err);
+      this.#retry({ error: err.message });
+      return;
+    }
     this.#ws = ws;
     ws.binaryType = 'nodebuffer';
     ws.on('open', () => {
@@ -198,10 +256,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
       if (this.#ws === ws) this.#ws = undefined;
       this.#failCerts('control channel closed');
       this.emit('disconnected');
-      if (this.#closed) return;
-      const delay = this.#backoff.next();
-      this.#log.warn('control channel closed; reconnecting', { code, reason: reason.toString(), delayMs: delay });
-      this.#timer = setTimeout(() => this.#connect(), delay);
+      this.#retry({ code, reason: reason.toString() });
     });
   }
 

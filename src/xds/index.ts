@@ -1,6 +1,8 @@
 /** The control channel: schema, wire <-> model, client, per-peer server session. No protobuf type leaves here. */
 export { XdsClient, spiffeUri, checkControlIdentity } from './client.js';
 export type { XdsClientOptions, XdsClientEvents, XdsClientStats, XdsRole, PeerIdentity } from './client.js';
+export { tokenFromFile, checkToken, MAX_TOKEN_BYTES } from './token.js';
+export type { TokenSource } from './token.js';
 export { ServerSession } from './server-session.js';
 export type { ServerSessionOptions, TypeSyncz, CertificateGrant } from './server-session.js';
 export { ResourceStore, buildResourceTables } from './tables.js';
