@@ -17,7 +17,7 @@ import { AGENT_MARK } from './capture.js';
 import type { ConnectionRegistry, TrackedConnection } from './connections.js';
 import type { NetnsHandle, NetnsSockets } from './deps.js';
 import { connectHeaders, forwardedHost } from './headers.js';
-import { relay } from './relay.js';
+import { RELAY_BUFFER_BYTES, coalesceWrites, relay } from './relay.js';
 import { buildOutboundRequest, formatAddr, spiffeIdOf, type OutboundRequest, type SocketAddr } from './route.js';
 import { connectionLabels, type AgentTelemetry, type ConnectionDescription, type ResponseFlag } from './telemetry.js';
 
@@ -303,7 +303,11 @@ export class PodProxy {
       address: to.ip, port: to.port, mark: AGENT_MARK, timeoutMs: this.#ctx.connectTimeoutMs ?? 10_000,
       ...(spoofFrom ? { transparent: true, localAddress: spoofFrom, localPort: 0 } : {}),
     });
-    const s = new Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+    // The hbone server copies the tunnel into this socket with pipe(): a 16 kB high-water mark
+    // paused the HTTP/2 stream every few chunks of a bulk transfer.
+    // (net.Socket hands its options to Duplex; the typings just do not list the field.)
+    const opts = { fd, readable: true, writable: true, allowHalfOpen: true, writableHighWaterMark: RELAY_BUFFER_BYTES };
+    const s = new Socket(opts);
     s.setNoDelay(true);
     return s;
   }
@@ -437,6 +441,8 @@ export class PodProxy {
     } catch (e) {
       return fail(503, `upstream connect failed: ${errorMessage(e)}`, 'CONNECT');
     }
+    // hbone copies into this socket chunk by chunk (one per TLS record): batch them per tick
+    coalesceWrites(appSide);
     const labels = connectionLabels(desc);
     this.#ctx.telemetry.opened(labels);
     const cut = { destroy: (reason?: string) => { appSide.destroy(reason ? new Error(reason) : undefined); } };
