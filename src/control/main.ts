@@ -7,7 +7,10 @@
  * (istio-system), AMBIT_CLUSTER_ID, AMBIT_CONFIG_SOURCE (files | kubernetes; default files),
  * AMBIT_LISTEN_HOST (127.0.0.1 for files, 0.0.0.0 for kubernetes), AMBIT_WS_PORT (15010),
  * AMBIT_WSS_PORT (15012), AMBIT_STATUS_PORT (15014), AMBIT_DEBOUNCE_MS (100),
- * AMBIT_AGENT_SERVICE_ACCOUNTS (comma list of ns/sa; kubernetes), AMBIT_LOG_LEVEL, AMBIT_TRACE.
+ * AMBIT_AGENT_SERVICE_ACCOUNTS (comma list of ns/sa; kubernetes), AMBIT_TOKEN_AUDIENCES (comma
+ * list; kubernetes: the audiences agents' and waypoints' tokens must be minted for, e.g. `ambit`,
+ * matching `audience` of their projected serviceAccountToken; default none, i.e. the API server's
+ * own audience), AMBIT_LOG_LEVEL, AMBIT_TRACE.
  */
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -40,6 +43,20 @@ export interface ControlSettings {
   statusPort: number | null;
   debounceMs: number;
   agentServiceAccounts: string[];
+  /** TokenReview audiences (kubernetes); empty: the API server's default audience */
+  tokenAudiences: string[];
+}
+
+const MAX_AUDIENCES = 16;
+// audiences are opaque strings to Kubernetes; keep them to what fits a comma list and a log line
+const AUDIENCE = /^[\x21-\x2b\x2d-\x7e]{1,256}$/;
+
+/** Comma-separated audiences: trimmed, empty items dropped, each checked. */
+export function parseAudiences(key: string, v: string | undefined): string[] {
+  const list = (v ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  if (list.length > MAX_AUDIENCES) throw new Error(`${key}: more than ${MAX_AUDIENCES} audiences`);
+  for (const a of list) if (!AUDIENCE.test(a)) throw new Error(`${key}: ${JSON.stringify(a.slice(0, 40))} is not an audience (1..256 visible characters, no spaces or commas)`);
+  return list;
 }
 
 function port(env: Env, key: string, dflt: number): number | null {
@@ -69,6 +86,10 @@ export function controlSettings(env: Env, flags: Partial<ControlSettings> = {}):
     debounceMs: debounce,
     agentServiceAccounts: (env.AMBIT_AGENT_SERVICE_ACCOUNTS ?? 'ambit-system/ambit-node-agent').split(',').map((s) => s.trim()).filter(Boolean),
     ...flags,
+    // a flag replaces the environment's list; either way it is checked
+    tokenAudiences: flags.tokenAudiences
+      ? parseAudiences('--token-audiences', flags.tokenAudiences.join(','))
+      : parseAudiences('AMBIT_TOKEN_AUDIENCES', env.AMBIT_TOKEN_AUDIENCES),
   };
   if (env.AMBIT_CLUSTER_ID && !out.clusterId) out.clusterId = env.AMBIT_CLUSTER_ID;
   return out;
@@ -85,7 +106,10 @@ export async function startControl(s: ControlSettings): Promise<{ plane: Control
     const kc = new KubeConfig();
     kc.loadFromDefault();
     source = new KubeSource({ kubeConfig: kc, debounceMs: s.debounceMs });
-    authenticator = new TokenReviewAuthenticator({ kubeConfig: kc, trustDomain: s.trustDomain, agentServiceAccounts: s.agentServiceAccounts });
+    authenticator = new TokenReviewAuthenticator({
+      kubeConfig: kc, trustDomain: s.trustDomain, agentServiceAccounts: s.agentServiceAccounts,
+      ...(s.tokenAudiences.length > 0 ? { audiences: s.tokenAudiences } : {}),
+    });
   } else {
     source = new FileSource({ dir: s.configDir, debounceMs: s.debounceMs });
     const b = await BootstrapTokenAuthenticator.loadOrCreate(s.stateDir, s.trustDomain);

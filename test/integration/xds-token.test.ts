@@ -57,6 +57,7 @@ async function harness(t: ExecutionContext): Promise<Harness> {
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const clients: XdsClient[] = [];
+  const url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
   t.teardown(async () => {
     await Promise.all(clients.map((c) => c.close()));
     await push.close();
@@ -64,7 +65,7 @@ async function harness(t: ExecutionContext): Promise<Harness> {
     server.close();
   });
   return {
-    url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    url,
     auth,
     async restart() {
       const old = push;
@@ -72,7 +73,7 @@ async function harness(t: ExecutionContext): Promise<Harness> {
       await old.close();
     },
     client(token) {
-      const c = new XdsClient({ url: this.url, token, node: 'node-a', role: 'agent', backoff: { initialMs: 5, maxMs: 50, jitter: 0 } });
+      const c = new XdsClient({ url, token, node: 'node-a', role: 'agent', backoff: { initialMs: 5, maxMs: 50, jitter: 0 } });
       c.on('error', () => {});
       clients.push(c);
       return c;

@@ -106,7 +106,10 @@ export interface TokenReviewOptions {
   trustDomain: string;
   /** `<namespace>/<serviceAccount>` of node agents; default ['ambit-system/ambit-node-agent'] */
   agentServiceAccounts?: readonly string[];
-  /** audiences the token must be valid for; default: the API server's */
+  /**
+   * audiences the token must be valid for (the agents' projected token names one of them); the
+   * review must confirm one of them. Default: none asked, the API server's own audience applies.
+   */
   audiences?: readonly string[];
 }
 
@@ -142,6 +145,14 @@ export class TokenReviewAuthenticator implements Authenticator {
     }
     const st = review.status;
     if (!st?.authenticated) throw unauthenticated(`token not authenticated${st?.error ? `: ${st.error}` : ''}`);
+    const want = this.#o.audiences;
+    if (want && want.length > 0) {
+      // An API server (or webhook authenticator) that ignores audiences answers with none; only
+      // an answer naming one of ours proves the token was minted for us and not for some other
+      // service that could replay it here.
+      const got = st.audiences ?? [];
+      if (!got.some((a) => want.includes(a))) throw unauthenticated(`token is not for audience ${want.join(' or ')} (reviewed audiences: ${got.join(', ').slice(0, 200) || 'none'})`);
+    }
     const user = st.user?.username ?? '';
     const m = SA_USER.exec(user);
     if (!m) throw unauthenticated(`${user || 'an anonymous user'} is not a service account`);
