@@ -7,8 +7,8 @@
  *
  * Prints "READY" once the agent is ready (control plane synced, pods enrolled and listening);
  * drains on SIGTERM/SIGINT. Started with --expose-gc, SIGUSR2 runs a full garbage collection and
- * prints "GC": the memory measurement reads RSS after it, so garbage not yet collected does not
- * count as per-connection cost.
+ * prints "GC {rss, heapUsed, heapTotal, external, arrayBuffers}" (bytes): the memory measurement
+ * reads RSS after it, so garbage not yet collected does not count as per-connection cost.
  */
 import { errorMessage, setLogLevel, type Level } from '../../src/core/index.js';
 import { agentSettings, createAgent } from '../../src/node-agent/index.js';
@@ -28,7 +28,14 @@ async function main(): Promise<void> {
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
   const gc = (globalThis as { gc?: () => void }).gc;
-  if (gc) process.on('SIGUSR2', () => { gc(); process.stdout.write('GC\n'); });
+  if (gc) {
+    process.on('SIGUSR2', () => {
+      gc();
+      // The breakdown tells JS heap from native memory (TLS, HTTP/2 sessions, buffers).
+      const m = process.memoryUsage();
+      process.stdout.write(`GC ${JSON.stringify({ rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, arrayBuffers: m.arrayBuffers })}\n`);
+    });
+  }
   await agent.start();
   await agent.whenReady();
   process.stdout.write('READY\n');

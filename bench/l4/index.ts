@@ -80,7 +80,7 @@ export async function runL4(opts: L4Options = {}): Promise<L4Report> {
     apps.push(await startApps(c, plain.server, dir, tools));
     if (wanted.has('ambit')) apps.push(await startApps(c, mesh.server, dir, tools));
 
-    const run = async (name: PathName, client: Pod, target: PathTarget, memoryPids: () => readonly number[], beforeRss?: () => Promise<void>) => {
+    const run = async (name: PathName, client: Pod, target: PathTarget, memoryPids: () => readonly number[], beforeRss?: () => Promise<unknown>) => {
       outcomes[name] = {
         metrics: await measurePath(name, { ...(opts.only ? { only: new Set(opts.only) } : {}), cluster: c, client, target, tools, settings, memoryPids, log, ...(beforeRss ? { beforeRss } : {}) }),
       };

@@ -76,7 +76,7 @@ export interface MeasureContext {
   /** pids whose RSS is the path's memory cost (agents, stunnels); empty: not measured */
   readonly memoryPids: () => readonly number[];
   /** run before each RSS reading (e.g. a full GC in the agents); default nothing */
-  readonly beforeRss?: () => Promise<void>;
+  readonly beforeRss?: () => Promise<unknown>;
   readonly log: (line: string) => void;
 }
 

@@ -36,12 +36,28 @@ export async function hboneInboundCount(cluster: Cluster, node: string): Promise
   return n;
 }
 
+/** process.memoryUsage() of an agent right after a full GC, bytes (null fields: not reported) */
+export interface AgentMemory { rss: number | null; heapUsed: number | null; external: number | null; arrayBuffers: number | null }
+
+function parseGcLine(line: string): AgentMemory {
+  const none: AgentMemory = { rss: null, heapUsed: null, external: null, arrayBuffers: null };
+  const i = line.indexOf('{');
+  if (i < 0) return none;
+  try {
+    const j = JSON.parse(line.slice(i)) as Record<string, unknown>;
+    const num = (k: string) => (typeof j[k] === 'number' ? j[k] : null);
+    return { rss: num('rss'), heapUsed: num('heapUsed'), external: num('external'), arrayBuffers: num('arrayBuffers') };
+  } catch {
+    return none;
+  }
+}
+
 export interface AmbitMesh {
   readonly target: PathTarget;
   /** the agent processes (their RSS is the path's memory cost) */
   agentPids(): number[];
-  /** full garbage collection in every agent; resolves when all are done */
-  collectGarbage(): Promise<void>;
+  /** full garbage collection in every agent; resolves when all are done, with their memory after it */
+  collectGarbage(): Promise<AgentMemory[]>;
   /** connections the server's agent has accepted over HBONE so far */
   tunnelled(): Promise<number>;
   stop(): Promise<void>;
@@ -60,6 +76,8 @@ export async function startAmbit(o: {
   cluster: Cluster; client: Pod; server: Pod; dir: string; log: (line: string) => void; logLevel?: string;
   /** write a V8 CPU profile of each agent here (node --cpu-prof), for finding where time goes */
   profileDir?: string;
+  /** extra node flags for the agents (experiments, e.g. --heapsnapshot-signal=SIGUSR1) */
+  agentNodeFlags?: readonly string[];
 }): Promise<AmbitMesh> {
   const { cluster } = o;
   const controlDir = join(o.dir, 'control');
@@ -93,7 +111,7 @@ export async function startAmbit(o: {
       const agent = cluster.spawn({ node: n.name }, [
         'env', `AMBIT_NODE_NAME=${n.name}`, `AMBIT_CONTROL_URL=ws://${host}:${CONTROL_WS_PORT}`,
         `AMBIT_TOKEN_FILE=${join(controlDir, 'bootstrap-token')}`, `AMBIT_STATE_DIR=${stateDir}`, `AMBIT_LOG_LEVEL=${level}`,
-        ...nodeArgv('bench/l4/agent-proc.ts', ['--expose-gc', ...(o.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] : [])]),
+        ...nodeArgv('bench/l4/agent-proc.ts', ['--expose-gc', ...(o.agentNodeFlags ?? []), ...(o.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] : [])]),
         ...netns,
       ], { cwd: root });
       children.push(agent);
@@ -111,13 +129,11 @@ export async function startAmbit(o: {
       target: { host: o.server.ip, ports: APP_PORTS },
       agentPids: () => agents.map((a) => a.pid!).filter((p) => p !== undefined),
       tunnelled: () => hboneInboundCount(cluster, o.server.node),
-      collectGarbage: async () => {
-        await Promise.all(agents.map((a) => {
-          const done = waitForLine(a, /^GC$/, 'agent garbage collection', 10_000);
-          process.kill(a.pid!, 'SIGUSR2');
-          return done;
-        }));
-      },
+      collectGarbage: async () => Promise.all(agents.map(async (a) => {
+        const done = waitForLine(a, /^GC( |$)/, 'agent garbage collection', 10_000);
+        process.kill(a.pid!, 'SIGUSR2');
+        return parseGcLine(await done);
+      })),
       stop,
     };
   } catch (e) {
