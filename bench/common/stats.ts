@@ -4,7 +4,8 @@
 export function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return NaN;
   if (!(p >= 0 && p <= 100)) throw new RangeError(`percentile: p=${p} is outside 0..100`);
-  const rank = Math.ceil((p / 100) * sorted.length);
+  // (p * n) / 100 keeps the rank exact where (p / 100) * n rounds up in floating point (p99.9 of 1000)
+  const rank = Math.ceil((p * sorted.length) / 100);
   return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!;
 }
 

@@ -9,6 +9,7 @@ export function parseIperfJson(text: string): number {
   } catch {
     throw new BenchError('iperf3', `output is not JSON: ${text.slice(0, 120)}`);
   }
+  if (typeof doc !== 'object' || doc === null) throw new BenchError('iperf3', `output is not a JSON object: ${text.slice(0, 120)}`);
   const d = doc as { error?: unknown; end?: { sum_received?: { bits_per_second?: unknown } } };
   if (typeof d.error === 'string') throw new BenchError('iperf3', d.error);
   const bps = d.end?.sum_received?.bits_per_second;

@@ -30,10 +30,9 @@ test('iperf3 -J: truncated output and a JSON without the receiver sum are refuse
   t.throws(() => parseIperfJson(JSON.stringify({ end: { sum_received: { bits_per_second: 'fast' } } })), { message: /bits_per_second/ });
 });
 
-// Known bug in bench/l4/parse.ts (read-only for this test's owner): valid JSON that is not an
-// object ("null" from a wrapper, a crashed tool) reaches `d.error` and throws a TypeError instead
-// of a BenchError naming iperf3. Guard `doc` being a non-null object before reading fields.
-test.failing('iperf3 -J: JSON null is a BenchError, not a TypeError', (t) => {
+// Valid JSON that is not an object ("null" from a wrapper, a crashed tool) is a BenchError naming
+// iperf3, not a TypeError from reading its fields.
+test('iperf3 -J: JSON null is a BenchError, not a TypeError', (t) => {
   t.throws(() => parseIperfJson('null'), { instanceOf: BenchError, message: /^iperf3: / });
 });
 

@@ -20,11 +20,9 @@ test('percentile: nearest rank, never interpolated', (t) => {
   t.is(percentile([7], 0), 7);
 });
 
-// Known bug in bench/common/stats.ts (not this test's owner's file): (p / 100) * n rounds up in
-// floating point (99.9 / 100 * 1000 = 999.0000000000001), so p99.9 of 1000 samples is the maximum.
-// Computing the rank as Math.ceil((p * n) / 100) fixes it; this test then passes and ava reports
-// the `failing` marker as stale, so it must be turned into a plain test.
-test.failing('percentile: p99.9 of 1000 samples is the 999th (floating-point rank)', (t) => {
+// (p / 100) * n rounds up in floating point (99.9 / 100 * 1000 = 999.0000000000001), which made
+// p99.9 of 1000 samples the maximum; the rank is computed as ceil((p * n) / 100).
+test('percentile: p99.9 of 1000 samples is the 999th (floating-point rank)', (t) => {
   const k = Array.from({ length: 1000 }, (_, i) => i + 1);
   t.is(percentile(k, 99.9), 999);
 });
