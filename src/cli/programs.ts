@@ -3,7 +3,7 @@
  * entry points. The CLI parses and checks flags (naming the flag on bad input); the programs'
  * main functions read the environment for anything left unset, bind ports and own signals.
  */
-import { readFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, readFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
@@ -16,8 +16,6 @@ import { resolveDir } from './state-file.js';
 
 /** Largest CNI network configuration read from stdin (runCni refuses more than 1 MiB anyway). */
 const MAX_CNI_STDIN = 2 * 1024 * 1024;
-/** Largest token file accepted. */
-const MAX_TOKEN_BYTES = 16 * 1024;
 
 /** A TCP port flag: an integer 0..65535 (0 = any free port), or undefined when not given. */
 export function checkPort(flag: string, v: unknown): number | undefined {
@@ -28,18 +26,15 @@ export function checkPort(flag: string, v: unknown): number | undefined {
   return v;
 }
 
-/** Reads a bearer token file: trimmed, non-empty, bounded. */
-export function readTokenFile(path: string): string {
-  let text: string;
+/** A typo in --token-file fails at start; the agent itself re-reads the file on every connect. */
+function tokenFile(path: string): string {
+  const abs = resolve(path);
   try {
-    text = readFileSync(path, 'utf8');
+    accessSync(abs, fsConstants.R_OK);
   } catch (e) {
-    throw new MeshError('AMBIT_CONFIG_INVALID', `--token-file ${path}: cannot read: ${(e as Error).message}`);
+    throw new MeshError('AMBIT_CONFIG_INVALID', `--token-file ${path}: cannot read: ${errorMessage(e)}`);
   }
-  if (Buffer.byteLength(text) > MAX_TOKEN_BYTES) throw new MeshError('AMBIT_CONFIG_INVALID', `--token-file ${path}: larger than ${MAX_TOKEN_BYTES} bytes`);
-  const token = text.trim();
-  if (token === '') throw new MeshError('AMBIT_CONFIG_INVALID', `--token-file ${path}: empty`);
-  return token;
+  return abs;
 }
 
 function readPem(flag: string, path: string): string {
@@ -196,7 +191,8 @@ export function agentFlags(a: AgentArgs): Partial<AgentSettings> {
   return {
     ...(a.node !== undefined ? { node: a.node } : {}),
     ...(url !== undefined ? { controlUrl: url } : {}),
-    ...(a['token-file'] !== undefined ? { token: readTokenFile(a['token-file']) } : {}),
+    // the agent re-reads the file on every connect: projected ServiceAccount tokens rotate
+    ...(a['token-file'] !== undefined ? { tokenFile: tokenFile(a['token-file']) } : {}),
     ...(a['control-ca-file'] !== undefined ? { controlCaPem: readPem('control-ca-file', a['control-ca-file']) } : {}),
     ...(a['state-dir'] !== undefined ? { stateDir: resolve(a['state-dir']) } : {}),
     ...(a['trust-domain'] !== undefined ? { trustDomain: a['trust-domain'] } : {}),
