@@ -127,9 +127,11 @@ function onEnd(this: Side): void {
   bothWays(this);
 }
 
-// A side that finished both directions must go away even when the other never closes first.
+// A socket that finished both directions must go away even when the other never closes first.
+// Not an HTTP/2 stream: it closes itself once END_STREAM went both ways, and destroying it
+// before nghttp2 has closed it (the 'end' event can come first) sends a needless RST_STREAM.
 function bothWays(s: Side): void {
-  if (s.readableEnded && s.writableFinished) s.destroy();
+  if (s.readableEnded && s.writableFinished && s instanceof Socket) s.destroy();
 }
 
 function onFinish(this: Side): void { bothWays(this); }
