@@ -37,16 +37,16 @@ export async function hboneInboundCount(cluster: Cluster, node: string): Promise
 }
 
 /** process.memoryUsage() of an agent right after a full GC, bytes (null fields: not reported) */
-export interface AgentMemory { rss: number | null; heapUsed: number | null; external: number | null; arrayBuffers: number | null }
+export interface AgentMemory { rss: number | null; heapUsed: number | null; heapTotal: number | null; external: number | null; arrayBuffers: number | null }
 
 function parseGcLine(line: string): AgentMemory {
-  const none: AgentMemory = { rss: null, heapUsed: null, external: null, arrayBuffers: null };
+  const none: AgentMemory = { rss: null, heapUsed: null, heapTotal: null, external: null, arrayBuffers: null };
   const i = line.indexOf('{');
   if (i < 0) return none;
   try {
     const j = JSON.parse(line.slice(i)) as Record<string, unknown>;
     const num = (k: string) => (typeof j[k] === 'number' ? j[k] : null);
-    return { rss: num('rss'), heapUsed: num('heapUsed'), external: num('external'), arrayBuffers: num('arrayBuffers') };
+    return { rss: num('rss'), heapUsed: num('heapUsed'), heapTotal: num('heapTotal'), external: num('external'), arrayBuffers: num('arrayBuffers') };
   } catch {
     return none;
   }

@@ -200,7 +200,9 @@ export class PodProxy {
   }
 
   async #serve(fd: number, onConn: (s: Socket) => void): Promise<void> {
-    const server = createServer({ allowHalfOpen: true, pauseOnConnect: false }, (s) => {
+    // noDelay: replies to the app are often small writes; Nagle would hold one back until the
+    // app's (possibly delayed) ACK of the previous one.
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: false, noDelay: true }, (s) => {
       if (this.#drain.draining) { s.resetAndDestroy(); return; }
       onConn(s);
     });
