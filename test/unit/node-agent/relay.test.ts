@@ -1,7 +1,7 @@
 import test from 'ava';
 import { once } from 'node:events';
 import { createServer, connect, type Socket, type AddressInfo } from 'node:net';
-import { relay } from '../../../src/node-agent/relay.js';
+import { coalesceWrites, relay } from '../../../src/node-agent/relay.js';
 
 /** A loopback TCP pair: [client end, server end]. */
 async function pair(t: import('ava').ExecutionContext): Promise<[Socket, Socket]> {
@@ -42,4 +42,21 @@ test('destroy tears both sides down and reports the reason', async (t) => {
   const res = await r.done;
   t.is(res.error, 'connection closed due to policy change');
   t.true(upProxySide.destroyed);
+});
+
+test('bulk writes made in one loop turn leave as one writev; small writes go out at once', async (t) => {
+  const [, sink] = await pair(t);
+  const batches: number[] = [];
+  const origWritev = sink._writev?.bind(sink);
+  const origWrite = sink._write.bind(sink);
+  sink._writev = (chunks, cb) => { batches.push(chunks.length); origWritev!(chunks, cb); };
+  sink._write = (chunk: Buffer, enc, cb) => { batches.push(1); origWrite(chunk, enc, cb); };
+  coalesceWrites(sink);
+  sink.write(Buffer.alloc(10));
+  t.deepEqual(batches, [1], 'a small write is not held back');
+  batches.length = 0;
+  for (let i = 0; i < 4; i++) sink.write(Buffer.alloc(8192));
+  t.deepEqual(batches, [], 'bulk writes wait for the end of the turn');
+  await new Promise((resolve) => setImmediate(resolve));
+  t.deepEqual(batches, [4]);
 });
