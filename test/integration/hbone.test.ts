@@ -171,12 +171,9 @@ test('onConnect refusals reach the client as HboneStatusError with the status', 
 
 test('upstream refused: 503', async (t) => {
   const { connectUpstream } = await import('../unit/hbone/harness.js');
-  const { createServer } = await import('node:net');
-  // A port that was just free: nothing listens there.
-  const tmp = createServer();
-  await new Promise<void>((res) => tmp.listen(0, '127.0.0.1', res));
-  const deadPort = (tmp.address() as { port: number }).port;
-  await new Promise<void>((res) => tmp.close(() => res()));
+  // Port 1 (tcpmux) is privileged and served by nothing here; a just-freed ephemeral port could be
+  // taken by a parallel test between close and connect.
+  const deadPort = 1;
   const r = await rig(t, {
     onConnect: async (req) => {
       try {
