@@ -6,5 +6,6 @@ export type { Connector, HboneStream } from './client.js';
 export { HboneServer } from './server.js';
 export type { HboneServerOptions, HboneConnectRequest, ConnectResult, HboneServerStats } from './server.js';
 export type { HboneTunnel, TunnelCloseInfo } from './tunnel.js';
+export type { Http2Tuning } from './settings.js';
 export { parseAuthority, formatAuthority, canonicalIp, validateTarget, AGENT_PORTS } from './authority.js';
 export type { HboneTarget, SocketAddress, TargetPolicy, TargetVerdict } from './authority.js';

@@ -14,11 +14,11 @@ import { canonicalIp, formatAuthority, parseAuthority, type SocketAddress } from
 import {
   HboneConnection, HboneRetryableError, defaultConnector, dial, type Connector, type DialOptions, type HboneStream,
 } from './client.js';
-import { DEFAULTS, KiB } from './settings.js';
+import { DEFAULTS, KiB, type Http2Tuning } from './settings.js';
 
 const log = logger('hbone.pool');
 
-export interface HbonePoolOptions {
+export interface HbonePoolOptions extends Http2Tuning {
   /** TCP connector; default `net.connect` in the current netns */
   connect?: Connector;
   /** streams one connection carries over its life before a new one is dialled; default 100 */
@@ -27,18 +27,6 @@ export interface HbonePoolOptions {
   idleTimeoutMs?: number;
   /** TCP connect, TLS handshake and CONNECT response each, ms; default 10_000 */
   connectTimeoutMs?: number;
-  /** HTTP/2 stream flow-control window, bytes; default 4 MiB */
-  streamWindow?: number;
-  /** HTTP/2 connection flow-control window, bytes; default 16 MiB */
-  connectionWindow?: number;
-  /** largest HTTP/2 frame we accept, bytes; default 1 MiB */
-  maxFrameSize?: number;
-  /** PING interval, ms; default 10_000 (0 disables) */
-  pingIntervalMs?: number;
-  /** drop the connection when a PING is not acked within this, ms; default 20_000 */
-  pingTimeoutMs?: number;
-  /** upper bound on open connections across all keys; default 4096 */
-  maxConnections?: number;
 }
 
 export interface HboneOpenRequest {

@@ -14,7 +14,7 @@ import { MeshError, errorMessage, logger } from '../core/index.js';
 import { requireTrustDomain, spiffeUri, verifyTlsPeer, type CertBundle, type Identity } from '../identity/index.js';
 import { parseAuthority, type HboneTarget } from './authority.js';
 import { startKeepalive } from './keepalive.js';
-import { ALPN, DEFAULTS, contextOptions } from './settings.js';
+import { ALPN, DEFAULTS, contextOptions, type Http2Tuning } from './settings.js';
 import { startTunnel, type HboneTunnel, type TunnelCloseInfo } from './tunnel.js';
 
 const log = logger('hbone.server');
@@ -48,7 +48,7 @@ export type ConnectResult =
   }
   | { status: 400 | 401 | 403 | 503; reason: string };
 
-export interface HboneServerOptions {
+export interface HboneServerOptions extends Http2Tuning {
   /** the local pod's certificate, read per handshake (rotation); undefined refuses connections */
   identity: () => CertBundle | undefined;
   /** clients must belong to this trust domain */
@@ -64,15 +64,6 @@ export interface HboneServerOptions {
   handshakeTimeoutMs?: number;
   /** onConnect must answer within this, ms, else 503; default 15_000 */
   connectDecisionTimeoutMs?: number;
-  /** stream / connection flow-control windows and max frame size, bytes; defaults 4 MiB / 16 MiB / 1 MiB */
-  streamWindow?: number;
-  connectionWindow?: number;
-  maxFrameSize?: number;
-  /** PING interval / ack timeout, ms; defaults 10_000 / 20_000 (interval 0 disables) */
-  pingIntervalMs?: number;
-  pingTimeoutMs?: number;
-  /** concurrent TLS connections; default 4096 */
-  maxConnections?: number;
   /** streams a session may reset before we answered, in a burst; default 100 */
   resetBurst?: number;
   /** sustained rate of such resets allowed, per second; default 20 */

@@ -29,6 +29,22 @@ export const DEFAULTS = Object.freeze({
   tcpKeepAliveDelayMs: 180_000,
 });
 
+/** HTTP/2 and connection tuning both ends of HBONE take. */
+export interface Http2Tuning {
+  /** HTTP/2 stream flow-control window, bytes; default 4 MiB */
+  streamWindow?: number;
+  /** HTTP/2 connection flow-control window, bytes; default 16 MiB */
+  connectionWindow?: number;
+  /** largest HTTP/2 frame we accept, bytes; default 1 MiB */
+  maxFrameSize?: number;
+  /** PING interval, ms; default 10_000 (0 disables) */
+  pingIntervalMs?: number;
+  /** drop the connection when a PING is not acked within this, ms; default 20_000 */
+  pingTimeoutMs?: number;
+  /** upper bound on open TLS connections; default 4096 */
+  maxConnections?: number;
+}
+
 /** TLS 1.3 suites the mesh accepts (AES-GCM; hardware accelerated almost everywhere). */
 const CIPHERS = 'TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256';
 
