@@ -111,6 +111,21 @@ function single(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? undefined : v;
 }
 
+/**
+ * A 200 answer that will not be carried (the client reset meanwhile, the deadline passed, the
+ * server is closing): the upstream goes, and the caller still hears that its tunnel ended. The
+ * caller registered the connection before answering (registry, drain); without onClose that
+ * registration would leak once per reset a peer sends.
+ */
+function dropAnswer(r: Extract<ConnectResult, { status: 200 }>, reason: string): void {
+  r.upstream.destroy();
+  try {
+    r.onClose?.({ bytesIn: 0, bytesOut: 0, durationMs: 0, error: reason });
+  } catch (e) {
+    log.warn('hbone onClose threw', { error: errorMessage(e) });
+  }
+}
+
 export class HboneServer {
   readonly #o: HboneServerOptions;
   readonly #net: NetServer;
@@ -404,7 +419,7 @@ export class HboneServer {
       }
       if (answered || stream.destroyed || stream.closed || this.#closing) {
         // The client is gone (or we are shutting down): the upstream connection is not needed.
-        r.upstream.destroy();
+        dropAnswer(r, this.#closing ? 'server shutting down' : 'client reset the stream before the answer');
         if (!answered) refuse(503, 'server shutting down');
         return;
       }
@@ -412,7 +427,7 @@ export class HboneServer {
       try {
         stream.respond({ ...(r.headers ?? {}), ':status': 200 });
       } catch (e) {
-        r.upstream.destroy();
+        dropAnswer(r, `response headers: ${errorMessage(e)}`);
         refuse(503, `response headers: ${errorMessage(e)}`);
         return;
       }
@@ -440,7 +455,10 @@ export class HboneServer {
         p = Promise.reject(e);
       }
       p.then((r) => {
-        if (done) { if (r?.status === 200) r.upstream.destroy(); return; }
+        if (done) {
+          if (r?.status === 200 && r.upstream) dropAnswer(r, `answered after the ${this.#decisionMs} ms decision deadline`);
+          return;
+        }
         done = true;
         clearTimeout(timer);
         if (r === null || typeof r !== 'object' || (r.status === 200 && (r.upstream === undefined || r.upstream === null))) {

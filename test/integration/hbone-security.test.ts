@@ -320,3 +320,60 @@ test('a slow consumer applies backpressure instead of buffering without bound', 
   await new Promise<void>((res) => s.once('end', () => res()));
   t.is(total, 1024 * chunk.length);
 });
+
+test('a 200 decided after the client reset the stream: upstream closed and onClose still reported', async (t) => {
+  // The caller registers the connection before answering (connection registry, drain); if the
+  // answer is dropped without onClose, that registration leaks for every reset a peer sends.
+  let release!: () => void;
+  const gate = new Promise<void>((res) => { release = res; });
+  const upstreams: Socket[] = [];
+  const closes: Array<{ bytesIn: number; bytesOut: number; error?: string }> = [];
+  let aborted: Promise<void> | undefined;
+  const r = await rig(t, {
+    onConnect: async (req, rr) => {
+      aborted = new Promise<void>((res) => req.signal.addEventListener('abort', () => res()));
+      const { connectUpstream } = await import('../unit/hbone/harness.js');
+      const up = await connectUpstream(rr.echo.port);
+      upstreams.push(up);
+      await gate;
+      return { status: 200, upstream: up, onClose: (i) => closes.push(i) };
+    },
+  });
+  const { session } = await rawSession(t, r.port, r.client);
+  const s = session.request({ ':method': 'CONNECT', ':authority': `127.0.0.1:${r.echo.port}` });
+  s.on('error', () => {});
+  await until(() => upstreams.length === 1, 'upstream dialled');
+  s.close(h2.NGHTTP2_CANCEL);
+  await aborted;
+  release();
+  await until(() => closes.length === 1, 'onClose of the dropped answer');
+  t.is(closes[0]!.bytesIn, 0);
+  t.is(closes[0]!.bytesOut, 0);
+  t.truthy(closes[0]!.error);
+  await closed(upstreams[0]!);
+  t.is(r.server.stats().tunnels, 0);
+});
+
+test('a 200 that comes after the decision deadline: client got 503, upstream closed, onClose reported', async (t) => {
+  let release!: () => void;
+  const gate = new Promise<void>((res) => { release = res; });
+  const upstreams: Socket[] = [];
+  const closes: Array<{ error?: string }> = [];
+  const r = await rig(t, {
+    server: { connectDecisionTimeoutMs: 50 },
+    onConnect: async (_req, rr) => {
+      const { connectUpstream } = await import('../unit/hbone/harness.js');
+      const up = await connectUpstream(rr.echo.port);
+      upstreams.push(up);
+      await gate;
+      return { status: 200, upstream: up, onClose: (i) => closes.push(i) };
+    },
+  });
+  const { session } = await rawSession(t, r.port, r.client);
+  const s = session.request({ ':method': 'CONNECT', ':authority': `127.0.0.1:${r.echo.port}` });
+  t.is(await status(s), 503);
+  release();
+  await until(() => closes.length === 1, 'onClose of the late answer');
+  t.truthy(closes[0]!.error);
+  await closed(upstreams[0]!);
+});
