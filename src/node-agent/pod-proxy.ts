@@ -11,7 +11,7 @@ import type { Duplex } from 'node:stream';
 import { Drain, errorMessage, logger, MeshError } from '../core/index.js';
 import type { CertBundle, Identity } from '../identity/index.js';
 import { parseSpiffeUri } from '../identity/index.js';
-import type { Snapshot, Workload } from '../model/index.js';
+import { serviceKey, type Snapshot, type Workload } from '../model/index.js';
 import { evaluateL4 } from '../policy/index.js';
 import { AGENT_MARK } from './capture.js';
 import type { ConnectionRegistry, TrackedConnection } from './connections.js';
@@ -130,6 +130,18 @@ function parseAuthority(a: string): SocketAddr | undefined {
 function stripMapped(ip: string | undefined): string {
   if (!ip) return '';
   return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
+}
+
+/**
+ * The `Forwarded: host=` a peer sent, kept only when it names a Service the model knows. It
+ * becomes a metric label value, and every distinct value is a series kept for the agent's life:
+ * a peer must not be able to mint them.
+ */
+function knownServiceHost(snap: Snapshot, forwarded: string | undefined): string | undefined {
+  const host = forwardedHost(forwarded);
+  if (host === undefined) return undefined;
+  const ns = host.split('.')[1];
+  return ns !== undefined && snap.service(serviceKey({ namespace: ns, hostname: host })) !== undefined ? host : undefined;
 }
 
 function flagFor(e: unknown): ResponseFlag {
@@ -417,7 +429,7 @@ export class PodProxy {
     const source = byIp && spiffeIdOf(byIp) === peerId ? byIp : undefined;
     const desc: ConnectionDescription = {
       reporter: 'destination', source, sourcePrincipal: peerId, destination: w, mtls: true,
-      serviceHost: forwardedHost(req.headers.forwarded),
+      serviceHost: knownServiceHost(snap, req.headers.forwarded),
     };
     const target = parseAuthority(req.authority);
     const dstAddr = target ? formatAddr(target.ip, target.port) : req.authority.slice(0, 64);

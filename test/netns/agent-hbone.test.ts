@@ -134,7 +134,7 @@ serial('a DENY applied to an open HBONE connection closes it', async (t) => {
 });
 
 /** An HBONE client run from the test process, dialing from inside the unenrolled pod's netns. */
-async function directConnect(o: { certFor?: 'mesh' | 'foreign'; expect?: string; authority: string }): Promise<string> {
+async function directConnect(o: { certFor?: 'mesh' | 'foreign'; expect?: string; authority: string; headers?: Record<string, string> }): Promise<string> {
   const pki = o.certFor === 'foreign' ? makeForeignPki() : mesh.control.pki;
   const source = await pki.issue(pki.id('default', 'tester'));
   const tunnels = createTunnelOpener();
@@ -144,7 +144,7 @@ async function directConnect(o: { certFor?: 'mesh' | 'foreign'; expect?: string;
       expected: [{ trustDomain: 'cluster.local', namespace: 'default', serviceAccount: o.expect ?? 'echo' }],
       address: { ip: v1.ip, port: 15008 },
       authority: o.authority,
-      headers: {},
+      headers: o.headers ?? {},
       connect: async () => new Socket({ fd: await native.connectInNetns(legacy.netnsPath, { address: v1.ip, port: 15008 }), readable: true, writable: true }),
       sourceKey: 'test',
     });
@@ -165,6 +165,19 @@ serial('HBONE server: CONNECT to another IP or to an agent port is refused with 
   // A malformed authority never leaves the client (the server's 400 for one on the wire is covered
   // by test/integration/hbone.test.ts with a raw HTTP/2 client).
   t.regex(await directConnect({ authority: 'not-an-address' }), /hbone authority "not-an-address"/);
+});
+
+serial('a peer cannot mint metric label values through Forwarded host= (only known Services become labels)', async (t) => {
+  // Every distinct label value is a new series kept for the life of the agent: a peer choosing
+  // them could grow the agent's memory without bound (the Linkerd proxy metrics advisory).
+  const minted = `minted-${process.pid}.evil.svc.cluster.local`;
+  t.is(await directConnect({ authority: `${v1.ip}:8080`, headers: { forwarded: `for="10.9.9.9:1";host=${minted}` } }), 'ok');
+  const refused = `refused-${process.pid}.evil.svc.cluster.local`;
+  t.regex(await directConnect({ authority: `${v1.ip}:15006`, headers: { forwarded: `for="10.9.9.9:1";host=${refused}` } }), /status 400/);
+  const m = await mesh.agent('node-2').telemetry.metrics();
+  t.false(m.includes(minted), 'an unknown host from a peer became a label value');
+  t.false(m.includes(refused), 'an unknown host from a refused peer became a label value');
+  t.regex(m, /source_principal="spiffe:\/\/cluster.local\/ns\/default\/sa\/tester"/, 'the connections were counted');
 });
 
 serial('HBONE server refuses a client certificate from another trust domain', async (t) => {
