@@ -4,7 +4,7 @@
  * SCM_RIGHTS fd itself; Node never reads from them. Every fd received and not handed on is
  * closed, whatever went wrong.
  */
-import { rmSync } from 'node:fs';
+import { chmodSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { errorMessage, logger, MeshError } from '../core/index.js';
 import { encodeReply, MAX_MESSAGE, parseRequest, type CniAdd, type CniDel } from './cni-protocol.js';
@@ -43,6 +43,15 @@ export function isNetnsFd(native: Pick<FdPassing, 'openNetns' | 'closeFd'>, fd: 
   }
 }
 
+/** Sets the process umask, returning the old one; undefined where that is not allowed. */
+function setUmask(mask: number): number | undefined {
+  try {
+    return process.umask(mask);
+  } catch {
+    return undefined;
+  }
+}
+
 export class CniServer {
   readonly #o: Required<CniServerOptions>;
   #server: Server | undefined;
@@ -58,9 +67,25 @@ export class CniServer {
     server.maxConnections = this.#o.maxConnections;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.#o.path, () => { server.off('error', reject); resolve(); });
+      // Whoever can connect can hand us a netns to capture: root only. bind() happens inside
+      // listen(), so a strict umask around it means the socket is never, even briefly, open to
+      // others (a container may run us with umask 0); the chmod below covers the case where the
+      // umask cannot be changed (worker threads).
+      const old = setUmask(0o177);
+      try {
+        server.listen(this.#o.path, () => { server.off('error', reject); resolve(); });
+      } finally {
+        if (old !== undefined) setUmask(old);
+      }
     });
     this.#server = server;
+    try {
+      chmodSync(this.#o.path, 0o600);
+    } catch (e) {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      this.#server = undefined;
+      throw new MeshError('AMBIT_CONFIG_INVALID', `cni socket ${this.#o.path}: cannot restrict its mode to 0600: ${errorMessage(e)}`, { cause: e });
+    }
   }
 
   async close(): Promise<void> {
