@@ -105,7 +105,8 @@ async function nsId(path: string): Promise<string | undefined> {
  * The first candidate namespace in which `ip` is a local address, skipping `exclude` (ids of the
  * agent's own namespace and of namespaces already enrolled). Scans at most `limit` namespaces.
  * When no namespace is confirmed but some bind hits could not be checked (tools missing, `ip`
- * failing), rejects with the reason: better no pod, with a cause, than the wrong namespace.
+ * failing), rejects with the reason: better no pod, with a cause, than the wrong namespace. For
+ * the same reason a second namespace holding the IP is an error, never "the first one wins".
  */
 export async function findNetnsByIp(deps: ScanDeps, ip: string, candidates: readonly string[],
   exclude: ReadonlySet<string> = new Set(), limit = 10_000): Promise<{ path: string; id: string } | undefined> {
@@ -116,6 +117,7 @@ export async function findNetnsByIp(deps: ScanDeps, ip: string, candidates: read
   let probed = 0;
   let unconfirmed = 0;
   let firstError: unknown;
+  let found: { path: string; id: string } | undefined;
   for (const path of candidates) {
     if (probed >= limit) break;
     const id = await nsId(path);
@@ -138,8 +140,16 @@ export async function findNetnsByIp(deps: ScanDeps, ip: string, candidates: read
       firstError ??= e;
       continue;
     }
-    if (local.includes(want)) return { path, id };
+    if (!local.includes(want)) continue;
+    // Keep scanning: a second holder makes the answer ambiguous. Any pod with NET_ADMIN can put
+    // a neighbour's IP on its own interface, and enrolling it would hand it that neighbour's
+    // identity for its outbound traffic. Refuse rather than guess.
+    if (found !== undefined) {
+      throw new MeshError('AMBIT_NETNS', `netns scan: ${want} is held by more than one network namespace (${found.path}, ${path}): refusing to guess`);
+    }
+    found = { path, id };
   }
+  if (found !== undefined) return found;
   if (unconfirmed > 0) {
     throw new MeshError('AMBIT_NETNS', `netns scan for ${want}: ${unconfirmed} candidate namespace(s) could not be checked: ${errorMessage(firstError)}`, { cause: firstError });
   }

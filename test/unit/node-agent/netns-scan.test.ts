@@ -71,3 +71,17 @@ test('parseIpAddrJson reads ip -j addr output and refuses anything else', (t) =>
   t.throws(() => parseIpAddrJson('Object "addr" is unknown', 'ns /x'), { message: /ns \/x: ip -j addr did not print JSON/ });
   t.throws(() => parseIpAddrJson('{}', 'ns'), { message: /did not print a list/ });
 });
+
+test('two namespaces holding the IP: rejects as ambiguous instead of enrolling the first one', async (t) => {
+  // Any pod with NET_ADMIN can add a neighbour's IP to its own interface; picking the first match
+  // would hand that pod the neighbour's identity for its outbound traffic.
+  const [impostor, pod, other] = candidates(t, ['impostor', 'pod', 'other']);
+  const d = deps({ impostor: ['10.0.0.9'], pod: ['10.0.0.9'], other: ['10.0.0.7'] });
+  const e = await t.throwsAsync(findNetnsByIp(d, '10.0.0.9', [impostor!, pod!, other!]));
+  t.true(isMeshError(e, 'AMBIT_NETNS'));
+  t.regex(e?.message ?? '', /10\.0\.0\.9.*held by more than one network namespace/);
+  t.regex(e?.message ?? '', /impostor/);
+  t.regex(e?.message ?? '', /pod/);
+  // one holder among several candidates is still found
+  t.is((await findNetnsByIp(d, '10.0.0.7', [impostor!, pod!, other!]))?.path, other);
+});
