@@ -12,7 +12,7 @@ import { Snapshot } from '../model/index.js';
 import type { ServiceL7 } from '../model/l7.js';
 import type { BackoffOptions, ErrorCode, Logger } from '../core/index.js';
 import { Backoff, MeshError, errorMessage, logger } from '../core/index.js';
-import { ADDRESS_TYPE, AUTHORIZATION_TYPE, WAYPOINT_CONFIG_TYPE, decodeControlMessage, encodeControlMessage } from './codec.js';
+import { ADDRESS_TYPE, AUTHORIZATION_TYPE, WAYPOINT_CONFIG_TYPE, closeReason, decodeControlMessage, encodeControlMessage } from './codec.js';
 import type { CertificateResponse, DeltaResponse, ResourceError, TypeUrl } from './codec.js';
 import type { AddressValue, Decoded } from './convert.js';
 import { decodeAddresses, decodeAuthorizations, decodeWaypointConfigs } from './convert.js';
@@ -295,7 +295,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
 
   #onResponse(ws: WebSocket, r: DeltaResponse): void {
     const t = this.#types.find((x) => x === r.typeUrl);
-    if (!t) { ws.close(1002, `response for a type not subscribed: ${r.typeUrl}`.slice(0, 120)); return; }
+    if (!t) { ws.close(1002, closeReason(`response for a type not subscribed: ${r.typeUrl}`)); return; }
     this.stats.responses++;
     this.stats.resources += r.resources.length;
     this.stats.removed += r.removedResources.length;

@@ -15,6 +15,27 @@ export function isTypeUrl(s: string): s is TypeUrl {
   return (TYPE_URLS as readonly string[]).includes(s);
 }
 
+/** A WebSocket close reason must fit 123 bytes of UTF-8 (RFC 6455 §5.5), or `ws` throws. */
+export const MAX_CLOSE_REASON_BYTES = 123;
+
+/**
+ * Cut `text` to fit a close frame. Reasons often quote what the peer sent, and `ws.close` throws a
+ * RangeError on an oversized one, which inside a message handler would crash the process; so the
+ * cut is by bytes and never splits a character.
+ */
+export function closeReason(text: string): string {
+  if (Buffer.byteLength(text) <= MAX_CLOSE_REASON_BYTES) return text;
+  let out = '';
+  let bytes = 0;
+  for (const ch of text) {
+    const n = Buffer.byteLength(ch);
+    if (bytes + n > MAX_CLOSE_REASON_BYTES) break;
+    out += ch;
+    bytes += n;
+  }
+  return out;
+}
+
 export interface ResourceError { name: string; message: string }
 
 export interface DeltaRequest {

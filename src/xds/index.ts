@@ -12,6 +12,6 @@ export {
   decodeAddresses, decodeAuthorizations, decodeWaypointConfigs, waypointResourceName,
 } from './convert.js';
 export type { AddressValue, Decoded } from './convert.js';
-export { ADDRESS_TYPE, AUTHORIZATION_TYPE, WAYPOINT_CONFIG_TYPE, TYPE_URLS } from './codec.js';
+export { ADDRESS_TYPE, AUTHORIZATION_TYPE, WAYPOINT_CONFIG_TYPE, TYPE_URLS, closeReason } from './codec.js';
 export type { TypeUrl, WireResource } from './codec.js';
 export { ipToBytes, bytesToIp } from './ip.js';

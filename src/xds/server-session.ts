@@ -8,7 +8,7 @@
  */
 import type { Logger } from '../core/index.js';
 import { errorMessage, isMeshError, logger } from '../core/index.js';
-import { decodeControlMessage, encodeControlMessage, isTypeUrl } from './codec.js';
+import { closeReason, decodeControlMessage, encodeControlMessage, isTypeUrl } from './codec.js';
 import type { CertificateRequest, DeltaRequest, TypeUrl, WireResource } from './codec.js';
 import type { ResourceStore } from './tables.js';
 
@@ -129,13 +129,13 @@ export class ServerSession {
     if (this.#closed) return;
     this.#closed = true;
     this.#log.warn('closing control session', { reason });
-    // 1002 protocol error; the reason is capped by the WebSocket close frame limit (123 bytes)
-    this.#o.close(1002, reason.slice(0, 120));
+    // 1002 protocol error
+    this.#o.close(1002, closeReason(reason));
   }
 
   #onRequest(r: DeltaRequest): void {
     if (!isTypeUrl(r.typeUrl) || !this.#o.allowedTypes.includes(r.typeUrl)) {
-      this.#o.close(1008, `type not allowed for this peer: ${r.typeUrl}`.slice(0, 120));
+      this.#o.close(1008, closeReason(`type not allowed for this peer: ${r.typeUrl}`));
       this.#closed = true;
       return;
     }
@@ -192,7 +192,7 @@ export class ServerSession {
       const reason = `slow client: ${ts.pending.size} responses of ${type.split('.').pop()} not acknowledged`;
       this.#o.onSlow?.(reason);
       this.#closed = true;
-      this.#o.close(4008, reason.slice(0, 120));
+      this.#o.close(4008, closeReason(reason));
       return;
     }
     ts.pending.set(nonce, { version, generation });

@@ -11,7 +11,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type WebSocket from 'ws';
 import { errorMessage, logger } from '../../core/index.js';
-import { ADDRESS_TYPE, AUTHORIZATION_TYPE, ResourceStore, ServerSession, WAYPOINT_CONFIG_TYPE } from '../../xds/index.js';
+import { ADDRESS_TYPE, AUTHORIZATION_TYPE, ResourceStore, ServerSession, WAYPOINT_CONFIG_TYPE, closeReason } from '../../xds/index.js';
 import type { CertificateGrant, ResourceTables, TypeSyncz, TypeUrl } from '../../xds/index.js';
 import type { Authenticator, PeerRole, Principal } from './authenticator.js';
 
@@ -145,7 +145,7 @@ export class PushServer extends EventEmitter<PushServerEvents> {
     const cutOff = (reason: string) => {
       this.#o.metrics?.slowDisconnect();
       this.#log.warn('disconnecting slow client', { node: principal.node, role: principal.role, reason });
-      ws.close(4008, reason.slice(0, 120));
+      ws.close(4008, closeReason(reason));
       // a peer that does not read will not read the close frame either
       setTimeout(() => ws.terminate(), 1000).unref();
     };
@@ -164,7 +164,7 @@ export class PushServer extends EventEmitter<PushServerEvents> {
       },
       close: (code, reason) => {
         if (code === 4008) { cutOff(reason); return; }
-        ws.close(code, reason);
+        ws.close(code, closeReason(reason));
       },
       signCertificate: this.#o.signCertificate ? (r) => this.#o.signCertificate!(principal, r) : undefined,
       onAck: (type, version, nack) => {
@@ -249,7 +249,7 @@ export class PushServer extends EventEmitter<PushServerEvents> {
   /** Close one peer's connection (it will reconnect and resync). Returns false if no such peer. */
   disconnect(id: number, reason = 'disconnected by the control plane'): boolean {
     for (const p of this.#peers) {
-      if (p.id === id) { p.ws.close(1012, reason.slice(0, 120)); return true; }
+      if (p.id === id) { p.ws.close(1012, closeReason(reason)); return true; }
     }
     return false;
   }
