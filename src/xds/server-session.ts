@@ -26,6 +26,16 @@ export interface ServerSessionOptions {
   maxPendingResponses?: number;
   /** concurrent certificate requests; default 8 */
   maxInflightCertificates?: number;
+  /**
+   * Certificate requests this peer may make at once (a token bucket's size); default 128, more
+   * than the service accounts of a full node (110 pods). Signing runs on the event loop, so
+   * without a budget one peer could keep the control plane busy signing.
+   */
+  certificateBurst?: number;
+  /** requests per second that refill the bucket; default 10 */
+  certificateRatePerSecond?: number;
+  /** clock for the bucket, ms; default performance.now */
+  now?(): number;
   /** called on every ACK or NACK */
   onAck?(type: TypeUrl, version: string, nack: boolean): void;
   /** called when the session closes the peer for being slow or stuck */
@@ -62,11 +72,29 @@ export class ServerSession {
   readonly #types = new Map<TypeUrl, TypeSession>();
   #nonce = 0;
   #inflightCerts = 0;
+  #certTokens: number;
+  #certRefilledAt: number;
   #closed = false;
 
   constructor(o: ServerSessionOptions) {
     this.#o = o;
     this.#log = o.log ?? logger('xds.session');
+    this.#certTokens = o.certificateBurst ?? 128;
+    this.#certRefilledAt = this.#now();
+  }
+
+  #now(): number { return this.#o.now ? this.#o.now() : performance.now(); }
+
+  /** Take one certificate request from the bucket; false when the peer is over its budget. */
+  #takeCertToken(): boolean {
+    const burst = this.#o.certificateBurst ?? 128;
+    const rate = this.#o.certificateRatePerSecond ?? 10;
+    const now = this.#now();
+    this.#certTokens = Math.min(burst, this.#certTokens + ((now - this.#certRefilledAt) / 1000) * rate);
+    this.#certRefilledAt = now;
+    if (this.#certTokens < 1) return false;
+    this.#certTokens--;
+    return true;
   }
 
   /** Feed one received frame. Protocol errors close the session. */
@@ -213,6 +241,7 @@ export class ServerSession {
     if (!sign) { reply({ error: 'this control plane does not sign certificates', errorCode: 'AMBIT_CSR_FORBIDDEN' }); return; }
     if (r.csrPem.length > MAX_CSR_BYTES) { reply({ error: `csr_pem: larger than ${MAX_CSR_BYTES} bytes`, errorCode: 'AMBIT_CSR_INVALID' }); return; }
     if (this.#inflightCerts >= (this.#o.maxInflightCertificates ?? 8)) { reply({ error: 'too many certificate requests in flight', errorCode: 'AMBIT_LIMIT' }); return; }
+    if (!this.#takeCertToken()) { reply({ error: 'too many certificate requests; retry later', errorCode: 'AMBIT_LIMIT' }); return; }
     this.#inflightCerts++;
     sign({ identity: r.identity, csrPem: r.csrPem, ttlSeconds: r.ttlSeconds }).then(
       (g) => reply({ chainPem: g.chainPem, rootsPem: g.rootsPem }),

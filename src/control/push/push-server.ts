@@ -37,6 +37,10 @@ export interface PushServerOptions {
   maxBufferedBytes?: number;
   /** un-ACKed responses per type before a peer is disconnected; default 64 */
   maxPendingResponses?: number;
+  /** certificate requests one peer may make at once; default 128 (see ServerSessionOptions) */
+  certificateBurst?: number;
+  /** certificate requests per second refilling each peer's budget; default 10 */
+  certificateRatePerSecond?: number;
   /** concurrent peers; default 20_000 */
   maxConnections?: number;
   metrics?: PushMetrics;
@@ -153,6 +157,8 @@ export class PushServer extends EventEmitter<PushServerEvents> {
       store: this.store,
       allowedTypes: TYPES_BY_ROLE[principal.role],
       maxPendingResponses: this.#o.maxPendingResponses,
+      certificateBurst: this.#o.certificateBurst,
+      certificateRatePerSecond: this.#o.certificateRatePerSecond,
       log: this.#log.child(`${principal.role}.${principal.node || peer.id}`),
       send: (frame) => {
         if (ws.readyState !== ws.OPEN) return;
