@@ -18,7 +18,7 @@ import type { ConnectionRegistry, TrackedConnection } from './connections.js';
 import type { NetnsHandle, NetnsSockets } from './deps.js';
 import { connectHeaders, forwardedHost } from './headers.js';
 import { RELAY_BUFFER_BYTES, coalesceWrites, relay } from './relay.js';
-import { buildOutboundRequest, formatAddr, spiffeIdOf, type OutboundRequest, type SocketAddr } from './route.js';
+import { buildOutboundRequest, formatAddr, spiffeIdOf, type OutboundRequest, type RouteOptions, type SocketAddr } from './route.js';
 import { connectionLabels, type AgentTelemetry, type ConnectionDescription, type ResponseFlag } from './telemetry.js';
 
 export interface PodPorts {
@@ -160,9 +160,14 @@ export class PodProxy {
   readonly #live = new Set<{ destroy(reason?: string): void }>();
   #started = false;
 
+  /** routing options fixed for the proxy's life: its own ports are the self-call set */
+  readonly #route: RouteOptions;
+
   constructor(ctx: ProxyContext, pod: PodInfo) {
     this.#ctx = ctx;
     this.pod = pod;
+    const { outbound, inboundPlain, hbone } = ctx.ports;
+    this.#route = { agentPorts: [outbound, inboundPlain, hbone], hbonePort: hbone, ...(ctx.random ? { random: ctx.random } : {}) };
   }
 
   get listening(): boolean { return this.#started; }
@@ -262,7 +267,7 @@ export class PodProxy {
       this.#refuse(app, started, 'outbound', srcAddr, formatAddr(dst.ip, dst.port), { reporter: 'source', mtls: false, responseFlags: 'DENY' }, 'pod unknown to the mesh');
       return;
     }
-    const req = buildOutboundRequest(this.#ctx.snapshot(), src, dst, { ...(this.#ctx.random ? { random: this.#ctx.random } : {}) });
+    const req = buildOutboundRequest(this.#ctx.snapshot(), src, dst, this.#route);
     const desc: ConnectionDescription = {
       reporter: 'source', source: src, sourcePrincipal: spiffeIdOf(src), destination: req.destWorkload, service: req.service,
       mtls: req.kind === 'hbone',
