@@ -237,7 +237,7 @@ nt('a running up: the service VIP works through the mesh, applied policy takes e
   t.is((await cli(['apply', '-f', join(examples, 'deny-all.yaml'), '--dir', dir])).code, 0);
   await Promise.all(admins.map((p) => agentHasPolicies(p, ['default/deny-all'])));
   const denied = await get('/denied');
-  t.is(denied.code, 3, `expected a refused connection, got: ${denied.stdout}`);
+  t.is(denied.code, 3, `expected a refused connection, got code ${denied.code}: ${denied.stdout} ${denied.stderr}`);
 
   t.is((await cli(['apply', '-f', join(examples, 'allow-client.yaml'), '--dir', dir])).code, 0);
   await Promise.all(admins.map((p) => agentHasPolicies(p, ['default/deny-all', 'default/allow-client'])));
