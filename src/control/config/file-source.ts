@@ -9,8 +9,8 @@
  * A broken file never takes good config away: when a file has a syntax error or a document that is not a
  * Kubernetes object, the error is reported and the objects that file last produced keep serving.
  */
-import { watch as fsWatch, type FSWatcher } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { constants as fsConstants, watch as fsWatch, type FSWatcher } from 'node:fs';
+import { open, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LineCounter, parseAllDocuments } from 'yaml';
 import { ConfigError, MeshError, errorMessage, logger } from '../../core/index.js';
@@ -169,9 +169,10 @@ export class FileSource implements ConfigSource {
       try { st = await stat(path); } catch { this.#files.delete(n); continue; }
       const prev = this.#files.get(n);
       if (!force && prev && prev.mtimeMs === st.mtimeMs && prev.size === st.size) continue;
-      const parsed = st.size > this.#maxFileBytes
-        ? { ok: false as const, errors: [new ConfigError(`file ${n}`, 'size', `${st.size} bytes exceeds the limit of ${this.#maxFileBytes}`, 'AMBIT_LIMIT')] }
-        : await readFile(path, 'utf8').then((text) => this.#parse(n, text), (e: unknown) => ({ ok: false as const, errors: [new ConfigError(`file ${n}`, 'read', errorMessage(e))] }));
+      const parsed = await readBounded(path, this.#maxFileBytes).then(
+        (text) => this.#parse(n, text),
+        (e: unknown) => ({ ok: false as const, errors: [e instanceof ConfigError ? e : new ConfigError(`file ${n}`, 'read', errorMessage(e))] }),
+      );
       if (parsed.ok) {
         this.#files.set(n, { mtimeMs: st.mtimeMs, size: st.size, objects: parsed.objects });
       } else {
@@ -251,6 +252,37 @@ export class FileSource implements ConfigSource {
     if (fingerprint === this.#lastEmitted) return;
     this.#lastEmitted = fingerprint;
     this.#onChange(out, this.origin);
+  }
+}
+
+/**
+ * Read a config file, refusing anything but a regular file of at most `max` bytes. `*.yaml` may be
+ * a symlink to a FIFO (reading blocks a thread-pool thread forever) or to /dev/zero (never ends),
+ * and a file may grow after its stat; so the type is checked on the opened descriptor (opened
+ * non-blocking, so a FIFO swapped in after the stat cannot block the open) and the read stops at
+ * max + 1 bytes.
+ */
+async function readBounded(path: string, max: number): Promise<string> {
+  const file = path.slice(path.lastIndexOf('/') + 1);
+  const fh = await open(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw new ConfigError(`file ${file}`, 'type', 'not a regular file');
+    if (st.size > max) throw new ConfigError(`file ${file}`, 'size', `${st.size} bytes exceeds the limit of ${max}`, 'AMBIT_LIMIT');
+    const buf = Buffer.alloc(Math.min(max + 1, st.size + 64 * 1024));
+    let len = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, len, buf.length - len, len);
+      if (bytesRead === 0) break;
+      len += bytesRead;
+      if (len > max) throw new ConfigError(`file ${file}`, 'size', `more than ${max} bytes (the file grew while being read)`, 'AMBIT_LIMIT');
+      // grew past its stat size: a half-written file must not serve a truncated config; the
+      // rescan sees the new size and reads it again
+      if (len === buf.length) throw new ConfigError(`file ${file}`, 'read', 'changed while being read');
+    }
+    return buf.subarray(0, len).toString('utf8');
+  } finally {
+    await fh.close();
   }
 }
 

@@ -1,5 +1,7 @@
 import test from 'ava';
-import { mkdtemp, rm, writeFile, unlink, rename } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { closeSync, constants as fsConstants, openSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, symlink, writeFile, unlink, rename } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileSource } from '../../../src/control/config/file-source.js';
@@ -133,4 +135,33 @@ test('without fs.watch the periodic rescan notices changes, and a broken file is
   await writeFile(join(dir, 'd.yaml'), svc('d'));
   await rec.until((s) => s.length === 4);
   t.is(rec.errors.filter((e) => e instanceof ConfigError && /bad\.yaml/.test(e.message)).length, 1);
+});
+
+test('a FIFO, a device, a directory and a symlink loop named *.yaml are reported and never block or flood the reload', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'ambit-filesrc-'));
+  const fifo = join(dir, 'pipe');
+  execFileSync('mkfifo', [fifo]);
+  t.teardown(async () => {
+    // if a reader is stuck on the FIFO, give it EOF so the thread pool gets its thread back
+    try { closeSync(openSync(fifo, fsConstants.O_WRONLY | fsConstants.O_NONBLOCK)); } catch { /* no reader */ }
+    await rm(dir, { recursive: true, force: true });
+  });
+  await writeFile(join(dir, 'a.yaml'), svc('a'));
+  await symlink(fifo, join(dir, 'fifo.yaml'));
+  await symlink('/dev/zero', join(dir, 'zero.yaml'));
+  await mkdir(join(dir, 'sub'));
+  await symlink(join(dir, 'sub'), join(dir, 'dir.yaml'));
+  await symlink(join(dir, 'loop2.yaml'), join(dir, 'loop1.yaml'));
+  await symlink(join(dir, 'loop1.yaml'), join(dir, 'loop2.yaml'));
+  const rec = new Recorder();
+  const src = new FileSource({ dir, debounceMs: 5, rescanMs: 50, fsWatch: false, onError: rec.onError });
+  t.teardown(() => src.stop());
+  await src.start(rec.onChange);
+  t.deepEqual(names(rec.sets[0]!), ['Service/default/a']);
+  for (const f of ['fifo.yaml', 'zero.yaml', 'dir.yaml']) {
+    t.true(rec.errors.some((e) => e instanceof ConfigError && e.message.includes(f) && /not a regular file/.test(e.message)), f);
+  }
+  // the source keeps working after them
+  await writeFile(join(dir, 'b.yaml'), svc('b'));
+  t.deepEqual(names(await rec.until((s) => s.length === 2)), ['Service/default/a', 'Service/default/b']);
 });
