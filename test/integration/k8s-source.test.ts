@@ -51,6 +51,10 @@ class FakeApiServer {
   send(path: string, type: string, object: unknown): void {
     for (const res of this.#watches.get(path) ?? []) res.write(JSON.stringify({ type, object }) + '\n');
   }
+  /** one raw line on every open watch of `path` (for junk the encoder would not produce) */
+  sendRaw(path: string, line: string): void {
+    for (const res of this.#watches.get(path) ?? []) res.write(line + '\n');
+  }
   closeWatches(path: string): void {
     for (const res of this.#watches.get(path) ?? []) res.end();
     this.#watches.get(path)?.clear();
@@ -274,4 +278,35 @@ test('stop() closes the watches and no report follows', async (t) => {
   const n = rec.sets.length;
   api.send(SVC, 'ADDED', svc('default', 'late', 6));
   t.is(rec.sets.length, n);
+});
+
+test('garbage from the API server (partial JSON, wrong shapes, junk watch lines) is survived; good data still applies', async (t) => {
+  const { api, rec, src } = await setup(t);
+  api.add(NS);
+  api.add(ROUTES);
+  const services = api.add(SVC);
+  services.items.set('a', svc('default', 'a', 5));
+  const junkLists = [
+    '{"kind":"List","items":[{"metadata":{"na', 'null', '[]', '{"items":"x"}', '{"items":[],"metadata":{}}', '\u0000\u00ff',
+    // a usable list whose items are mostly junk: only the one real object may come through
+    JSON.stringify({ metadata: { resourceVersion: '7' }, items: [null, 5, 'x', [], { metadata: 'x' }, { metadata: { name: 7 } }, { metadata: { name: 'a', namespace: 'default' }, spec: { ports: [{ port: 80 }] } }] }),
+  ];
+  const orig = api.server.listeners('request')[0] as (req: http.IncomingMessage, res: http.ServerResponse) => void;
+  api.server.removeAllListeners('request');
+  api.server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const body = req.url?.startsWith(`${SVC}?`) && !req.url.includes('watch=') ? junkLists.shift() : undefined;
+    if (body !== undefined) { res.writeHead(200, { 'content-type': 'application/json' }).end(body); return; }
+    orig(req, res);
+  });
+  const watched = api.request((s) => s.path === SVC && s.watch);
+  await src.start(rec.onChange);
+  t.is(junkLists.length, 0);
+  t.deepEqual(names(rec.sets.at(-1)!), ['Service/default/a']);
+  await watched;
+  for (const line of ['not json', 'null', '{"type":"ADDED","object":null}', '{"type":"ADDED","object":{"metadata":"x"}}', '{"type":"DELETED"}',
+    '{"type":"DELETED","object":{"metadata":{"name":{}}}}', '{"type":7,"object":[]}', '{"type":"MODIFIED","object":{"metadata":{"name":"a","namespace":"default","resourceVersion":{}}}}']) {
+    api.sendRaw(SVC, line);
+  }
+  api.send(SVC, 'ADDED', svc('default', 'b', 20));
+  t.deepEqual(names(await rec.until((s) => s.length === 2)), ['Service/default/a', 'Service/default/b']);
 });
