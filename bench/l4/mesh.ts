@@ -15,6 +15,13 @@ import { APP_PORTS, waitEcho, waitPort } from './apps.js';
 import { HTTP_GET } from './pod-scripts.js';
 import type { PathTarget } from './measure.js';
 
+/**
+ * Node flags of the agents, as daemonset/node-agent.yaml sets them (NODE_OPTIONS): the bench
+ * measures the deployed configuration. A young generation capped at 4 MB per semi-space keeps a
+ * burst of new tunnels from leaving ~20 MB of grown heap behind in each agent.
+ */
+export const AGENT_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
+
 const CONTROL_WS_PORT = 15010;
 const CONTROL_STATUS_PORT = 15014;
 /** the agents' Prometheus port (default), inside each node's namespace */
@@ -111,7 +118,7 @@ export async function startAmbit(o: {
       const agent = cluster.spawn({ node: n.name }, [
         'env', `AMBIT_NODE_NAME=${n.name}`, `AMBIT_CONTROL_URL=ws://${host}:${CONTROL_WS_PORT}`,
         `AMBIT_TOKEN_FILE=${join(controlDir, 'bootstrap-token')}`, `AMBIT_STATE_DIR=${stateDir}`, `AMBIT_LOG_LEVEL=${level}`,
-        ...nodeArgv('bench/l4/agent-proc.ts', ['--expose-gc', ...(o.agentNodeFlags ?? []), ...(o.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] : [])]),
+        ...nodeArgv('bench/l4/agent-proc.ts', ['--expose-gc', ...AGENT_NODE_FLAGS, ...(o.agentNodeFlags ?? []), ...(o.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] : [])]),
         ...netns,
       ], { cwd: root });
       children.push(agent);
