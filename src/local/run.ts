@@ -33,6 +33,10 @@ export function runCommand(file: string, args: readonly string[], opts: RunOptio
         }
         resolve({ stdout, stderr, code: err ? (err.code as number) : 0 });
       });
+    // A command that exits before reading its input (`ip -n <gone> -batch -`) closes the pipe:
+    // the write then fails with EPIPE, an 'error' event that would crash the process unhandled.
+    // The exit code already reports the failure.
+    child.stdin?.on('error', () => {});
     if (opts.input !== undefined) child.stdin?.end(opts.input);
     else child.stdin?.end();
   });
