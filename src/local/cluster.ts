@@ -99,6 +99,8 @@ export class Cluster {
   readonly #netns = new Set<string>();
   readonly #children = new Map<ChildProcess, string>();
   #vethSeq = 0;
+  /** addPod calls under way; destroy waits for them, or a namespace made late would outlive it */
+  readonly #adding = new Set<Promise<unknown>>();
   #destroyed = false;
   #destroying: Promise<void> | undefined;
 
@@ -190,7 +192,15 @@ export class Cluster {
    * Adds a pod: its own namespace, a veth to its node's bridge, an address from the node's pod
    * CIDR and a default route via the bridge.
    */
-  async addPod(opts: AddPodOptions): Promise<Pod> {
+  addPod(opts: AddPodOptions): Promise<Pod> {
+    const p = this.#addPod(opts);
+    this.#adding.add(p);
+    const done = (): void => { this.#adding.delete(p); };
+    p.then(done, done);
+    return p;
+  }
+
+  async #addPod(opts: AddPodOptions): Promise<Pod> {
     this.#checkAlive();
     const resource = `pod ${typeof opts?.name === 'string' ? opts.name : '?'}`;
     if (opts === null || typeof opts !== 'object') throw new ConfigError('pod', 'options', 'must be an object');
@@ -221,6 +231,8 @@ export class Cluster {
     this.#pods.set(name, pod);
     try {
       await this.#addNetns(netnsName);
+      // destroy() may have started during any await; stop, and the catch removes what was made
+      this.#checkAlive();
       await ipBatch(node.netnsName, [
         `link add ${veth} type veth peer name eth0 netns ${netnsName}`,
         `link set ${veth} master br0`,
@@ -229,6 +241,7 @@ export class Cluster {
       const lines = ['link set lo up', 'link set eth0 up', `addr add ${ip}/24 dev eth0`, `route add default via ${node.bridgeIP}`];
       if (ip6) lines.push(`addr add ${ip6}/64 dev eth0 nodad`, `route add default via ${node.bridgeIPv6}`);
       await ipBatch(netnsName, lines);
+      this.#checkAlive();
     } catch (e) {
       this.#pods.delete(name);
       rec.used.delete(host);
@@ -397,9 +410,15 @@ export class Cluster {
 
   // === teardown ===
 
-  /** Kills everything started in the cluster and deletes all its namespaces. Idempotent. */
+  /**
+   * Kills everything started in the cluster and deletes all its namespaces. Idempotent; after a
+   * failure, the next call tries again what is left.
+   */
   destroy(): Promise<void> {
-    this.#destroying ??= this.#destroy();
+    this.#destroying ??= this.#destroy().catch((e: unknown) => {
+      this.#destroying = undefined;
+      throw e;
+    });
     return this.#destroying;
   }
 
@@ -411,6 +430,8 @@ export class Cluster {
       killGroup(c);
     }));
     await Promise.all(exits);
+    // pods being added see #destroyed and remove their namespace themselves; wait for that
+    await Promise.allSettled([...this.#adding]);
     // Pods before nodes before the underlay: the reverse of creation.
     const names = [...this.#netns].reverse();
     const errors: unknown[] = [];
