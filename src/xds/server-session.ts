@@ -191,7 +191,11 @@ export class ServerSession {
       ts.lastNack = { nonce: r.responseNonce, version: p.version, message: r.errorDetail.message.slice(0, 4096), at: new Date().toISOString() };
       for (const e of r.errorDetail.resources) {
         if (ts.nacked.size >= MAX_TRACKED_NACKS) break;
-        ts.nacked.set(e.name, { version: table.get(e.name)?.version, message: e.message.slice(0, 1024) });
+        // only names the peer was sent: a made-up name would never be cleared (no version to
+        // change) and its length is the peer's choice
+        const entry = table.get(e.name);
+        if (!entry) continue;
+        ts.nacked.set(e.name, { version: entry.version, message: e.message.slice(0, 1024) });
       }
       this.#log.warn('peer rejected resources', { type, version: p.version, message: ts.lastNack.message });
     }

@@ -81,3 +81,23 @@ test('a refusal from the signer goes back with its code, and a non-MeshError bec
   await settle();
   t.deepEqual(certResponses(r).map((c) => [c.requestId, c.errorCode]), [[1, 'AMBIT_CSR_FORBIDDEN'], [2, 'AMBIT_CSR_INVALID']]);
 });
+
+test('a NACK naming resources the peer was never sent is not remembered (no growth from made-up names)', (t) => {
+  const store = new ResourceStore();
+  store.update(buildResourceTables(Snapshot.build({
+    workloads: [], services: [{ name: 's', namespace: 'ns', hostname: 's.ns.svc.cluster.local', vips: ['10.96.0.1'], ports: [{ port: 80, targetPort: 80 }] }], authorizations: [],
+  })).tables);
+  const r = rig({ store });
+  r.s.receive(encodeControlMessage({ kind: 'deltaRequest', deltaRequest: { typeUrl: ADDRESS_TYPE, responseNonce: '', initialResourceVersions: {}, subscribe: ['*'], unsubscribe: [] } }));
+  const first = r.sent[0];
+  if (first?.kind !== 'deltaResponse') { t.fail('no response'); return; }
+  const real = first.deltaResponse.resources[0]!.name;
+  const bogus = Array.from({ length: 50 }, (_, i) => ({ name: `made-up-${i}-${'x'.repeat(10_000)}`, message: 'bad' }));
+  r.s.receive(encodeControlMessage({ kind: 'deltaRequest', deltaRequest: {
+    typeUrl: ADDRESS_TYPE, responseNonce: first.deltaResponse.nonce, initialResourceVersions: {}, subscribe: [], unsubscribe: [],
+    errorDetail: { code: 3, message: 'nope', resources: [...bogus, { name: real, message: 'really bad' }] },
+  } }));
+  const sync = r.s.syncz.find((x) => x.typeUrl === ADDRESS_TYPE)!;
+  t.deepEqual(sync.rejected.map((x) => [x.name.slice(0, 40), x.message]), [[real.slice(0, 40), 'really bad']]);
+  t.deepEqual(r.closes, []);
+});
