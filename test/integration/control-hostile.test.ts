@@ -62,3 +62,64 @@ test('a type URL of multi-byte characters gets a close frame whose reason fits, 
   t.regex(reason.toString(), /type not allowed/);
   await stillServes(t, h.url);
 });
+
+for (const [title, frame, code] of [
+  ['garbage bytes', Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]), 1002],
+  ['a text frame', 'hello', 1003],
+  ['a delta response (a server message)', Buffer.from(encodeControlMessage({ kind: 'deltaResponse', deltaResponse: { typeUrl: ADDRESS_TYPE, systemVersionInfo: '1', nonce: 'n', resources: [], removedResources: [] } })), 1002],
+  ['an ACK before any subscription', Buffer.from(encodeControlMessage({ kind: 'deltaRequest', deltaRequest: { typeUrl: ADDRESS_TYPE, responseNonce: 'n1', initialResourceVersions: {}, subscribe: [], unsubscribe: [] } })), 1002],
+] as const) {
+  test(`${title} from a peer closes its session with ${code}; others are still served`, async (t) => {
+    const h = await harness(t);
+    const ws = await open(h.url);
+    const closed = once(ws, 'close');
+    ws.send(frame);
+    const [got] = await closed as [number];
+    t.is(got, code);
+    await stillServes(t, h.url);
+  });
+}
+
+test('a frame over maxPayload is refused with 1009 before it is buffered', async (t) => {
+  const h = await harness(t, { maxPayload: 4096 });
+  const ws = await open(h.url);
+  const closed = once(ws, 'close');
+  ws.send(Buffer.alloc(64 * 1024));
+  const [code] = await closed as [number];
+  t.is(code, 1009);
+  await stillServes(t, h.url);
+});
+
+test('a flood of ACKs with unknown nonces is ignored without closing or growing anything', async (t) => {
+  const h = await harness(t);
+  const ws = await open(h.url);
+  const first = once(ws, 'message');
+  ws.send(encodeControlMessage({ kind: 'deltaRequest', deltaRequest: { typeUrl: ADDRESS_TYPE, responseNonce: '', initialResourceVersions: {}, subscribe: ['*'], unsubscribe: [] } }));
+  await first;
+  for (let i = 0; i < 2000; i++) {
+    ws.send(encodeControlMessage({ kind: 'deltaRequest', deltaRequest: { typeUrl: ADDRESS_TYPE, responseNonce: `bogus-${i}`, initialResourceVersions: {}, subscribe: [], unsubscribe: [] } }));
+  }
+  // a round trip through the same socket: the server has handled every frame before this answer
+  const answered = once(ws, 'message');
+  ws.send(encodeControlMessage({ kind: 'certificateRequest', certificateRequest: { requestId: 1, csrPem: 'x', identity: 'y', ttlSeconds: 0 } }));
+  await answered;
+  t.is(ws.readyState, ws.OPEN);
+  const [peer] = h.push.syncz();
+  t.is(peer!.types[0]!.pendingResponses, 1);
+  t.deepEqual(peer!.types[0]!.rejected, []);
+  ws.close();
+});
+
+test('a reconnect storm beyond maxConnections gets 503s, and the slots come back when peers leave', async (t) => {
+  const h = await harness(t, { maxConnections: 5 });
+  const peers = await Promise.all(Array.from({ length: 5 }, () => open(h.url)));
+  const extra = new WebSocket(h.url, { headers: HEADERS });
+  extra.on('error', () => {});
+  const [, res] = await once(extra, 'unexpected-response') as [unknown, IncomingMessage];
+  t.is(res.statusCode, 503);
+  res.resume();
+  extra.terminate();
+  await Promise.all(peers.map(async (p) => { const c = once(p, 'close'); p.close(); await c; }));
+  while (h.push.peerCount > 0) await once(h.push, 'disconnected');
+  await stillServes(t, h.url);
+});
