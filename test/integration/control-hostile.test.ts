@@ -123,3 +123,20 @@ test('a reconnect storm beyond maxConnections gets 503s, and the slots come back
   while (h.push.peerCount > 0) await once(h.push, 'disconnected');
   await stillServes(t, h.url);
 });
+
+test('an authenticator that never answers (a stalled TokenReview) times out with 503 and frees its slot', async (t) => {
+  const good = new BootstrapTokenAuthenticator({ token: TOKEN, trustDomain: 'cluster.local' });
+  let stall = true;
+  const h = await harness(t, {
+    authTimeoutMs: 50,
+    authenticator: { authenticate: (req) => (stall ? new Promise(() => {}) : good.authenticate(req)) },
+  });
+  const ws = new WebSocket(h.url, { headers: HEADERS });
+  ws.on('error', () => {});
+  const [, res] = await once(ws, 'unexpected-response') as [unknown, IncomingMessage];
+  t.is(res.statusCode, 503);
+  t.regex(await new Promise<string>((resolve) => { let b = ''; res.on('data', (c: Buffer) => { b += c.toString(); }); res.on('end', () => resolve(b)); }), /timed out/);
+  ws.terminate();
+  stall = false;
+  await stillServes(t, h.url);
+});

@@ -41,6 +41,12 @@ export interface PushServerOptions {
   certificateBurst?: number;
   /** certificate requests per second refilling each peer's budget; default 10 */
   certificateRatePerSecond?: number;
+  /**
+   * how long authenticating one upgrade may take (a TokenReview against a stalled API server), ms;
+   * default 10_000. Without it, stalled reviews would hold every pending-upgrade slot and lock
+   * all peers out.
+   */
+  authTimeoutMs?: number;
   /** concurrent peers; default 20_000 */
   maxConnections?: number;
   metrics?: PushMetrics;
@@ -71,6 +77,7 @@ const TYPES_BY_ROLE: Record<PeerRole, readonly TypeUrl[]> = {
 };
 
 const MAX_PENDING_UPGRADES = 256;
+const AUTH_TIMEOUT = new Error('authentication timed out');
 
 export interface PushServerEvents {
   /** a push converged: every peer it went to ACKed it, `ms` after the first config change of its burst */
@@ -125,7 +132,11 @@ export class PushServer extends EventEmitter<PushServerEvents> {
       return refuse(503, 'Service Unavailable', 'too many connections');
     }
     this.#pendingUpgrades++;
-    this.#o.authenticator.authenticate(req).then(
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(AUTH_TIMEOUT), this.#o.authTimeoutMs ?? 10_000);
+    });
+    Promise.race([this.#o.authenticator.authenticate(req), timeout]).finally(() => clearTimeout(timer)).then(
       (principal) => {
         this.#pendingUpgrades--;
         if (this.#closed || socket.destroyed) { socket.destroy(); return; }
@@ -135,7 +146,9 @@ export class PushServer extends EventEmitter<PushServerEvents> {
       },
       (e: unknown) => {
         this.#pendingUpgrades--;
-        refuse(401, 'Unauthorized', errorMessage(e));
+        // a stalled authenticator is no verdict on the caller: it may try again later
+        if (e === AUTH_TIMEOUT) refuse(503, 'Service Unavailable', 'authentication timed out');
+        else refuse(401, 'Unauthorized', errorMessage(e));
       },
     );
   }
