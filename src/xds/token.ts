@@ -3,6 +3,7 @@
  * never changes), but Kubernetes rotates projected service-account tokens, so the client asks a
  * provider on every (re)connect instead of keeping the first value forever.
  */
+import { constants as fsConstants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { MeshError, errorMessage } from '../core/index.js';
 
@@ -33,9 +34,11 @@ export function tokenFromFile(path: string): () => Promise<string> {
     let size: number;
     try {
       // read one byte more than allowed through a bounded buffer: a huge or endless file
-      // (a device, a misconfigured mount) must not be read whole
-      const fh = await open(path, 'r');
+      // (a device, a misconfigured mount) must not be read whole. Non-blocking open and a
+      // regular-file check: opening a FIFO would block a thread-pool thread until a writer came
+      const fh = await open(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
       try {
+        if (!(await fh.stat()).isFile()) throw new Error('not a regular file');
         const buf = Buffer.alloc(MAX_TOKEN_BYTES + 2);
         const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
         size = bytesRead;

@@ -6,7 +6,9 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { closeSync, constants as fsConstants, openSync } from 'node:fs';
+import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -229,3 +231,17 @@ async function waitForError(c: XdsClient, pred: (e: Error) => boolean): Promise<
     c.on('error', on);
   });
 }
+
+test('a token path that is a FIFO or a directory is refused at once, never blocking a thread-pool thread', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'ambit-token-'));
+  const fifo = join(dir, 'fifo');
+  execFileSync('mkfifo', [fifo]);
+  t.teardown(async () => {
+    // a reader stuck on the FIFO gets EOF, so the thread pool gets its thread back
+    try { closeSync(openSync(fifo, fsConstants.O_WRONLY | fsConstants.O_NONBLOCK)); } catch { /* no reader */ }
+    await rm(dir, { recursive: true, force: true });
+  });
+  await symlink(fifo, join(dir, 'token'));
+  await t.throwsAsync(tokenFromFile(join(dir, 'token'))(), { message: /not a regular file/ });
+  await t.throwsAsync(tokenFromFile(dir)(), { message: /not a regular file/ });
+});
