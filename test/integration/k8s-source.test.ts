@@ -310,3 +310,44 @@ test('garbage from the API server (partial JSON, wrong shapes, junk watch lines)
   api.send(SVC, 'ADDED', svc('default', 'b', 20));
   t.deepEqual(names(await rec.until((s) => s.length === 2)), ['Service/default/a', 'Service/default/b']);
 });
+
+test('a list that never stops paging is cut off and retried, not followed for ever', async (t) => {
+  const api = new FakeApiServer();
+  const port = await api.listen();
+  t.teardown(() => api.close());
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: 'fake', server: `http://127.0.0.1:${port}`, skipTLSVerify: true }],
+    users: [{ name: 'u', token: 'test-token' }], contexts: [{ name: 'c', cluster: 'fake', user: 'u' }], currentContext: 'c',
+  });
+  const kinds = WATCHED_KINDS.filter((k) => k.kind === 'Service');
+  api.add(SVC).items.set('a', svc('default', 'a', 5));
+  // every list page says "there is more"; count the pages of each attempt (an attempt starts without `continue`)
+  const attempts: number[] = [];
+  let secondAttempt!: () => void;
+  const retried = new Promise<void>((resolve) => { secondAttempt = resolve; });
+  let endless = true;
+  const orig = api.server.listeners('request')[0] as (req: http.IncomingMessage, res: http.ServerResponse) => void;
+  api.server.removeAllListeners('request');
+  api.server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    if (endless && req.url?.startsWith(`${SVC}?`)) {
+      if (!req.url.includes('continue=')) attempts.push(0);
+      attempts[attempts.length - 1]!++;
+      if (attempts.length === 2) { endless = false; secondAttempt(); }
+      else {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ metadata: { resourceVersion: '5', continue: 'again' }, items: [] }));
+        return;
+      }
+    }
+    orig(req, res);
+  });
+  const rec = new Recorder();
+  const src = new KubeSource({ kubeConfig: kc, kinds, debounceMs: 5, backoff: { initialMs: 5, maxMs: 5 }, pageSize: 10, maxObjectsPerKind: 50 });
+  t.teardown(() => src.stop());
+  const started = src.start(rec.onChange);
+  await retried;
+  // at most 50 / 10 + 1 pages, then the attempt is given up and a new one starts
+  t.is(attempts[0], 6);
+  await started;
+  t.deepEqual(names(rec.sets.at(-1)!), ['Service/default/a']);
+});

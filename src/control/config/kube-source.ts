@@ -147,13 +147,20 @@ class KindWatcher {
     const next = new Map<string, KubeObject>();
     let cont = '';
     let rv = '';
+    // a server that keeps answering with a continue token (a bug, or a proxy replaying a page)
+    // would keep this loop going for ever; a full list never needs more pages than this
+    const maxPages = Math.ceil(this.src.opts.maxObjectsPerKind / this.src.opts.pageSize) + 1;
+    let pages = 0;
     do {
+      if (++pages > maxPages) throw new MeshError('AMBIT_LIMIT', `list ${this.path}: more than ${maxPages} pages`);
       const q = new URLSearchParams({ limit: String(this.src.opts.pageSize) });
       if (cont) q.set('continue', cont);
       const page = await this.#get(`${this.path}?${q.toString()}`);
       for (const item of page.items) this.#put(next, item);
-      cont = page.metadata?.continue ?? '';
-      rv = page.metadata?.resourceVersion ?? '';
+      const c = page.metadata?.continue;
+      const r = page.metadata?.resourceVersion;
+      cont = typeof c === 'string' ? c : '';
+      rv = typeof r === 'string' ? r : '';
     } while (cont && !this.#stopped);
     if (this.#stopped) return;
     if (!rv) throw new MeshError('AMBIT_CONFIG_INVALID', `list ${this.path}: response carries no metadata.resourceVersion`);
