@@ -15,6 +15,7 @@
  */
 import type { Service } from '../../model/types.js';
 import { parseDurationMs } from '../../model/l7.js';
+import { compileSafeRegex } from '../../policy/index.js';
 import type {
   DestinationPolicy, GrpcMatch, GrpcRoute, HeaderMatch, HeaderModifier, HttpAction, HttpMatch, HttpRoute,
   L7Origin, L7StringMatch, LoadBalancer, Mirror, OutlierDetection, PathMatch, QueryParamMatch, Redirect,
@@ -129,6 +130,10 @@ class Reader {
     } catch (e) {
       this.fail(field, `invalid regex: ${e instanceof Error ? e.message : String(e)}`);
     }
+    // Last, the data plane's own guard: what it would refuse (e.g. `(\w+\s?)+$`, `(a|aa)+`) must be
+    // refused here, with the resource named, rather than pushed and then failing at the waypoint.
+    const guarded = compileSafeRegex(s);
+    if ('error' in guarded) this.fail(field, guarded.error);
     return s;
   }
   bool(v: unknown, field: string): boolean {
