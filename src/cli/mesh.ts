@@ -163,6 +163,16 @@ export function sumMetric(text: string, name: string, match: Readonly<Record<str
 }
 
 /** Starts the mesh on a built cluster; see the file comment for the order. */
+/**
+ * The agents run with the V8 flag the DaemonSet sets (daemonset/node-agent.yaml): a burst of new
+ * connections grows the young generation and a full GC never gives it back; capped at 4 MB, the
+ * RSS per extra idle tunnel fell from ~48 kB to ~28 kB (bench/l4).
+ */
+const AGENT_ENV: NodeJS.ProcessEnv = {
+  ...process.env,
+  NODE_OPTIONS: [process.env.NODE_OPTIONS, '--max-semi-space-size=4'].filter(Boolean).join(' '),
+};
+
 export async function startMesh(o: MeshOptions): Promise<RunningMesh> {
   const { cluster, dir } = o;
   const ports = meshPorts(o.portBase ?? 15000);
@@ -213,7 +223,7 @@ export async function startMesh(o: MeshOptions): Promise<RunningMesh> {
     });
     const agentPrograms = agents.map((a) => {
       const prog = new Program({
-        name: `agent ${a.node}`, logFile: a.logFile,
+        name: `agent ${a.node}`, logFile: a.logFile, env: AGENT_ENV,
         args: ['agent', ...level, '--node', a.node, '--control-url', controlUrl, '--token-file', tokenFile,
           '--state-dir', join(dir, 'agents', a.node), '--admin-port', String(a.adminPort), '--metrics-port', String(a.metricsPort),
           '--readiness-port', String(a.readinessPort), '--public-host', '127.0.0.1', '--netns-prefix', cluster.prefix, '--drain-ms', '5000'],
