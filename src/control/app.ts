@@ -15,7 +15,7 @@ import { buildResourceTables } from '../xds/index.js';
 import { CaService, issueControlCert } from './ca/index.js';
 import type { CaSigner, ServingCert } from './ca/index.js';
 import type { ConfigSource, KubeObject, Rejection } from './config/types.js';
-import { PushServer } from './push/index.js';
+import { PushServer, admitPeer } from './push/index.js';
 import type { Authenticator, PeerSyncz, PushServerOptions } from './push/index.js';
 import { ControlMetrics, createStatusServer } from './status/index.js';
 import { Translator } from './translate/index.js';
@@ -93,6 +93,9 @@ export function createControlPlane(o: ControlPlaneOptions): ControlPlane {
     authenticator: o.authenticator,
     debounceMs: o.debounceMs ?? 100,
     metrics: metrics.push(),
+    // whatever the authenticator (TokenReview or bootstrap token), a waypoint session is only for
+    // an identity that runs a waypoint pod: it would otherwise read the whole mesh config
+    admit: (p) => admitPeer(p, snapshot()),
     signCertificate: (p, r) => ca.sign(p, r),
   });
   let lastRejections = new Set<string>();

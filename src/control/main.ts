@@ -11,6 +11,9 @@
  * list; kubernetes: the audiences agents' and waypoints' tokens must be minted for, e.g. `ambit`,
  * matching `audience` of their projected serviceAccountToken; default none, i.e. the API server's
  * own audience), AMBIT_LOG_LEVEL, AMBIT_TRACE.
+ *
+ * Waypoint sessions are admitted in both modes only for an identity that runs a waypoint pod of
+ * the current config (in bootstrap-token mode: the identity the waypoint names).
  */
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';

@@ -35,7 +35,10 @@ export type ErrorCode =
   // native addon missing or not loadable (not built for this machine)
   | 'AMBIT_NATIVE_UNAVAILABLE'
   // a program started by `ambit up` (control plane, node agent) exited or never became ready
-  | 'AMBIT_PROCESS_FAILED';
+  | 'AMBIT_PROCESS_FAILED'
+  // an authenticated control-channel peer may not take the role it asked for (e.g. a waypoint
+  // session from an identity that runs no waypoint)
+  | 'AMBIT_XDS_FORBIDDEN';
 
 export class MeshError extends Error {
   readonly code: ErrorCode;

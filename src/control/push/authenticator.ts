@@ -119,7 +119,8 @@ const NODE_EXTRA = 'authentication.kubernetes.io/node-name';
 /**
  * Kubernetes mode: the token is reviewed by the API server. Agents are recognised by their
  * service account and must carry the node-name claim (bound tokens of pods have it); every other
- * service account connects as a waypoint whose identity is that service account.
+ * service account may ask for a waypoint session whose identity is that service account (the
+ * push server then admits it only if that service account runs a waypoint pod: admitPeer).
  */
 export class TokenReviewAuthenticator implements Authenticator {
   readonly #api: AuthenticationV1Api;

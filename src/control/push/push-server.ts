@@ -10,7 +10,7 @@ import type { Server as HttpsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type WebSocket from 'ws';
-import { errorMessage, logger } from '../../core/index.js';
+import { errorMessage, isMeshError, logger } from '../../core/index.js';
 import { ADDRESS_TYPE, AUTHORIZATION_TYPE, ResourceStore, ServerSession, WAYPOINT_CONFIG_TYPE, closeReason } from '../../xds/index.js';
 import type { CertificateGrant, ResourceTables, TypeSyncz, TypeUrl } from '../../xds/index.js';
 import type { Authenticator, PeerRole, Principal } from './authenticator.js';
@@ -21,7 +21,12 @@ export interface PushMetrics {
   nack(type: TypeUrl): void;
   slowDisconnect(): void;
   converged(seconds: number): void;
+  /** an upgrade was refused (no session); see RefusalReason */
+  refused?(reason: RefusalReason): void;
 }
+
+/** Why an upgrade got no session; a metric label, so a closed set. */
+export type RefusalReason = 'shutting_down' | 'too_many' | 'not_ready' | 'unauthenticated' | 'auth_timeout' | 'forbidden' | 'admission_error';
 
 export interface PushServerOptions {
   authenticator: Authenticator;
@@ -47,6 +52,13 @@ export interface PushServerOptions {
    * all peers out.
    */
   authTimeoutMs?: number;
+  /**
+   * May this authenticated peer have a session? Throw (MeshError AMBIT_XDS_FORBIDDEN) to refuse
+   * the upgrade with 403. Called once per upgrade, after the first config set, so it can read
+   * the current snapshot. Absent: every authenticated peer is admitted (the control plane
+   * always sets it; see admitPeer).
+   */
+  admit?(p: Principal): void;
   /** concurrent peers; default 20_000 */
   maxConnections?: number;
   metrics?: PushMetrics;
@@ -123,13 +135,14 @@ export class PushServer extends EventEmitter<PushServerEvents> {
 
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => {});
-    const refuse = (status: number, text: string, why: string) => {
-      this.#log.warn('refused control connection', { status, reason: why, remote: req.socket.remoteAddress ?? '' });
+    const refuse = (status: number, text: string, reason: RefusalReason, why: string) => {
+      this.#o.metrics?.refused?.(reason);
+      this.#log.warn('refused control connection', { status, reason, why, remote: req.socket.remoteAddress ?? '' });
       socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(why) + 1}\r\n\r\n${why}\n`);
     };
-    if (this.#closed) return refuse(503, 'Service Unavailable', 'control plane shutting down');
+    if (this.#closed) return refuse(503, 'Service Unavailable', 'shutting_down', 'control plane shutting down');
     if (this.#pendingUpgrades >= MAX_PENDING_UPGRADES || this.#peers.size >= (this.#o.maxConnections ?? 20_000)) {
-      return refuse(503, 'Service Unavailable', 'too many connections');
+      return refuse(503, 'Service Unavailable', 'too_many', 'too many connections');
     }
     this.#pendingUpgrades++;
     let timer: NodeJS.Timeout | undefined;
@@ -141,14 +154,23 @@ export class PushServer extends EventEmitter<PushServerEvents> {
         this.#pendingUpgrades--;
         if (this.#closed || socket.destroyed) { socket.destroy(); return; }
         // before the first config set a client would get an empty mesh and call itself ready
-        if (!this.#initialized) { refuse(503, 'Service Unavailable', 'control plane has no configuration yet'); return; }
+        if (!this.#initialized) { refuse(503, 'Service Unavailable', 'not_ready', 'control plane has no configuration yet'); return; }
+        try {
+          this.#o.admit?.(principal);
+        } catch (e) {
+          // authenticated but not entitled: 403, so the client knows a new token will not help;
+          // it backs off and retries (a waypoint pod may simply not be in the snapshot yet)
+          if (isMeshError(e, 'AMBIT_XDS_FORBIDDEN')) refuse(403, 'Forbidden', 'forbidden', `${principal.subject}: ${e.message}`);
+          else { this.#log.error('admission check failed', { subject: principal.subject, error: errorMessage(e) }); refuse(503, 'Service Unavailable', 'admission_error', 'admission check failed'); }
+          return;
+        }
         this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, principal, req));
       },
       (e: unknown) => {
         this.#pendingUpgrades--;
         // a stalled authenticator is no verdict on the caller: it may try again later
-        if (e === AUTH_TIMEOUT) refuse(503, 'Service Unavailable', 'authentication timed out');
-        else refuse(401, 'Unauthorized', errorMessage(e));
+        if (e === AUTH_TIMEOUT) refuse(503, 'Service Unavailable', 'auth_timeout', 'authentication timed out');
+        else refuse(401, 'Unauthorized', 'unauthenticated', errorMessage(e));
       },
     );
   }
