@@ -9,7 +9,7 @@ import type { Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { errorMessage, logger } from '../core/index.js';
+import { MeshError, errorMessage, logger } from '../core/index.js';
 import { Snapshot } from '../model/index.js';
 import { buildResourceTables } from '../xds/index.js';
 import { CaService, issueControlCert } from './ca/index.js';
@@ -34,7 +34,23 @@ export interface ListenOptions {
   statusHost?: string;
   /** /ready, /metrics, /debug/*; default 15014; null = off */
   statusPort?: number | null;
+  /**
+   * open connections per control listener (15010 and 15012 each), connected peers included;
+   * beyond it a new connection is closed at once; default 10_000. Bounds the fds that
+   * unauthenticated clients can hold.
+   */
+  maxConnections?: number;
+  /**
+   * the upgrade request (headers included) must arrive within this, and a connection may not sit
+   * silent longer before it, ms; default 10_000
+   */
+  requestTimeoutMs?: number;
+  /** the TLS handshake on 15012 must finish within this, ms; default 10_000 */
+  handshakeTimeoutMs?: number;
 }
+
+/** Default of ListenOptions.maxConnections. */
+export const DEFAULT_MAX_CONNECTIONS = 10_000;
 
 export interface ControlPlaneOptions {
   source: ConfigSource;
@@ -144,6 +160,38 @@ export function createControlPlane(o: ControlPlaneOptions): ControlPlane {
     log.info('config updated', { origin, objects: objects.length, ...result.snapshot.counts, rejected: result.rejected.length });
   };
 
+  // Node's defaults (300 s per request, no connection bound, 120 s TLS handshake) let idle,
+  // unauthenticated connections pile up until fds run out. An upgraded WebSocket is no longer a
+  // request, so these timeouts never touch a connected peer.
+  const requestTimeout = listen.requestTimeoutMs ?? 10_000;
+  const maxConnections = listen.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  for (const [k, v] of [['maxConnections', maxConnections], ['requestTimeoutMs', requestTimeout], ['handshakeTimeoutMs', listen.handshakeTimeoutMs ?? 10_000]] as const) {
+    if (!Number.isInteger(v) || v < 1) throw new MeshError('AMBIT_CONFIG_INVALID', `listen.${k}: ${v} is not a positive integer`);
+  }
+  const httpLimits = {
+    requestTimeout, headersTimeout: requestTimeout,
+    // how often Node looks for requests over their time; its default (30 s) would let one live 40 s
+    connectionsCheckingInterval: Math.max(100, Math.min(2_000, requestTimeout / 2)),
+  };
+  let lastDropLog = 0;
+  let dropsSinceLog = 0;
+  const harden = (server: Server | HttpsServer, name: string) => {
+    // requestTimeout only runs once a request has begun: a connection that sends nothing at all
+    // is caught by the idle timeout instead (Node stops it when the connection is upgraded)
+    server.timeout = requestTimeout;
+    server.maxConnections = maxConnections;
+    server.on('drop', () => {
+      metrics.refused.inc({ reason: 'max_connections' });
+      dropsSinceLog++;
+      // a flood of drops must not become a flood of log lines: at most one line per 10 s
+      const now = Date.now();
+      if (now - lastDropLog < 10_000) return;
+      log.warn('control listener full; connections closed', { listener: name, maxConnections, dropped: dropsSinceLog });
+      lastDropLog = now;
+      dropsSinceLog = 0;
+    });
+  };
+
   const bind = async (server: Server | HttpsServer, port: number, h: string): Promise<AddressInfo> => {
     server.listen(port, h);
     await Promise.race([once(server, 'listening'), once(server, 'error').then(([e]) => { throw e; })]);
@@ -190,13 +238,18 @@ export function createControlPlane(o: ControlPlaneOptions): ControlPlane {
       started = true;
       const noServe = (_req: unknown, res: import('node:http').ServerResponse) => { res.statusCode = 426; res.end('WebSocket upgrade required\n'); };
       if (listen.plainPort !== null) {
-        plain = createServer(noServe);
+        plain = createServer(httpLimits, noServe);
+        harden(plain, 'ws');
         push.attach(plain);
         addresses.plain = await bind(plain, listen.plainPort ?? 15010, host);
       }
       if (listen.tlsPort !== null) {
         const cert = await installServingCert();
-        tls = createHttpsServer({ key: cert.keyPem, cert: cert.chainPem.join(''), minVersion: 'TLSv1.3' }, noServe);
+        tls = createHttpsServer({
+          ...httpLimits, key: cert.keyPem, cert: cert.chainPem.join(''), minVersion: 'TLSv1.3',
+          handshakeTimeout: listen.handshakeTimeoutMs ?? 10_000,
+        }, noServe);
+        harden(tls, 'wss');
         push.attach(tls);
         addresses.tls = await bind(tls, listen.tlsPort ?? 15012, host);
       }

@@ -6,7 +6,8 @@
  * AMBIT_STATE_DIR (default .ambit/control), AMBIT_TRUST_DOMAIN (cluster.local), AMBIT_ROOT_NAMESPACE
  * (istio-system), AMBIT_CLUSTER_ID, AMBIT_CONFIG_SOURCE (files | kubernetes; default files),
  * AMBIT_LISTEN_HOST (127.0.0.1 for files, 0.0.0.0 for kubernetes), AMBIT_WS_PORT (15010),
- * AMBIT_WSS_PORT (15012), AMBIT_STATUS_PORT (15014), AMBIT_DEBOUNCE_MS (100),
+ * AMBIT_WSS_PORT (15012), AMBIT_STATUS_PORT (15014), AMBIT_DEBOUNCE_MS (100), AMBIT_MAX_CONNECTIONS
+ * (open connections per control listener, peers included; 10000),
  * AMBIT_AGENT_SERVICE_ACCOUNTS (comma list of ns/sa; kubernetes), AMBIT_TOKEN_AUDIENCES (comma
  * list; kubernetes: the audiences agents' and waypoints' tokens must be minted for, e.g. `ambit`,
  * matching `audience` of their projected serviceAccountToken; default none, i.e. the API server's
@@ -21,7 +22,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { enableTrace, errorMessage, logger, setLogLevel } from '../core/index.js';
 import type { Level } from '../core/index.js';
 import { CertificateAuthority } from '../identity/index.js';
-import { createControlPlane } from './app.js';
+import { DEFAULT_MAX_CONNECTIONS, createControlPlane } from './app.js';
 import type { ControlPlane } from './app.js';
 import { FileSource } from './config/file-source.js';
 import { KubeSource } from './config/kube-source.js';
@@ -45,6 +46,8 @@ export interface ControlSettings {
   wssPort: number | null;
   statusPort: number | null;
   debounceMs: number;
+  /** open connections per control listener (15010, 15012), peers included */
+  maxConnections: number;
   agentServiceAccounts: string[];
   /** TokenReview audiences (kubernetes); empty: the API server's default audience */
   tokenAudiences: string[];
@@ -76,6 +79,8 @@ export function controlSettings(env: Env, flags: Partial<ControlSettings> = {}):
   if (source !== 'files' && source !== 'kubernetes') throw new Error(`AMBIT_CONFIG_SOURCE: ${JSON.stringify(source)} is neither files nor kubernetes`);
   const debounce = Number(env.AMBIT_DEBOUNCE_MS ?? 100);
   if (!Number.isInteger(debounce) || debounce < 0 || debounce > 60_000) throw new Error(`AMBIT_DEBOUNCE_MS: ${JSON.stringify(env.AMBIT_DEBOUNCE_MS)} is not 0..60000`);
+  const maxConns = Number(env.AMBIT_MAX_CONNECTIONS ?? DEFAULT_MAX_CONNECTIONS);
+  if (!Number.isInteger(maxConns) || maxConns < 1 || maxConns > 1_000_000) throw new Error(`AMBIT_MAX_CONNECTIONS: ${JSON.stringify(env.AMBIT_MAX_CONNECTIONS)} is not 1..1000000`);
   const out: ControlSettings = {
     configDir: resolve(env.AMBIT_CONFIG_DIR ?? '.ambit/config'),
     stateDir: resolve(env.AMBIT_STATE_DIR ?? '.ambit/control'),
@@ -87,6 +92,7 @@ export function controlSettings(env: Env, flags: Partial<ControlSettings> = {}):
     wssPort: port(env, 'AMBIT_WSS_PORT', 15012),
     statusPort: port(env, 'AMBIT_STATUS_PORT', 15014),
     debounceMs: debounce,
+    maxConnections: maxConns,
     agentServiceAccounts: (env.AMBIT_AGENT_SERVICE_ACCOUNTS ?? 'ambit-system/ambit-node-agent').split(',').map((s) => s.trim()).filter(Boolean),
     ...flags,
     // a flag replaces the environment's list; either way it is checked
@@ -122,7 +128,7 @@ export async function startControl(s: ControlSettings): Promise<{ plane: Control
   const plane = createControlPlane({
     source, ca, authenticator, trustDomain: s.trustDomain, rootNamespace: s.rootNamespace, stateDir: s.stateDir,
     debounceMs: s.debounceMs,
-    listen: { host: s.host, plainPort: s.wsPort, tlsPort: s.wssPort, statusPort: s.statusPort },
+    listen: { host: s.host, plainPort: s.wsPort, tlsPort: s.wssPort, statusPort: s.statusPort, maxConnections: s.maxConnections },
     ...(s.clusterId ? { clusterId: s.clusterId } : {}),
   });
   await plane.start();
