@@ -6,9 +6,8 @@ import test from 'ava';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { IncomingMessage, Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { KubeConfig } from '@kubernetes/client-node';
 import type { Workload } from '../../src/model/index.js';
 import { Snapshot } from '../../src/model/index.js';
 import { generateKeyAndCsr, pemToDers, verifyPeerChain } from '../../src/identity/index.js';
@@ -17,6 +16,7 @@ import { BootstrapTokenAuthenticator, PushServer, TokenReviewAuthenticator } fro
 import type { Authenticator } from '../../src/control/push/index.js';
 import { CaService, issueControlCert } from '../../src/control/ca/index.js';
 import { makeForeignPki, makeTestPki } from '../helpers/pki.js';
+import { fakeTokenReviewServer } from '../helpers/fake-token-review.js';
 
 const TOKEN = 'test-bootstrap-token-0123456789';
 const TD = 'cluster.local';
@@ -132,39 +132,8 @@ test('wss: the client verifies the control plane certificate against the mesh ro
   t.is(cp.push.peerCount, 1);
 });
 
-/** An API server that speaks just enough TokenReview. */
-async function fakeApiServer(t: import('ava').ExecutionContext, users: Record<string, { username: string; node?: string }>) {
-  const seen: unknown[] = [];
-  const server = createServer((req: IncomingMessage, res) => {
-    let body = '';
-    req.on('data', (c: Buffer) => { body += c.toString(); });
-    req.on('end', () => {
-      if (req.method !== 'POST' || req.url?.split('?')[0] !== '/apis/authentication.k8s.io/v1/tokenreviews') { res.statusCode = 404; res.end('{}'); return; }
-      const review = JSON.parse(body) as { spec: { token: string } };
-      seen.push(review);
-      const u = users[review.spec.token];
-      const status = u
-        ? { authenticated: true, user: { username: u.username, uid: 'x', ...(u.node ? { extra: { 'authentication.kubernetes.io/node-name': [u.node] } } : {}) } }
-        : { authenticated: false, error: 'invalid bearer token' };
-      res.setHeader('content-type', 'application/json');
-      res.end(JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: review.spec, status }));
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(() => { server.closeAllConnections(); server.close(); });
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'c', server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, skipTLSVerify: true }],
-    users: [{ name: 'u', token: 'control-plane-token' }],
-    contexts: [{ name: 'ctx', cluster: 'c', user: 'u' }],
-    currentContext: 'ctx',
-  });
-  return { kc, seen };
-}
-
 test('TokenReview: node name from the bound token, agents by service account, others as waypoints', async (t) => {
-  const { kc, seen } = await fakeApiServer(t, {
+  const { kc, seen } = await fakeTokenReviewServer(t, {
     'agent-tok': { username: 'system:serviceaccount:ambit-system:ambit-node-agent', node: 'node-a' },
     'agent-no-node': { username: 'system:serviceaccount:ambit-system:ambit-node-agent' },
     'wp-tok': { username: 'system:serviceaccount:shop:shop-waypoint' },

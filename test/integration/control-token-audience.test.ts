@@ -8,55 +8,12 @@ import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
-import type { IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { KubeConfig } from '@kubernetes/client-node';
 import { Snapshot } from '../../src/model/index.js';
 import { XdsClient, buildResourceTables } from '../../src/xds/index.js';
 import { PushServer, TokenReviewAuthenticator } from '../../src/control/push/index.js';
 import { controlSettings, parseAudiences } from '../../src/control/main.js';
-
-const API_DEFAULT_AUDIENCE = 'https://kubernetes.default.svc.cluster.local';
-
-interface Token { username: string; node?: string; aud: string[] }
-interface Review { spec: { token: string; audiences?: string[] } }
-
-/** TokenReview as the API server does it: authenticated only if the token's aud meets the asked ones. */
-async function fakeApiServer(t: ExecutionContext, tokens: Record<string, Token>, o: { audienceAware?: boolean } = {}) {
-  const seen: Review[] = [];
-  const server = createServer((req: IncomingMessage, res) => {
-    let body = '';
-    req.on('data', (c: Buffer) => { body += c.toString(); });
-    req.on('end', () => {
-      if (req.method !== 'POST' || req.url?.split('?')[0] !== '/apis/authentication.k8s.io/v1/tokenreviews') { res.statusCode = 404; res.end('{}'); return; }
-      const review = JSON.parse(body) as Review;
-      seen.push(review);
-      const tok = tokens[review.spec.token];
-      const asked = review.spec.audiences?.length ? review.spec.audiences : [API_DEFAULT_AUDIENCE];
-      const common = tok ? tok.aud.filter((a) => asked.includes(a)) : [];
-      const status = tok && (common.length > 0 || o.audienceAware === false)
-        ? {
-          authenticated: true,
-          user: { username: tok.username, uid: 'x', ...(tok.node ? { extra: { 'authentication.kubernetes.io/node-name': [tok.node] } } : {}) },
-          ...(o.audienceAware === false ? {} : { audiences: common }),
-        }
-        : { authenticated: false, error: tok ? 'token audiences are invalid' : 'invalid bearer token' };
-      res.setHeader('content-type', 'application/json');
-      res.end(JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: review.spec, status }));
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(() => { server.closeAllConnections(); server.close(); });
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'c', server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, skipTLSVerify: true }],
-    users: [{ name: 'u', token: 'control-plane-token' }],
-    contexts: [{ name: 'ctx', cluster: 'c', user: 'u' }],
-    currentContext: 'ctx',
-  });
-  return { kc, seen };
-}
+import { API_DEFAULT_AUDIENCE, fakeTokenReviewServer } from '../helpers/fake-token-review.js';
 
 async function plane(t: ExecutionContext, auth: TokenReviewAuthenticator) {
   const push = new PushServer({ authenticator: auth, debounceMs: 1 });
@@ -90,7 +47,7 @@ async function plane(t: ExecutionContext, auth: TokenReviewAuthenticator) {
 const AGENT = 'system:serviceaccount:ambit-system:ambit-agent';
 
 test('with audience ambit: the review asks for it, an ambit token gets in, a default-audience token does not', async (t) => {
-  const { kc, seen } = await fakeApiServer(t, {
+  const { kc, seen } = await fakeTokenReviewServer(t, {
     'tok-ambit': { username: AGENT, node: 'node-a', aud: ['ambit'] },
     'tok-default': { username: AGENT, node: 'node-a', aud: [API_DEFAULT_AUDIENCE] },
   });
@@ -103,7 +60,7 @@ test('with audience ambit: the review asks for it, an ambit token gets in, a def
 });
 
 test('without audiences the review asks for none and the API server default applies', async (t) => {
-  const { kc, seen } = await fakeApiServer(t, {
+  const { kc, seen } = await fakeTokenReviewServer(t, {
     'tok-ambit': { username: AGENT, node: 'node-a', aud: ['ambit'] },
     'tok-default': { username: AGENT, node: 'node-a', aud: [API_DEFAULT_AUDIENCE] },
   });
@@ -117,7 +74,7 @@ test('without audiences the review asks for none and the API server default appl
 });
 
 test('an answer that does not confirm the audience is refused (audience-unaware authenticator)', async (t) => {
-  const { kc } = await fakeApiServer(t, { 'tok-other': { username: AGENT, node: 'node-a', aud: ['someone-else'] } }, { audienceAware: false });
+  const { kc } = await fakeTokenReviewServer(t, { 'tok-other': { username: AGENT, node: 'node-a', aud: ['someone-else'] } }, { audienceAware: false });
   const cp = await plane(t, new TokenReviewAuthenticator({ kubeConfig: kc, trustDomain: 'cluster.local', agentServiceAccounts: ['ambit-system/ambit-agent'], audiences: ['ambit'] }));
   t.is(await cp.connect('tok-other'), 'AMBIT_XDS_UNAUTHENTICATED');
   t.is(cp.push.peerCount, 0);

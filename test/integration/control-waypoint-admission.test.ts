@@ -5,14 +5,9 @@
  */
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:http';
-import type { IncomingMessage } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
 import { createControlPlane } from '../../src/control/app.js';
 import type { ControlPlane } from '../../src/control/app.js';
 import type { ConfigSource, KubeObject } from '../../src/control/config/types.js';
@@ -24,6 +19,7 @@ import { Snapshot } from '../../src/model/index.js';
 import type { Waypoint, Workload } from '../../src/model/index.js';
 import { XdsClient } from '../../src/xds/index.js';
 import { makeTestPki } from '../helpers/pki.js';
+import { fakeTokenReviewServer } from '../helpers/fake-token-review.js';
 
 const TD = 'cluster.local';
 const pki = makeTestPki({ trustDomain: TD });
@@ -59,34 +55,6 @@ const webPod = pod('web-1', '10.1.0.1', 'web', { app: 'web' });
 const sneakyPod = pod('sneaky-1', '10.1.0.2', 'sneaky', { 'gateway.networking.k8s.io/gateway-name': 'no-such-gateway' });
 const config = [ns, gateway, gatewaySvc, wpPod, webPod, sneakyPod];
 
-/** TokenReview as the API server answers it, for a fixed set of tokens. */
-async function fakeApiServer(t: ExecutionContext, users: Record<string, { username: string; node?: string }>): Promise<KubeConfig> {
-  const server = createServer((req: IncomingMessage, res) => {
-    let body = '';
-    req.on('data', (c: Buffer) => { body += c.toString(); });
-    req.on('end', () => {
-      if (req.method !== 'POST' || req.url?.split('?')[0] !== '/apis/authentication.k8s.io/v1/tokenreviews') { res.statusCode = 404; res.end('{}'); return; }
-      const review = JSON.parse(body) as { spec: { token: string } };
-      const u = users[review.spec.token];
-      const status = u
-        ? { authenticated: true, user: { username: u.username, uid: 'x', ...(u.node ? { extra: { 'authentication.kubernetes.io/node-name': [u.node] } } : {}) } }
-        : { authenticated: false, error: 'invalid bearer token' };
-      res.setHeader('content-type', 'application/json');
-      res.end(JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: review.spec, status }));
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(() => { server.closeAllConnections(); server.close(); });
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'c', server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, skipTLSVerify: true }],
-    users: [{ name: 'u', token: 'control-plane-token' }],
-    contexts: [{ name: 'ctx', cluster: 'c', user: 'u' }],
-    currentContext: 'ctx',
-  });
-  return kc;
-}
 
 async function plane(t: ExecutionContext, authenticator: Authenticator, source: ConfigSource) {
   const dir = await mkdtemp(join(tmpdir(), 'ambit-wp-admission-'));
@@ -123,7 +91,7 @@ async function firstError(c: XdsClient): Promise<Error> {
 function peers(cp: ControlPlane): string[] { return cp.syncz().map((p) => `${p.role}:${p.subject}`).sort(); }
 
 test('TokenReview: only the service account of a waypoint pod gets a waypoint session', async (t) => {
-  const kc = await fakeApiServer(t, {
+  const { kc } = await fakeTokenReviewServer(t, {
     'agent-tok': { username: 'system:serviceaccount:ambit-system:ambit-node-agent', node: 'node-a' },
     'wp-tok': { username: 'system:serviceaccount:shop:shop-waypoint' },
     'web-tok': { username: 'system:serviceaccount:shop:web' },
