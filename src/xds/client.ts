@@ -246,12 +246,21 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
       if (!isBinary) { ws.close(1003, 'binary frames only'); return; }
       this.#onFrame(ws, data);
     });
+    // set once a refusal was reported: terminating the handshake then makes ws emit its own
+    // "closed before the connection was established", which would only repeat it without the code
+    let refused = false;
     ws.on('unexpected-response', (_req, res) => {
-      this.#emitError(new MeshError(res.statusCode === 401 ? 'AMBIT_XDS_UNAUTHENTICATED' : 'AMBIT_XDS_PROTOCOL', `control plane refused the connection: HTTP ${res.statusCode}`));
+      refused = true;
+      // 401: the token is not accepted (a rotated one may be); 403: the token is fine but its
+      // identity may not hold this session (a new token will not help). Both are retried with
+      // backoff: admission can change with the mesh config (a waypoint pod appearing).
+      const status = res.statusCode;
+      const code: ErrorCode = status === 401 ? 'AMBIT_XDS_UNAUTHENTICATED' : status === 403 ? 'AMBIT_XDS_FORBIDDEN' : 'AMBIT_XDS_PROTOCOL';
+      this.#emitError(new MeshError(code, `control plane refused the connection: HTTP ${status}`));
       res.resume();
       ws.terminate();
     });
-    ws.on('error', (e) => this.#emitError(e));
+    ws.on('error', (e) => { if (!refused) this.#emitError(e); });
     ws.on('close', (code, reason) => {
       if (this.#ws === ws) this.#ws = undefined;
       this.#failCerts('control channel closed');

@@ -14,6 +14,7 @@ import { ADDRESS_TYPE, AUTHORIZATION_TYPE, XdsClient, buildResourceTables } from
 import type { ResourceTables } from '../../src/xds/index.js';
 import { encodeControlMessage } from '../../src/xds/codec.js';
 import { schema } from '../../src/xds/schema.js';
+import { MeshError } from '../../src/core/index.js';
 import { BootstrapTokenAuthenticator, PushServer } from '../../src/control/push/index.js';
 import type { PushServerOptions } from '../../src/control/push/index.js';
 
@@ -284,18 +285,33 @@ test('before the first config set the channel answers 503 to an authenticated cl
   ws.terminate();
 });
 
-test('the XdsClient reports a refused upgrade as AMBIT_XDS_UNAUTHENTICATED and keeps retrying', async (t) => {
-  const h = await harness(t);
-  const c = new XdsClient({ url: h.url, token: 'wrong-token-wrong-token-wrong', node: 'n0', role: 'agent', backoff: { initialMs: 5, maxMs: 20 } });
-  t.teardown(() => c.close());
-  const errors: Error[] = [];
-  c.on('error', (e) => errors.push(e));
-  c.start();
-  await new Promise<void>((resolve) => { c.on('error', () => { if (errors.length >= 2) resolve(); }); });
-  t.is((errors[0] as { code?: string }).code, 'AMBIT_XDS_UNAUTHENTICATED');
-  await c.close();
-  await t.throwsAsync(c.ready, { message: /closed before it was ready/ });
-});
+for (const [status, code] of [[401, 'AMBIT_XDS_UNAUTHENTICATED'], [403, 'AMBIT_XDS_FORBIDDEN']] as const) {
+  test(`the XdsClient reports an upgrade refused with ${status} as ${code} and keeps retrying`, async (t) => {
+    // 401: a token the server does not accept; 403: a valid token whose peer is not admitted
+    const h = await harness(t, status === 403 ? { admit: (p) => { throw new MeshError('AMBIT_XDS_FORBIDDEN', `${p.subject} not admitted`); } } : {});
+    // admission is only asked once the first config is set; before that every upgrade gets 503
+    h.push.update(tables([]));
+    h.push.flush();
+    const c = new XdsClient({ url: h.url, token: status === 401 ? 'wrong-token-wrong-token-wrong' : TOKEN, node: 'n0', role: 'agent', backoff: { initialMs: 5, maxMs: 20 } });
+    t.teardown(() => c.close());
+    const errors: Error[] = [];
+    let disconnects = 0;
+    c.on('disconnected', () => { disconnects++; });
+    c.on('error', (e) => errors.push(e));
+    c.start();
+    // a second attempt after the first refusal: the client backs off and retries
+    await new Promise<void>((resolve) => { c.on('error', () => { if (errors.length >= 2) resolve(); }); });
+    for (const e of errors.slice(0, 2)) {
+      t.is((e as { code?: string }).code, code);
+      t.regex(e.message, new RegExp(`HTTP ${status}`));
+    }
+    t.true(disconnects >= 1);
+    t.false(c.connected);
+    t.is(h.push.peerCount, 0);
+    await c.close();
+    await t.throwsAsync(c.ready, { message: /closed before it was ready/ });
+  });
+}
 
 test('an agent may not subscribe to waypoint config; junk frames close the session', async (t) => {
   const h = await harness(t);
