@@ -35,14 +35,14 @@ export interface ListenOptions {
   /** /ready, /metrics, /debug/*; default 15014; null = off */
   statusPort?: number | null;
   /**
-   * open connections per control listener (15010 and 15012 each), connected peers included;
-   * beyond it a new connection is closed at once; default 10_000. Bounds the fds that
+   * open connections per listener (15010, 15012 and the status port each), connected peers
+   * included; beyond it a new connection is closed at once; default 10_000. Bounds the fds that
    * unauthenticated clients can hold.
    */
   maxConnections?: number;
   /**
-   * the upgrade request (headers included) must arrive within this, and a connection may not sit
-   * silent longer before it, ms; default 10_000
+   * the upgrade request (or, on the status port, any request), headers included, must arrive
+   * within this, and a connection may not sit silent longer, ms; default 10_000
    */
   requestTimeoutMs?: number;
   /** the TLS handshake on 15012 must finish within this, ms; default 10_000 */
@@ -173,20 +173,24 @@ export function createControlPlane(o: ControlPlaneOptions): ControlPlane {
     // how often Node looks for requests over their time; its default (30 s) would let one live 40 s
     connectionsCheckingInterval: Math.max(100, Math.min(2_000, requestTimeout / 2)),
   };
-  let lastDropLog = 0;
-  let dropsSinceLog = 0;
-  const harden = (server: Server | HttpsServer, name: string) => {
+  // every listener of the plane (ws, wss, status) gets these; `reason` labels its drops in
+  // ambit_control_refused_connections_total so a full status port is told apart from a full
+  // control channel
+  const harden = (server: Server | HttpsServer, name: string, reason = 'max_connections') => {
+    // per listener, so one listener's flood does not hide (or take the log slot of) another's
+    let lastDropLog = 0;
+    let dropsSinceLog = 0;
     // requestTimeout only runs once a request has begun: a connection that sends nothing at all
     // is caught by the idle timeout instead (Node stops it when the connection is upgraded)
     server.timeout = requestTimeout;
     server.maxConnections = maxConnections;
     server.on('drop', () => {
-      metrics.refused.inc({ reason: 'max_connections' });
+      metrics.refused.inc({ reason });
       dropsSinceLog++;
       // a flood of drops must not become a flood of log lines: at most one line per 10 s
       const now = Date.now();
       if (now - lastDropLog < 10_000) return;
-      log.warn('control listener full; connections closed', { listener: name, maxConnections, dropped: dropsSinceLog });
+      log.warn('listener full; connections closed', { listener: name, maxConnections, dropped: dropsSinceLog });
       lastDropLog = now;
       dropsSinceLog = 0;
     });
@@ -254,7 +258,12 @@ export function createControlPlane(o: ControlPlaneOptions): ControlPlane {
         addresses.tls = await bind(tls, listen.tlsPort ?? 15012, host);
       }
       if (listen.statusPort !== null) {
-        status = createStatusServer({ ready: () => cp.ready, registry: metrics.registry, configDump: () => cp.configDump(), syncz: () => cp.syncz() }, { debugFromAnywhere: o.debugFromAnywhere ?? false });
+        status = createStatusServer(
+          { ready: () => cp.ready, registry: metrics.registry, configDump: () => cp.configDump(), syncz: () => cp.syncz() },
+          { debugFromAnywhere: o.debugFromAnywhere ?? false, http: httpLimits },
+        );
+        // scrapers and probes hold few connections, but the port is as reachable as 15010
+        harden(status, 'status', 'status_max_connections');
         addresses.status = await bind(status, listen.statusPort ?? 15014, listen.statusHost ?? host);
       }
       listening = true;

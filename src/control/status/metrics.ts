@@ -14,7 +14,7 @@ export class ControlMetrics {
   readonly rejected = new Gauge({ name: 'ambit_control_rejected_config', help: 'Config resources (or parts) currently rejected', labelNames: ['kind'], registers: [this.registry] });
   readonly slow = new Counter({ name: 'ambit_control_slow_client_disconnects_total', help: 'Clients disconnected for not reading or not ACKing', registers: [this.registry] });
   readonly certificates = new Counter({ name: 'ambit_control_certificates_total', help: 'Certificate requests by result', labelNames: ['result'], registers: [this.registry] });
-  readonly refused = new Counter({ name: 'ambit_control_refused_connections_total', help: 'Control-channel connections refused, by reason (max_connections: closed by a full listener before any request)', labelNames: ['reason'], registers: [this.registry] });
+  readonly refused = new Counter({ name: 'ambit_control_refused_connections_total', help: 'Connections refused, by reason (max_connections: closed by a full control listener before any request; status_max_connections: the same on the status port; others: control-channel upgrades refused)', labelNames: ['reason'], registers: [this.registry] });
   readonly configUpdates = new Counter({ name: 'ambit_control_config_updates_total', help: 'Config changes translated', registers: [this.registry] });
 
   /** The hooks the push server calls. */

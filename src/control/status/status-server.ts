@@ -4,7 +4,7 @@
  * leaked config in other meshes).
  */
 import { createServer } from 'node:http';
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerOptions, ServerResponse } from 'node:http';
 import { errorMessage, logger } from '../../core/index.js';
 import type { Registry } from 'prom-client';
 
@@ -18,6 +18,11 @@ export interface StatusSources {
 export interface StatusServerOptions {
   /** serve /debug/* to non-loopback callers too; default false */
   debugFromAnywhere?: boolean;
+  /**
+   * Node server options (request and header timeouts); the control plane passes the ones of its
+   * control listeners. Default: headers within 10 s, a whole request within 30 s.
+   */
+  http?: ServerOptions;
 }
 
 const log = logger('control.status');
@@ -56,14 +61,12 @@ export function createStatusServer(src: StatusSources, o: StatusServerOptions = 
         res.end('not found\n');
     }
   };
-  const server = createServer((req, res) => {
+  const server = createServer(o.http ?? { headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => {
     handle(req, res).catch((e: unknown) => {
       log.error('status request failed', { url: req.url, error: errorMessage(e) });
       if (!res.headersSent) res.statusCode = 500;
       res.end();
     });
   });
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 30_000;
   return server;
 }
