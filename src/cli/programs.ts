@@ -61,6 +61,8 @@ export function controlOptions<T>(y: Argv<T>) {
     .option('wss-port', { type: 'number', describe: 'TLS WebSocket control channel and CA; default 15012' })
     .option('status-port', { type: 'number', describe: '/ready, /metrics, /debug/config_dump; default 15014' })
     .option('debounce-ms', { type: 'number', describe: 'coalesce config changes for this long before pushing, ms; default 100' })
+    .option('max-connections', { type: 'number', describe: 'open connections per listener (ws, wss, status), peers included; default $AMBIT_MAX_CONNECTIONS or 10000' })
+    .option('token-audiences', { type: 'string', describe: 'comma list of audiences agent and waypoint tokens must be minted for (--kube); replaces $AMBIT_TOKEN_AUDIENCES' })
     .option('kube', { type: 'boolean', default: false, describe: 'read config from the Kubernetes API (kubeconfig or in-cluster) instead of files' });
 }
 
@@ -76,8 +78,15 @@ interface ControlArgs {
   'wss-port'?: number | undefined;
   'status-port'?: number | undefined;
   'debounce-ms'?: number | undefined;
+  /** yargs makes a repeated flag an array; that is refused */
+  'max-connections'?: number | number[] | undefined;
+  /** repeated: the lists are joined */
+  'token-audiences'?: string | string[] | undefined;
   kube?: boolean | undefined;
 }
+
+/** Same bounds as AMBIT_MAX_CONNECTIONS. */
+const MAX_CONNECTIONS_LIMIT = 1_000_000;
 
 /**
  * Flags -> control plane settings: only what was given (runControl fills the rest from its
@@ -114,6 +123,21 @@ export function controlFlags(a: ControlArgs, env: Readonly<Record<string, string
   if (ws !== undefined) out.wsPort = ws;
   if (wss !== undefined) out.wssPort = wss;
   if (status !== undefined) out.statusPort = status;
+  const maxConns = a['max-connections'];
+  if (maxConns !== undefined) {
+    if (typeof maxConns !== 'number' || !Number.isInteger(maxConns) || maxConns < 1 || maxConns > MAX_CONNECTIONS_LIMIT) {
+      throw new MeshError('AMBIT_CONFIG_INVALID', `--max-connections: ${JSON.stringify(maxConns)} is not an integer 1..${MAX_CONNECTIONS_LIMIT}`);
+    }
+    out.maxConnections = maxConns;
+  }
+  const audiences = a['token-audiences'];
+  if (audiences !== undefined) {
+    // only split here: controlSettings checks each one (parseAudiences, naming --token-audiences)
+    // when the program starts, before it binds anything; importing it here would load the
+    // control plane and the Kubernetes client into every CLI command
+    const raw = Array.isArray(audiences) ? audiences.join(',') : audiences;
+    out.tokenAudiences = raw.split(',').map((x) => x.trim()).filter(Boolean);
+  }
   return out;
 }
 

@@ -1,7 +1,9 @@
 import test from 'ava';
 import { resolve } from 'node:path';
+import yargs from 'yargs';
 import { meshPorts, sumMetric } from '../../src/cli/mesh.js';
-import { agentFlags, checkPort, controlFlags, prefixedNetnsCandidates } from '../../src/cli/programs.js';
+import { agentFlags, checkPort, controlFlags, controlOptions, prefixedNetnsCandidates } from '../../src/cli/programs.js';
+import { controlSettings } from '../../src/control/main.js';
 
 test('controlFlags: directories follow --dir; only given values are set, so the environment still counts', (t) => {
   const f = controlFlags({ dir: '/tmp/x' });
@@ -66,4 +68,36 @@ test('sumMetric adds the series whose labels match, and only those', (t) => {
   t.is(sumMetric('', 'istio_tcp_connections_opened_total', {}), 0);
   // a label whose name ends like another's is not mistaken for it
   t.is(sumMetric('m{destination_workload="client"} 3', 'm', { workload: 'client' }), 0);
+});
+
+test('controlFlags: --max-connections maps to maxConnections and wins over AMBIT_MAX_CONNECTIONS; bad values name the flag', (t) => {
+  t.is(controlFlags({ 'max-connections': 64 }).maxConnections, 64);
+  t.false('maxConnections' in controlFlags({}));
+  t.is(controlSettings({ AMBIT_MAX_CONNECTIONS: '32' }, controlFlags({ 'max-connections': 64 })).maxConnections, 64);
+  t.is(controlSettings({ AMBIT_MAX_CONNECTIONS: '32' }, controlFlags({})).maxConnections, 32);
+  for (const bad of [0, -1, 1.5, Number.NaN, 1_000_001, [2, 3]]) {
+    t.throws(() => controlFlags({ 'max-connections': bad }), { message: /^--max-connections: .* is not an integer 1\.\.1000000$/ }, JSON.stringify(bad));
+  }
+});
+
+test('controlFlags: --token-audiences is a comma list that replaces AMBIT_TOKEN_AUDIENCES, checked by parseAudiences under the flag name', (t) => {
+  t.deepEqual(controlFlags({ 'token-audiences': 'ambit, istio-ca,,' }).tokenAudiences, ['ambit', 'istio-ca']);
+  t.false('tokenAudiences' in controlFlags({}));
+  // a repeated flag: both lists
+  t.deepEqual(controlFlags({ 'token-audiences': ['a', 'b,c'] }).tokenAudiences, ['a', 'b', 'c']);
+  const env = { AMBIT_TOKEN_AUDIENCES: 'from-env' };
+  t.deepEqual(controlSettings(env, controlFlags({ 'token-audiences': 'ambit' })).tokenAudiences, ['ambit']);
+  t.deepEqual(controlSettings(env, controlFlags({})).tokenAudiences, ['from-env']);
+  // an explicit empty list means none, whatever the environment says
+  t.deepEqual(controlSettings(env, controlFlags({ 'token-audiences': '' })).tokenAudiences, []);
+  for (const bad of ['has space', 'x'.repeat(257), Array.from({ length: 17 }, (_, i) => `a${i}`).join(',')]) {
+    t.throws(() => controlSettings({}, controlFlags({ 'token-audiences': bad })), { message: /^--token-audiences: / }, bad.slice(0, 20));
+  }
+});
+
+test('ambit control parses --max-connections and --token-audiences from the command line', async (t) => {
+  const a = await controlOptions(yargs(['--max-connections', '5', '--token-audiences', 'ambit,other'])).strict().parseAsync();
+  t.deepEqual([controlFlags(a).maxConnections, controlFlags(a).tokenAudiences], [5, ['ambit', 'other']]);
+  const bad = await controlOptions(yargs(['--max-connections', 'lots'])).parseAsync();
+  t.throws(() => controlFlags(bad), { message: /--max-connections/ });
 });
