@@ -7,7 +7,7 @@
  * (istio-system), AMBIT_CLUSTER_ID, AMBIT_CONFIG_SOURCE (files | kubernetes; default files),
  * AMBIT_LISTEN_HOST (127.0.0.1 for files, 0.0.0.0 for kubernetes), AMBIT_WS_PORT (15010),
  * AMBIT_WSS_PORT (15012), AMBIT_STATUS_PORT (15014), AMBIT_DEBOUNCE_MS (100), AMBIT_MAX_CONNECTIONS
- * (open connections per control listener, peers included; 10000),
+ * (open connections per listener: 15010, 15012 and the status port, each counted on its own, peers included; 10000),
  * AMBIT_AGENT_SERVICE_ACCOUNTS (comma list of ns/sa; kubernetes), AMBIT_TOKEN_AUDIENCES (comma
  * list; kubernetes: the audiences agents' and waypoints' tokens must be minted for, e.g. `ambit`,
  * matching `audience` of their projected serviceAccountToken; default none, i.e. the API server's
@@ -46,7 +46,7 @@ export interface ControlSettings {
   wssPort: number | null;
   statusPort: number | null;
   debounceMs: number;
-  /** open connections per control listener (15010, 15012), peers included */
+  /** open connections per listener (15010, 15012, status), each counted on its own, peers included */
   maxConnections: number;
   agentServiceAccounts: string[];
   /** TokenReview audiences (kubernetes); empty: the API server's default audience */
