@@ -11,7 +11,7 @@ import { errorMessage, logger, MeshError } from '../core/index.js';
 import { CertManager, type CertBundle, type Identity } from '../identity/index.js';
 import { Snapshot } from '../model/index.js';
 import * as realNative from '../native/index.js';
-import { XdsClient } from '../xds/index.js';
+import { XdsClient, type TokenSource } from '../xds/index.js';
 import { closeHttp, serveHttp } from './admin.js';
 import { applyCapture, removeCapture, type CapturePorts } from './capture.js';
 import { CniServer } from './cni-server.js';
@@ -60,8 +60,8 @@ export interface AgentOptions {
   node: string;
   /** ws:// or wss:// URL of the control plane */
   controlUrl: string;
-  /** bearer token for the control plane */
-  token: string;
+  /** bearer token for the control plane, or a function asked on every connect (rotating token files) */
+  token: TokenSource;
   /** PEM roots to verify a wss:// control plane */
   controlCaPem?: string;
   /** holds agent.sock; created if missing */

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { MeshError, enableTrace, errorMessage, logger, setLogLevel, type Level } from '../core/index.js';
-import { XdsClient, checkToken, tokenFromFile } from '../xds/index.js';
+import { checkToken, tokenFromFile } from '../xds/index.js';
 import { createAgent, type Agent, type AgentOptions } from './app.js';
 
 const log = logger('node-agent');
@@ -46,7 +46,7 @@ export function agentSettings(env: Readonly<Record<string, string | undefined>>,
   const fixed = flags.token ?? (flags.tokenFile ? undefined : env.AMBIT_TOKEN || undefined);
   const tokenFile = fixed === undefined ? flags.tokenFile ?? (env.AMBIT_TOKEN_FILE || undefined) : undefined;
   if (fixed === undefined && tokenFile === undefined) throw new Error('agent: token missing (AMBIT_TOKEN or AMBIT_TOKEN_FILE)');
-  if (fixed !== undefined) checkToken(fixed, flags.token !== undefined ? 'agent: token' : 'AMBIT_TOKEN');
+  if (typeof fixed === 'string') checkToken(fixed, flags.token !== undefined ? 'agent: token' : 'AMBIT_TOKEN');
   const caFile = env.AMBIT_CONTROL_CA_FILE;
   let controlCaPem = flags.controlCaPem;
   if (controlCaPem === undefined && caFile) {
@@ -59,18 +59,13 @@ export function agentSettings(env: Readonly<Record<string, string | undefined>>,
   const admin = num(env, 'AMBIT_ADMIN_PORT');
   const metrics = num(env, 'AMBIT_METRICS_PORT');
   const readiness = num(env, 'AMBIT_READINESS_PORT');
-  // With a token file the control channel is built here, because the agent's own option takes a
-  // fixed string only; `token` is then unused by the agent and left empty.
-  const control = flags.control ?? (tokenFile === undefined ? undefined : new XdsClient({
-    url: controlUrl, token: tokenFromFile(tokenFile), node, role: 'agent', ...(controlCaPem !== undefined ? { caPem: controlCaPem } : {}),
-  }));
   return {
     ...flags,
     node,
     controlUrl,
-    token: fixed ?? '',
+    // a token file is re-read on every connect: projected ServiceAccount tokens rotate
+    token: fixed ?? tokenFromFile(tokenFile!),
     ...(tokenFile !== undefined ? { tokenFile } : {}),
-    ...(control ? { control } : {}),
     stateDir: flags.stateDir ?? env.AMBIT_STATE_DIR ?? '/var/run/ambit',
     trustDomain: flags.trustDomain ?? env.AMBIT_TRUST_DOMAIN ?? 'cluster.local',
     ...(controlCaPem !== undefined ? { controlCaPem } : {}),

@@ -205,8 +205,9 @@ test('the agent built from AMBIT_TOKEN_FILE reads the file on connect, not at se
   // the file does not exist yet: settings must not fail on it
   const s = agentSettings({ AMBIT_NODE_NAME: 'node-a', AMBIT_CONTROL_URL: h.url, AMBIT_TOKEN_FILE: file, AMBIT_STATE_DIR: dir });
   t.is(s.tokenFile, file);
-  const control = s.control;
-  if (!(control instanceof XdsClient)) { t.fail('agentSettings builds the control channel for a token file'); return; }
+  t.is(typeof s.token, 'function', 'a token file becomes a provider the control channel asks on every connect');
+  // the agent hands its token option to its XdsClient as is (src/node-agent/app.ts)
+  const control = new XdsClient({ url: s.controlUrl, token: s.token, node: s.node, role: 'agent' });
   t.teardown(() => control.close());
   control.on('error', () => {});
   await writeFile(file, TOKEN_B);
