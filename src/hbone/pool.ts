@@ -94,6 +94,7 @@ function positive(name: string, v: number | undefined, dflt: number, min = 1): n
 
 export class HbonePool {
   readonly #connect: Connector;
+  readonly #idKeys = new WeakMap<Identity, string>();
   readonly #maxStreams: number;
   readonly #idleMs: number;
   readonly #connectTimeoutMs: number;
@@ -167,8 +168,22 @@ export class HbonePool {
       if (id === undefined) { id = this.#nextConnectorId++; this.#connectorIds.set(connect, id); }
       from = `c:${id}`;
     }
-    const dst = [...new Set(expected.map((e) => identityKey(e)))].sort().join(',');
-    return JSON.stringify([identityKey(src), dst, formatAuthority(addr), from]);
+    // One expected identity is the usual case: no Set, no sort.
+    const dst = expected.length === 1 ? this.#idKey(expected[0]!) : [...new Set(expected.map((e) => this.#idKey(e)))].sort().join(',');
+    // Built per open: a plain join, not JSON.stringify. Unambiguous because no part before
+    // `from` can hold a newline (SPIFFE ids and authorities are validated), and `from` is last.
+    return `${this.#idKey(src)}\n${dst}\n${formatAuthority(addr)}\n${from}`;
+  }
+
+  /**
+   * identityKey (which also validates), remembered for frozen identities: the node agent hands
+   * the same frozen objects on every open, and a frozen object cannot turn invalid later.
+   */
+  #idKey(id: Identity): string {
+    if (!Object.isFrozen(id)) return identityKey(id);
+    let k = this.#idKeys.get(id);
+    if (k === undefined) { k = identityKey(id); this.#idKeys.set(id, k); }
+    return k;
   }
 
   async #acquire(key: string, o: DialOptions): Promise<HboneConnection> {

@@ -118,6 +118,24 @@ function identityOf(w: Pick<Workload, 'trustDomain' | 'namespace' | 'serviceAcco
   return { trustDomain: w.trustDomain, namespace: w.namespace, serviceAccount: w.serviceAccount };
 }
 
+/**
+ * Parsed expected server identities, shared across connections: parsing a SPIFFE id per new
+ * connection showed in the client agent's profile, and the hbone pool remembers the key of a
+ * frozen identity. Bounded: cleared when it grows past what any mesh here names.
+ */
+const EXPECTED_CACHE_MAX = 4096;
+const expectedCache = new Map<string, Identity>();
+
+function expectedIdentity(uri: string): Identity {
+  let id = expectedCache.get(uri);
+  if (id === undefined) {
+    id = Object.freeze(parseSpiffeUri(uri));
+    if (expectedCache.size >= EXPECTED_CACHE_MAX) expectedCache.clear();
+    expectedCache.set(uri, id);
+  }
+  return id;
+}
+
 function parseAuthority(a: string): SocketAddr | undefined {
   if (a.length > 64) return undefined;
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):(\d{1,5})$/.exec(a);
@@ -289,7 +307,7 @@ export class PodProxy {
         if (!cert) throw new MeshError('AMBIT_CERT_INVALID', `no valid certificate for ${spiffeIdOf(src)}`);
         upstream = await this.#ctx.tunnels.open({
           source: cert,
-          expected: req.expectedIdentities.map((s) => parseSpiffeUri(s)),
+          expected: req.expectedIdentities.map(expectedIdentity),
           address: req.address,
           authority: req.authority,
           headers: connectHeaders(src, stripMapped(app.remoteAddress), app.remotePort ?? 0, req.service),
