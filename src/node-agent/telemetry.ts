@@ -104,13 +104,25 @@ export interface AccessRecord {
   error?: string | undefined;
 }
 
-/** The agent's metrics: one Registry per agent (several agents can share a process in tests). */
+/** Counts of one label set not yet handed to prom-client. */
+interface Pending { labels: ConnectionLabels; opened: number; closed: number; sent: number; received: number }
+
+type PendingField = 'opened' | 'closed' | 'sent' | 'received';
+
+/**
+ * The agent's metrics: one Registry per agent (several agents can share a process in tests).
+ *
+ * The four connection counters are fed at scrape time (each metric's `collect`), not per
+ * connection: a prom-client increment with 23 labels validates every name and builds a ~1 kB
+ * hash string, several times per connection. Here a connection costs one map lookup per label
+ * set (joined values) and a few additions; the exposition is the same.
+ */
 export class AgentTelemetry {
   readonly registry = new Registry();
-  readonly #opened: Counter<ConnectionLabelName>;
-  readonly #closed: Counter<ConnectionLabelName>;
-  readonly #sent: Counter<ConnectionLabelName>;
-  readonly #received: Counter<ConnectionLabelName>;
+  /** per label set (values joined): counts since the last collect */
+  readonly #pending = new Map<string, Pending>();
+  /** the pending entry of a connection's labels object, so close does not join them again */
+  readonly #byLabels = new WeakMap<ConnectionLabels, Pending>();
   readonly #open: Gauge<'reporter'>;
   readonly #pods: Gauge;
   readonly #log = logger('access');
@@ -118,16 +130,45 @@ export class AgentTelemetry {
   constructor() {
     const labelNames = [...CONNECTION_LABELS];
     const registers = [this.registry];
-    this.#opened = new Counter({ name: 'istio_tcp_connections_opened_total', help: 'TCP connections opened', labelNames, registers });
-    this.#closed = new Counter({ name: 'istio_tcp_connections_closed_total', help: 'TCP connections closed', labelNames, registers });
-    this.#sent = new Counter({ name: 'istio_tcp_sent_bytes_total', help: 'Bytes sent towards the client (response direction)', labelNames, registers });
-    this.#received = new Counter({ name: 'istio_tcp_received_bytes_total', help: 'Bytes received from the client (request direction)', labelNames, registers });
+    const flush = (field: PendingField) => (c: Counter<ConnectionLabelName>): void => {
+      for (const p of this.#pending.values()) {
+        if (p[field] > 0) { c.inc(p.labels, p[field]); p[field] = 0; }
+      }
+    };
+    const counter = (name: string, help: string, field: PendingField): void => {
+      const f = flush(field);
+      new Counter({ name, help, labelNames, registers, collect() { f(this); } });
+    };
+    counter('istio_tcp_connections_opened_total', 'TCP connections opened', 'opened');
+    counter('istio_tcp_connections_closed_total', 'TCP connections closed', 'closed');
+    counter('istio_tcp_sent_bytes_total', 'Bytes sent towards the client (response direction)', 'sent');
+    counter('istio_tcp_received_bytes_total', 'Bytes received from the client (request direction)', 'received');
     this.#open = new Gauge({ name: 'istio_tcp_sockets_open', help: 'Open proxied connections', labelNames: ['reporter'], registers });
     this.#pods = new Gauge({ name: 'workload_manager_active_proxy_count', help: 'Pods with running proxies', registers });
   }
 
+  /**
+   * The pending counts of `labels`' label set. Label sets are as many as prom-client keeps
+   * series for (its own map is never pruned either), so this map has the same bound.
+   */
+  #entry(labels: ConnectionLabels): Pending {
+    let p = this.#byLabels.get(labels);
+    if (p !== undefined) return p;
+    let key = '';
+    for (const n of CONNECTION_LABELS) key += `${labels[n]}\u0000`;
+    p = this.#pending.get(key);
+    if (p === undefined) {
+      // prom-client would throw on a bad value at increment time; keep that failure here.
+      for (const n of CONNECTION_LABELS) if (typeof labels[n] !== 'string') throw new TypeError(`connection label ${n} must be a string`);
+      p = { labels, opened: 0, closed: 0, sent: 0, received: 0 };
+      this.#pending.set(key, p);
+    }
+    this.#byLabels.set(labels, p);
+    return p;
+  }
+
   opened(labels: ConnectionLabels): void {
-    this.#opened.inc(labels);
+    this.#entry(labels).opened++;
     this.#open.inc({ reporter: labels.reporter });
   }
 
@@ -137,11 +178,12 @@ export class AgentTelemetry {
    * response flag, so dashboards see denials.
    */
   closed(r: AccessRecord, wasOpened: boolean): void {
+    const p = this.#entry(r.labels);
     if (wasOpened) this.#open.dec({ reporter: r.labels.reporter });
-    else this.#opened.inc(r.labels);
-    this.#closed.inc(r.labels);
-    if (r.bytesSent > 0) this.#sent.inc(r.labels, r.bytesSent);
-    if (r.bytesRecv > 0) this.#received.inc(r.labels, r.bytesRecv);
+    else p.opened++;
+    p.closed++;
+    if (r.bytesSent > 0 && Number.isFinite(r.bytesSent)) p.sent += r.bytesSent;
+    if (r.bytesRecv > 0 && Number.isFinite(r.bytesRecv)) p.received += r.bytesRecv;
     const l = r.labels;
     this.#log.info('connection complete', {
       'src.addr': r.srcAddr,
