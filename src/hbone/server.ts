@@ -6,7 +6,7 @@
  *   same trust domain) -> HTTP/2 (bounded headers/streams, reset-flood guard) -> CONNECT request
  *   checks (method, authority) -> the caller's decision (`onConnect`) -> 200 and byte copying.
  */
-import { createServer as h2createServer, constants as h2, type Http2Server, type Http2Session, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import { createServer as h2createServer, constants as h2, type Http2Server, type Http2Session, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream, type ServerStreamResponseOptions } from 'node:http2';
 import { createServer as netCreateServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
@@ -98,6 +98,36 @@ interface SessionState {
 
 const ALLOWED_REFUSALS = new Set([400, 401, 403, 503]);
 
+/**
+ * The abort side of one pending CONNECT decision. The AbortController behind `signal` is made
+ * only when someone reads the signal: making one per stream was a visible share of the server's
+ * CPU per new connection, and the node agent's decision never reads it.
+ */
+class PendingAbort {
+  #ctl: AbortController | undefined;
+  #aborted = false;
+
+  get signal(): AbortSignal {
+    if (this.#ctl === undefined) {
+      this.#ctl = new AbortController();
+      if (this.#aborted) this.#ctl.abort();
+    }
+    return this.#ctl.signal;
+  }
+
+  abort(): void {
+    if (this.#aborted) return;
+    this.#aborted = true;
+    this.#ctl?.abort();
+  }
+}
+
+/** Node's http2 honours `sendDate` on respond(); its typings do not list it. */
+const RESPOND_200: ServerStreamResponseOptions & { sendDate: boolean } = { sendDate: false };
+
+/** A decision waiting for onConnect, in the server's deadline queue. */
+interface DecisionDeadline { at: number; expire: () => void }
+
 function flattenHeaders(h: IncomingHttpHeaders): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(h)) {
@@ -134,7 +164,14 @@ export class HboneServer {
   readonly #sessions = new Map<Http2Session, SessionState>();
   readonly #tunnels = new Set<HboneTunnel>();
   readonly #sockets = new Set<Socket>();
-  readonly #aborts = new Set<AbortController>();
+  readonly #aborts = new Set<PendingAbort>();
+  /**
+   * Decisions still waiting, oldest first (all have the same timeout, so insertion order is
+   * deadline order). One unref'd timer serves them all instead of a timer per stream; the
+   * session socket of a pending stream keeps the process alive meanwhile.
+   */
+  readonly #deadlines = new Set<DecisionDeadline>();
+  #deadlineTimer: NodeJS.Timeout | undefined;
   readonly #maxConnections: number;
   readonly #resetBurst: number;
   readonly #resetRate: number;
@@ -397,7 +434,7 @@ export class HboneServer {
       refuse(400, errorMessage(e));
       return;
     }
-    const abort = new AbortController();
+    const abort = new PendingAbort();
     this.#aborts.add(abort);
     stream.once('close', () => {
       this.#aborts.delete(abort);
@@ -409,7 +446,7 @@ export class HboneServer {
     const req: HboneConnectRequest = {
       authority, target, peer: st.peer, headers: flattenHeaders(headers),
       localAddress: st.localAddress, localPort: st.localPort, remoteAddress: st.remoteAddress, remotePort: st.remotePort,
-      signal: abort.signal,
+      get signal(): AbortSignal { return abort.signal; },
     };
     void this.#decide(req).then((r) => {
       this.#aborts.delete(abort);
@@ -425,7 +462,8 @@ export class HboneServer {
       }
       answered = true;
       try {
-        stream.respond({ ...(r.headers ?? {}), ':status': 200 });
+        // No `date`: the client never reads it, and it was one more header to build per tunnel.
+        stream.respond({ ...(r.headers ?? {}), ':status': 200 }, RESPOND_200);
       } catch (e) {
         dropAnswer(r, `response headers: ${errorMessage(e)}`);
         refuse(503, `response headers: ${errorMessage(e)}`);
@@ -440,14 +478,40 @@ export class HboneServer {
     });
   }
 
+  #addDeadline(d: DecisionDeadline): void {
+    this.#deadlines.add(d);
+    if (this.#deadlineTimer === undefined) this.#armDeadlines(d.at);
+  }
+
+  #armDeadlines(at: number): void {
+    this.#deadlineTimer = setTimeout(() => this.#expireDeadlines(), Math.max(0, Math.ceil(at - performance.now())));
+    this.#deadlineTimer.unref();
+  }
+
+  /** Expires every decision past its deadline, then re-arms for the oldest one left (if any). */
+  #expireDeadlines(): void {
+    this.#deadlineTimer = undefined;
+    const now = performance.now();
+    for (const d of this.#deadlines) {
+      if (d.at > now) { this.#armDeadlines(d.at); return; }
+      this.#deadlines.delete(d);
+      d.expire();
+    }
+  }
+
   /** onConnect, bounded in time and never throwing; a late upstream is closed. */
   #decide(req: HboneConnectRequest): Promise<ConnectResult> {
     return new Promise<ConnectResult>((resolve) => {
       let done = false;
-      const timer = setTimeout(() => {
-        done = true;
-        resolve({ status: 503, reason: `onConnect did not answer in ${this.#decisionMs} ms` });
-      }, this.#decisionMs);
+      const deadline: DecisionDeadline = {
+        at: performance.now() + this.#decisionMs,
+        expire: () => {
+          done = true;
+          resolve({ status: 503, reason: `onConnect did not answer in ${this.#decisionMs} ms` });
+        },
+      };
+      this.#addDeadline(deadline);
+      const clearTimer = (): void => { this.#deadlines.delete(deadline); };
       let p: Promise<ConnectResult>;
       try {
         p = Promise.resolve(this.#o.onConnect(req));
@@ -460,7 +524,7 @@ export class HboneServer {
           return;
         }
         done = true;
-        clearTimeout(timer);
+        clearTimer();
         if (r === null || typeof r !== 'object' || (r.status === 200 && (r.upstream === undefined || r.upstream === null))) {
           resolve({ status: 503, reason: 'onConnect returned no usable result' });
         } else {
@@ -469,7 +533,7 @@ export class HboneServer {
       }, (e: unknown) => {
         if (done) return;
         done = true;
-        clearTimeout(timer);
+        clearTimer();
         resolve({ status: 503, reason: `onConnect failed: ${errorMessage(e)}` });
       });
     });
