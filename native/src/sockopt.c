@@ -54,7 +54,25 @@ int ambit_set_transparent(int fd, int family, ambit_fail *f) {
   return f->err;
 }
 
-/* originalDst(fd) -> {address, port, family} */
+/*
+ * The accepted socket's peer as `peer: {address, port, family}` on the originalDst result. The
+ * node agent needs both for every captured connection; asking here spares it Node's own
+ * getpeername round (remoteAddress), which cost more than this whole call. Best effort: without
+ * a peer (the client already gone) the field is absent and the caller asks Node as before.
+ */
+static napi_value with_peer(napi_env env, int fd, napi_value obj) {
+  if (obj == NULL) return NULL;
+  ambit_addr peer;
+  socklen_t plen = sizeof peer.u;
+  if (getpeername(fd, &peer.u.sa, &plen) != 0) return obj;
+  if (peer.u.sa.sa_family != AF_INET && peer.u.sa.sa_family != AF_INET6) return obj;
+  napi_value jpeer = ambit_addr_to_js(env, &peer.u.sa);
+  if (jpeer == NULL) return NULL;
+  AMBIT_NAPI(napi_set_named_property(env, obj, "peer", jpeer));
+  return obj;
+}
+
+/* originalDst(fd) -> {address, port, family, peer?: {address, port, family}} */
 napi_value ambit_original_dst(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -80,7 +98,7 @@ napi_value ambit_original_dst(napi_env env, napi_callback_info info) {
       ambit_throw_errno(env, "getsockopt", errno, "SO_ORIGINAL_DST");
       return NULL;
     }
-    return ambit_addr_to_js(env, &dst.u.sa);
+    return with_peer(env, fd, ambit_addr_to_js(env, &dst.u.sa));
   }
   if (family != AF_INET6) {
     ambit_throw_errno(env, "getsockopt", EAFNOSUPPORT, "SO_ORIGINAL_DST: not an IPv4/IPv6 socket");
@@ -100,14 +118,14 @@ napi_value ambit_original_dst(napi_env env, napi_callback_info info) {
       ambit_throw_errno(env, "getsockopt", errno, "SO_ORIGINAL_DST (v4-mapped)");
       return NULL;
     }
-    return ambit_addr_to_js(env, &dst.u.sa);
+    return with_peer(env, fd, ambit_addr_to_js(env, &dst.u.sa));
   }
   len = sizeof dst.u.v6;
   if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &dst.u.v6, &len) != 0) {
     ambit_throw_errno(env, "getsockopt", errno, "IP6T_SO_ORIGINAL_DST");
     return NULL;
   }
-  return ambit_addr_to_js(env, &dst.u.sa);
+  return with_peer(env, fd, ambit_addr_to_js(env, &dst.u.sa));
 }
 
 napi_value ambit_set_mark_js(napi_env env, napi_callback_info info) {

@@ -14,7 +14,7 @@ export interface RawAddon {
   netnsId(netns: string | number): string;
   listenInNetns(netns: string | number, opts: object): number;
   connectInNetns(netns: string | number, opts: object): Promise<number>;
-  originalDst(fd: number): { address: string; port: number; family: 4 | 6 };
+  originalDst(fd: number): { address: string; port: number; family: 4 | 6; peer?: { address: string; port: number; family: 4 | 6 } };
   setMark(fd: number, mark: number): void;
   setTransparent(fd: number): void;
   closeFd(fd: number): void;

@@ -19,6 +19,9 @@ export { nativeAvailable } from './addon.js';
 
 export interface SockAddr { address: string; port: number; family: 4 | 6 }
 
+/** originalDst's answer: the destination, plus the socket's peer when it could be read (addon builds from before it was added: never). */
+export interface OriginalDst extends SockAddr { peer?: SockAddr }
+
 /** A network namespace: a path such as /var/run/netns/x (opened and checked per call) or an open netns fd. */
 export type Netns = string | number;
 
@@ -115,7 +118,7 @@ function where(netns: Netns): string {
  * Original destination of an accepted, REDIRECTed socket: SO_ORIGINAL_DST, or
  * IP6T_SO_ORIGINAL_DST for IPv6. IPv4 clients of a dual-stack listener come back as family 4.
  */
-export function originalDst(fd: number): SockAddr {
+export function originalDst(fd: number): OriginalDst {
   checkFd('originalDst', 'fd', fd);
   return call('originalDst', `fd ${fd}`, () => addon().originalDst(fd));
 }

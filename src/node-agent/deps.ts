@@ -17,7 +17,8 @@ export type ConnectInNetnsOptions = ConnectOptions;
 export interface NetnsSockets {
   listenInNetns(netns: NetnsHandle, o: ListenInNetnsOptions): number;
   connectInNetns(netns: NetnsHandle, o: ConnectInNetnsOptions): Promise<number>;
-  originalDst(fd: number): { address: string; port: number; family?: number | string };
+  /** `peer`, when given, is the accepted socket's remote address (saves asking Node for it) */
+  originalDst(fd: number): { address: string; port: number; family?: number | string; peer?: { address: string; port: number } };
   socketFd(s: Socket | Server): number;
   closeFd(fd: number): void;
 }

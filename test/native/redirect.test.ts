@@ -66,7 +66,10 @@ rootTest('an unmarked IPv4 connection is redirected to the capture listener and 
   const accepted = acceptAndEcho(capture);
   const client = await dial(t, ns, '10.77.0.1', 9999);
   const sock = await accepted;
-  t.deepEqual(originalDst(socketFd(sock)), { address: '10.77.0.1', port: 9999, family: 4 });
+  const { peer, ...dst } = originalDst(socketFd(sock));
+  t.deepEqual(dst, { address: '10.77.0.1', port: 9999, family: 4 });
+  // the peer comes in the same call (the client, as seen from the dual-stack listener: plain IPv4)
+  t.deepEqual(peer, { address: client.localAddress, port: client.localPort, family: 4 });
   t.is(await roundTrip(client, 'hello'), 'hello');
 });
 
@@ -76,7 +79,9 @@ rootTest('an unmarked IPv6 connection is redirected too and originalDst reports 
   const accepted = acceptAndEcho(capture);
   const client = await dial(t, ns, 'fd00:77::1', 9999);
   const sock = await accepted;
-  t.deepEqual(originalDst(socketFd(sock)), { address: 'fd00:77::1', port: 9999, family: 6 });
+  const { peer, ...dst } = originalDst(socketFd(sock));
+  t.deepEqual(dst, { address: 'fd00:77::1', port: 9999, family: 6 });
+  t.deepEqual(peer, { address: client.localAddress, port: client.localPort, family: 6 });
   t.is(await roundTrip(client, 'hello6'), 'hello6');
 });
 
@@ -84,8 +89,10 @@ rootTest('an IPv4-only capture listener works as well', async (t) => {
   const ns = podNetns(t);
   const capture = await serve(t, listenInNetns(ns.path, { address: '0.0.0.0', port: 15001, reusePort: true }));
   const accepted = acceptAndEcho(capture);
-  await dial(t, ns, '10.77.0.1', 9999);
-  t.deepEqual(originalDst(socketFd(await accepted)), { address: '10.77.0.1', port: 9999, family: 4 });
+  const client = await dial(t, ns, '10.77.0.1', 9999);
+  const { peer, ...dst } = originalDst(socketFd(await accepted));
+  t.deepEqual(dst, { address: '10.77.0.1', port: 9999, family: 4 });
+  t.deepEqual(peer, { address: client.localAddress, port: client.localPort, family: 4 });
 });
 
 rootTest('a socket marked 0x539 is not redirected and reaches the real destination', async (t) => {
