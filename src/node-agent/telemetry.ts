@@ -76,7 +76,36 @@ function peerLabels<S extends Side>(side: S, w: Workload | undefined, p: string 
   return out as Record<`${S}_${PeerField}`, string>;
 }
 
+/**
+ * The last description's labels. Connections between the same pair of workloads come in runs,
+ * and building the 23 labels was a few microseconds per connection on each agent; a hit needs
+ * the same objects (workloads and service come from the snapshot and are never mutated), so a
+ * new snapshot simply misses. The labels object is frozen: it is shared by those connections.
+ */
+let lastLabels: { d: ConnectionDescription; labels: ConnectionLabels } | undefined;
+
+function sameDescription(a: ConnectionDescription, b: ConnectionDescription): boolean {
+  return a.reporter === b.reporter && a.source === b.source && a.sourcePrincipal === b.sourcePrincipal
+    && a.destination === b.destination && a.destinationPrincipal === b.destinationPrincipal && a.service === b.service
+    && a.serviceHost === b.serviceHost && a.mtls === b.mtls && a.responseFlags === b.responseFlags;
+}
+
 export function connectionLabels(d: ConnectionDescription): ConnectionLabels {
+  const last = lastLabels;
+  if (last !== undefined && sameDescription(last.d, d)) return last.labels;
+  const labels = Object.freeze(buildLabels(d));
+  lastLabels = {
+    d: {
+      reporter: d.reporter, source: d.source, sourcePrincipal: d.sourcePrincipal, destination: d.destination,
+      destinationPrincipal: d.destinationPrincipal, service: d.service, serviceHost: d.serviceHost, mtls: d.mtls,
+      ...(d.responseFlags !== undefined ? { responseFlags: d.responseFlags } : {}),
+    },
+    labels,
+  };
+  return labels;
+}
+
+function buildLabels(d: ConnectionDescription): ConnectionLabels {
   const svcHost = d.service?.hostname ?? d.serviceHost;
   return {
     reporter: d.reporter,
