@@ -60,13 +60,9 @@ int ambit_set_transparent(int fd, int family, ambit_fail *f) {
  * getpeername round (remoteAddress), which cost more than this whole call. Best effort: without
  * a peer (the client already gone) the field is absent and the caller asks Node as before.
  */
-static napi_value with_peer(napi_env env, int fd, napi_value obj) {
-  if (obj == NULL) return NULL;
-  ambit_addr peer;
-  socklen_t plen = sizeof peer.u;
-  if (getpeername(fd, &peer.u.sa, &plen) != 0) return obj;
-  if (peer.u.sa.sa_family != AF_INET && peer.u.sa.sa_family != AF_INET6) return obj;
-  napi_value jpeer = ambit_addr_to_js(env, &peer.u.sa);
+static napi_value with_peer(napi_env env, const ambit_addr *peer, napi_value obj) {
+  if (obj == NULL || peer == NULL) return obj;
+  napi_value jpeer = ambit_addr_to_js(env, &peer->u.sa);
   if (jpeer == NULL) return NULL;
   AMBIT_NAPI(napi_set_named_property(env, obj, "peer", jpeer));
   return obj;
@@ -83,8 +79,16 @@ napi_value ambit_original_dst(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (!ambit_arg_fd(env, argv[0], "originalDst", "fd", &fd)) return NULL;
+  /* The peer also tells the socket's family, which saves the SO_DOMAIN query; without one
+   * (not connected, not a socket, not IP) the family is asked for and reported as before. */
+  ambit_addr peer_buf;
+  socklen_t plen = sizeof peer_buf.u;
+  const ambit_addr *peer = NULL;
+  if (getpeername(fd, &peer_buf.u.sa, &plen) == 0 && (peer_buf.u.sa.sa_family == AF_INET || peer_buf.u.sa.sa_family == AF_INET6)) {
+    peer = &peer_buf;
+  }
   ambit_fail f;
-  int family = ambit_socket_family(fd, &f);
+  int family = peer != NULL ? peer->u.sa.sa_family : ambit_socket_family(fd, &f);
   if (family < 0) {
     ambit_throw_fail(env, &f);
     return NULL;
@@ -98,7 +102,7 @@ napi_value ambit_original_dst(napi_env env, napi_callback_info info) {
       ambit_throw_errno(env, "getsockopt", errno, "SO_ORIGINAL_DST");
       return NULL;
     }
-    return with_peer(env, fd, ambit_addr_to_js(env, &dst.u.sa));
+    return with_peer(env, peer, ambit_addr_to_js(env, &dst.u.sa));
   }
   if (family != AF_INET6) {
     ambit_throw_errno(env, "getsockopt", EAFNOSUPPORT, "SO_ORIGINAL_DST: not an IPv4/IPv6 socket");
@@ -118,14 +122,14 @@ napi_value ambit_original_dst(napi_env env, napi_callback_info info) {
       ambit_throw_errno(env, "getsockopt", errno, "SO_ORIGINAL_DST (v4-mapped)");
       return NULL;
     }
-    return with_peer(env, fd, ambit_addr_to_js(env, &dst.u.sa));
+    return with_peer(env, peer, ambit_addr_to_js(env, &dst.u.sa));
   }
   len = sizeof dst.u.v6;
   if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &dst.u.v6, &len) != 0) {
     ambit_throw_errno(env, "getsockopt", errno, "IP6T_SO_ORIGINAL_DST");
     return NULL;
   }
-  return with_peer(env, fd, ambit_addr_to_js(env, &dst.u.sa));
+  return with_peer(env, peer, ambit_addr_to_js(env, &dst.u.sa));
 }
 
 napi_value ambit_set_mark_js(napi_env env, napi_callback_info info) {
