@@ -130,8 +130,10 @@ interface DecisionDeadline { at: number; expire: () => void }
 
 function flattenHeaders(h: IncomingHttpHeaders): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(h)) {
-    if (k.startsWith(':') || v === undefined) continue;
+  // for-in, not Object.entries: no pair arrays per header on every CONNECT
+  for (const k in h) {
+    const v = h[k];
+    if (k.charCodeAt(0) === 58 /* ':' */ || v === undefined || !Object.hasOwn(h, k)) continue;
     out[k] = Array.isArray(v) ? v.join(', ') : String(v);
   }
   return out;
