@@ -72,6 +72,17 @@ bool ambit_type_error(napi_env env, const char *fn, const char *field, const cha
   return false;
 }
 
+bool ambit_args(napi_env env, napi_callback_info info, const char *fn, napi_value *argv, size_t want,
+                const char *names) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+    napi_throw_error(env, "AMBIT_BUG", "node-api call failed: napi_get_cb_info");
+    return false;
+  }
+  if (argc < want) return ambit_type_error(env, fn, names, strchr(names, ',') ? "are required" : "is required");
+  return true;
+}
+
 bool ambit_arg_int(napi_env env, napi_value v, const char *fn, const char *field, int64_t min,
                    int64_t max, int64_t *out) {
   napi_valuetype t;

@@ -67,6 +67,9 @@ napi_value ambit_fail_error(napi_env env, const ambit_fail *f);
 
 /* Argument checks. Each returns false after throwing a TypeError naming fn and field. */
 bool ambit_type_error(napi_env env, const char *fn, const char *field, const char *what);
+/* Reads exactly `want` arguments into argv; fewer is a TypeError "<fn>: <names> is/are required". */
+bool ambit_args(napi_env env, napi_callback_info info, const char *fn, napi_value *argv, size_t want,
+                const char *names);
 bool ambit_arg_int(napi_env env, napi_value v, const char *fn, const char *field, int64_t min,
                    int64_t max, int64_t *out);
 bool ambit_arg_fd(napi_env env, napi_value v, const char *fn, const char *field, int *out);

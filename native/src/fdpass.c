@@ -166,15 +166,10 @@ static void *recv_thread(void *arg) {
 /* recvWithFds(fd, maxBytes, maxFds, timeoutMs) -> Promise<{data, fds} | null> */
 napi_value ambit_recv_with_fds(napi_env env, napi_callback_info info) {
   static const char *fn = "recvWithFds";
-  size_t argc = 4;
   napi_value argv[4];
   int fd;
   int64_t max_bytes, max_fds, timeout_ms;
-  AMBIT_NAPI(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) {
-    ambit_type_error(env, fn, "fd, maxBytes, maxFds, timeoutMs", "are required");
-    return NULL;
-  }
+  if (!ambit_args(env, info, fn, argv, 4, "fd, maxBytes, maxFds, timeoutMs")) return NULL;
   if (!ambit_arg_fd(env, argv[0], fn, "fd", &fd)) return NULL;
   if (!ambit_arg_int(env, argv[1], fn, "maxBytes", 1, AMBIT_MAX_MSG, &max_bytes)) return NULL;
   if (!ambit_arg_int(env, argv[2], fn, "maxFds", 0, AMBIT_MAX_FDS, &max_fds)) return NULL;
@@ -251,14 +246,9 @@ fail:
 /* sendWithFds(fd, data, fds): one message; waits (bounded) if the socket is non-blocking and full. */
 napi_value ambit_send_with_fds(napi_env env, napi_callback_info info) {
   static const char *fn = "sendWithFds";
-  size_t argc = 3;
   napi_value argv[3];
   int fd;
-  AMBIT_NAPI(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 3) {
-    ambit_type_error(env, fn, "fd, data, fds", "are required");
-    return NULL;
-  }
+  if (!ambit_args(env, info, fn, argv, 3, "fd, data, fds")) return NULL;
   if (!ambit_arg_fd(env, argv[0], fn, "fd", &fd)) return NULL;
   bool is_buf = false, is_arr = false;
   napi_is_buffer(env, argv[1], &is_buf);

@@ -164,14 +164,9 @@ int ambit_socket_in_netns(int nsfd, int family, int type, int *out_fd, ambit_fai
 }
 
 napi_value ambit_open_netns(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
   char path[4096];
-  AMBIT_NAPI(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) {
-    ambit_type_error(env, "openNetns", "path", "is required");
-    return NULL;
-  }
+  if (!ambit_args(env, info, "openNetns", argv, 1, "path")) return NULL;
   if (!ambit_arg_string(env, argv[0], "openNetns", "path", path, sizeof path)) return NULL;
   int fd;
   ambit_fail f;
@@ -185,13 +180,8 @@ napi_value ambit_open_netns(napi_env env, napi_callback_info info) {
 }
 
 napi_value ambit_netns_id(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
-  AMBIT_NAPI(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) {
-    ambit_type_error(env, "netnsId", "netns", "is required");
-    return NULL;
-  }
+  if (!ambit_args(env, info, "netnsId", argv, 1, "netns")) return NULL;
   int fd;
   bool owned;
   if (!ambit_arg_netns(env, argv[0], "netnsId", &fd, &owned)) return NULL;

@@ -70,14 +70,9 @@ static napi_value with_peer(napi_env env, const ambit_addr *peer, napi_value obj
 
 /* originalDst(fd) -> {address, port, family, peer?: {address, port, family}} */
 napi_value ambit_original_dst(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
   int fd;
-  AMBIT_NAPI(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) {
-    ambit_type_error(env, "originalDst", "fd", "is required");
-    return NULL;
-  }
+  if (!ambit_args(env, info, "originalDst", argv, 1, "fd")) return NULL;
   if (!ambit_arg_fd(env, argv[0], "originalDst", "fd", &fd)) return NULL;
   /* The peer also tells the socket's family, which saves the SO_DOMAIN query; without one
    * (not connected, not a socket, not IP) the family is asked for and reported as before. */
@@ -133,15 +128,10 @@ napi_value ambit_original_dst(napi_env env, napi_callback_info info) {
 }
 
 napi_value ambit_set_mark_js(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
   int fd;
   int64_t mark;
-  AMBIT_NAPI(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) {
-    ambit_type_error(env, "setMark", "fd, mark", "are required");
-    return NULL;
-  }
+  if (!ambit_args(env, info, "setMark", argv, 2, "fd, mark")) return NULL;
   if (!ambit_arg_fd(env, argv[0], "setMark", "fd", &fd)) return NULL;
   if (!ambit_arg_int(env, argv[1], "setMark", "mark", 0, UINT32_MAX, &mark)) return NULL;
   ambit_fail f;
@@ -152,14 +142,9 @@ napi_value ambit_set_mark_js(napi_env env, napi_callback_info info) {
 }
 
 napi_value ambit_set_transparent_js(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
   int fd;
-  AMBIT_NAPI(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) {
-    ambit_type_error(env, "setTransparent", "fd", "is required");
-    return NULL;
-  }
+  if (!ambit_args(env, info, "setTransparent", argv, 1, "fd")) return NULL;
   if (!ambit_arg_fd(env, argv[0], "setTransparent", "fd", &fd)) return NULL;
   ambit_fail f;
   int family = ambit_socket_family(fd, &f);
@@ -170,14 +155,9 @@ napi_value ambit_set_transparent_js(napi_env env, napi_callback_info info) {
 }
 
 napi_value ambit_close_fd(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
   napi_value argv[1];
   int fd;
-  AMBIT_NAPI(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) {
-    ambit_type_error(env, "closeFd", "fd", "is required");
-    return NULL;
-  }
+  if (!ambit_args(env, info, "closeFd", argv, 1, "fd")) return NULL;
   if (!ambit_arg_fd(env, argv[0], "closeFd", "fd", &fd)) return NULL;
   /* On Linux the fd is released even when close reports EINTR, so never retry. */
   if (close(fd) != 0 && errno != EINTR) {
