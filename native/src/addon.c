@@ -17,6 +17,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"unixSocketPair", NULL, ambit_unix_socketpair, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
+  if (!ambit_engine_init(env, exports)) return NULL;
   return exports;
 }
 

@@ -188,6 +188,24 @@ bool ambit_parse_addr(napi_env env, const char *fn, const char *field, const cha
   return ambit_type_error(env, fn, field, what);
 }
 
+void ambit_addr_text(const struct sockaddr *sa, char *text, size_t cap, int *port) {
+  text[0] = 0;
+  *port = 0;
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+    inet_ntop(AF_INET, &a->sin_addr, text, cap);
+    *port = ntohs(a->sin_port);
+  } else if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+    *port = ntohs(a->sin6_port);
+    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
+      inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12], text, cap);
+    } else {
+      inet_ntop(AF_INET6, &a->sin6_addr, text, cap);
+    }
+  }
+}
+
 napi_value ambit_addr_to_js(napi_env env, const struct sockaddr *sa) {
   char text[INET6_ADDRSTRLEN];
   int port, family;

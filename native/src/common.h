@@ -93,10 +93,17 @@ bool ambit_arg_netns(napi_env env, napi_value v, const char *fn, int *out_fd, bo
 /* Create a socket inside the netns on a short-lived pthread: the caller's thread never moves. */
 int ambit_socket_in_netns(int nsfd, int family, int type, int *out_fd, ambit_fail *f);
 
+/* A fresh non-blocking socket made in the netns, from its helper's pool; -1 on a miss (connect.c). */
+int ambit_pool_take(int nsfd, int family);
+
 /* sockopt helpers (sockopt.c). */
 int ambit_set_transparent(int fd, int family, ambit_fail *f);
 int ambit_set_mark(int fd, uint32_t mark, ambit_fail *f);
 int ambit_socket_family(int fd, ambit_fail *f);
+/* The pre-redirect destination of an accepted socket of `family` (its peer's family). */
+int ambit_orig_dst(int fd, int family, ambit_addr *dst, ambit_fail *f);
+/* "1.2.3.4" / "fd00::1" (v4-mapped shown as IPv4) and the port of an address. */
+void ambit_addr_text(const struct sockaddr *sa, char *text, size_t cap, int *port);
 
 /* Exported functions. */
 napi_value ambit_open_netns(napi_env env, napi_callback_info info);
@@ -111,6 +118,8 @@ napi_value ambit_recv_with_fds(napi_env env, napi_callback_info info);
 napi_value ambit_send_with_fds(napi_env env, napi_callback_info info);
 napi_value ambit_unix_connect(napi_env env, napi_callback_info info);
 napi_value ambit_unix_socketpair(napi_env env, napi_callback_info info);
+/* The data-path engine (engine.c). */
+bool ambit_engine_init(napi_env env, napi_value exports);
 
 #define AMBIT_NAPI(call)                                                          \
   do {                                                                            \

@@ -155,7 +155,7 @@ static bool pool_start(int nsfd, const struct stat *st, int fi) {
 }
 
 /* A fresh socket of `family` created in the netns, from its pool; -1 on a miss (never fails). */
-static int pool_take(int nsfd, int family) {
+int ambit_pool_take(int nsfd, int family) {
   struct stat st;
   if (fstat(nsfd, &st) != 0) return -1;
   int fi = family == AF_INET6 ? 1 : 0;
@@ -305,7 +305,7 @@ napi_value ambit_connect_in_netns(napi_env env, napi_callback_info info) {
   ambit_fail f = {0};
   int fd = -1, one = 1;
   int rc = 0;
-  fd = pool_take(nsfd, family);
+  fd = ambit_pool_take(nsfd, family);
   if (fd < 0) rc = ambit_socket_in_netns(nsfd, family, SOCK_STREAM, &fd, &f);
   if (owned) close(nsfd);
   if (rc != 0) goto fail;

@@ -84,47 +84,54 @@ napi_value ambit_original_dst(napi_env env, napi_callback_info info) {
   }
   ambit_fail f;
   int family = peer != NULL ? peer->u.sa.sa_family : ambit_socket_family(fd, &f);
-  if (family < 0) {
+  ambit_addr dst;
+  if (family < 0 || ambit_orig_dst(fd, family, &dst, &f) != 0) {
     ambit_throw_fail(env, &f);
     return NULL;
   }
-  ambit_addr dst;
-  memset(&dst, 0, sizeof dst);
+  return with_peer(env, peer, ambit_addr_to_js(env, &dst.u.sa));
+}
+
+int ambit_orig_dst(int fd, int family, ambit_addr *dst, ambit_fail *f) {
+  memset(dst, 0, sizeof *dst);
   socklen_t len;
   if (family == AF_INET) {
-    len = sizeof dst.u.v4;
-    if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &dst.u.v4, &len) != 0) {
-      ambit_throw_errno(env, "getsockopt", errno, "SO_ORIGINAL_DST");
-      return NULL;
+    len = sizeof dst->u.v4;
+    if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &dst->u.v4, &len) != 0) {
+      ambit_fail_set(f, "getsockopt", errno, "SO_ORIGINAL_DST");
+      return -1;
     }
-    return with_peer(env, peer, ambit_addr_to_js(env, &dst.u.sa));
+    dst->len = len;
+    return 0;
   }
   if (family != AF_INET6) {
-    ambit_throw_errno(env, "getsockopt", EAFNOSUPPORT, "SO_ORIGINAL_DST: not an IPv4/IPv6 socket");
-    return NULL;
+    ambit_fail_set(f, "getsockopt", EAFNOSUPPORT, "SO_ORIGINAL_DST: not an IPv4/IPv6 socket");
+    return -1;
   }
   /* An IPv4 client accepted on a dual-stack [::] listener is tracked by IPv4 conntrack, which only
    * answers SOL_IP queries; the local address tells which table holds the entry. */
   ambit_addr local;
   socklen_t llen = sizeof local.u;
   if (getsockname(fd, &local.u.sa, &llen) != 0) {
-    ambit_throw_errno(env, "getsockname", errno, NULL);
-    return NULL;
+    ambit_fail_set(f, "getsockname", errno, NULL);
+    return -1;
   }
   if (local.u.sa.sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&local.u.v6.sin6_addr)) {
-    len = sizeof dst.u.v4;
-    if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &dst.u.v4, &len) != 0) {
-      ambit_throw_errno(env, "getsockopt", errno, "SO_ORIGINAL_DST (v4-mapped)");
-      return NULL;
+    len = sizeof dst->u.v4;
+    if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &dst->u.v4, &len) != 0) {
+      ambit_fail_set(f, "getsockopt", errno, "SO_ORIGINAL_DST (v4-mapped)");
+      return -1;
     }
-    return with_peer(env, peer, ambit_addr_to_js(env, &dst.u.sa));
+    dst->len = len;
+    return 0;
   }
-  len = sizeof dst.u.v6;
-  if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &dst.u.v6, &len) != 0) {
-    ambit_throw_errno(env, "getsockopt", errno, "IP6T_SO_ORIGINAL_DST");
-    return NULL;
+  len = sizeof dst->u.v6;
+  if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &dst->u.v6, &len) != 0) {
+    ambit_fail_set(f, "getsockopt", errno, "IP6T_SO_ORIGINAL_DST");
+    return -1;
   }
-  return with_peer(env, peer, ambit_addr_to_js(env, &dst.u.sa));
+  dst->len = len;
+  return 0;
 }
 
 napi_value ambit_set_mark_js(napi_env env, napi_callback_info info) {

@@ -17,6 +17,7 @@ import { applyCapture, removeCapture, type CapturePorts } from './capture.js';
 import { CniServer } from './cni-server.js';
 import { ConnectionRegistry } from './connections.js';
 import type { NativeApi, NetnsHandle } from './deps.js';
+import { AgentEngine } from './engine-adapter.js';
 import { Enrolment } from './enrolment.js';
 import { createHboneListener, createTunnelOpener } from './hbone-adapter.js';
 import { defaultNetnsCandidates, findNetnsByIp } from './netns-scan.js';
@@ -92,6 +93,11 @@ export interface AgentOptions {
   /** netns paths to scan for running pods; default /var/run/netns/* and /proc/<pid>/ns/net */
   netnsCandidates?: () => Promise<string[]>;
   random?: () => number;
+  /**
+   * Who carries 15001/15008 traffic: 'engine' (the addon's native data path; the default with the
+   * real addon) or 'node' (Node's TLS and HTTP/2; the default when `native` is injected).
+   */
+  dataPath?: 'engine' | 'node';
 }
 
 export interface EnrollRequest {
@@ -148,6 +154,9 @@ export function createAgent(o: AgentOptions): Agent {
   const hboneListener = o.hboneListener ?? createHboneListener;
   const telemetry = new AgentTelemetry();
   const connections = new ConnectionRegistry();
+  const engine = (o.dataPath ?? (o.native ? 'node' : 'engine')) === 'engine'
+    ? new AgentEngine({ telemetry, connections, engine: { ...(o.connectTimeoutMs ? { connectTimeoutMs: o.connectTimeoutMs } : {}) } })
+    : undefined;
   const socketPath = join(o.stateDir, 'agent.sock');
   const candidates = o.netnsCandidates ?? defaultNetnsCandidates;
   const selfNetns = netnsIdOf('/proc/self/ns/net');
@@ -180,7 +189,7 @@ export function createAgent(o: AgentOptions): Agent {
     },
     createProxy: (pod) => new PodProxy({
       native, snapshot: () => control.snapshot, cert: (id) => certs.peek(id), fetchCert: (id) => certs.get(id), tunnels, hboneListener, telemetry, connections,
-      trustDomain, ports: podPorts, ...(o.certWaitMs !== undefined ? { certWaitMs: o.certWaitMs } : {}), ...(o.connectTimeoutMs ? { connectTimeoutMs: o.connectTimeoutMs } : {}),
+      ...(engine ? { engine } : {}), trustDomain, ports: podPorts, ...(o.certWaitMs !== undefined ? { certWaitMs: o.certWaitMs } : {}), ...(o.connectTimeoutMs ? { connectTimeoutMs: o.connectTimeoutMs } : {}),
       ...(o.random ? { random: o.random } : {}),
     }, pod),
     trackIdentity: (id) => { certs.track(id); },
@@ -284,6 +293,7 @@ export function createAgent(o: AgentOptions): Agent {
         clearInterval(retryTimer);
         await cni.close();
         await enrolment.stop(deadlineMs);
+        engine?.destroy();
         await Promise.all(servers.splice(0).map(closeHttp));
         await tunnels.close?.();
         await control.close();

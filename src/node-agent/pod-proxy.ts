@@ -15,6 +15,7 @@ import { serviceKey, type Snapshot, type Workload } from '../model/index.js';
 import { evaluateL4 } from '../policy/index.js';
 import { AGENT_MARK } from './capture.js';
 import type { ConnectionRegistry, TrackedConnection } from './connections.js';
+import { clientTag, FlowRecord, type AgentEngine, type FlowOwner, type InboundTarget, type OutboundPlan } from './engine-adapter.js';
 import type { NetnsHandle, NetnsSockets } from './deps.js';
 import { connectHeaders, forwardedHost } from './headers.js';
 import { RELAY_BUFFER_BYTES, coalesceWrites, relay } from './relay.js';
@@ -91,6 +92,11 @@ export interface ProxyContext {
   certWaitMs?: number;
   tunnels: TunnelOpener;
   hboneListener: HboneListenerFactory;
+  /**
+   * The native data path: when set it carries 15001 and 15008 (the Node path, `tunnels` and
+   * `hboneListener`, is then unused); 15006 stays in Node either way.
+   */
+  engine?: AgentEngine;
   telemetry: AgentTelemetry;
   connections: ConnectionRegistry;
   trustDomain: string;
@@ -168,7 +174,14 @@ function flagFor(e: unknown): ResponseFlag {
   return 'CONNECT';
 }
 
-export class PodProxy {
+/** CONNECT headers as the engine takes them: "name\0value\0...". */
+function joinHeaders(h: Record<string, string>): string {
+  let out = '';
+  for (const k in h) out += out === '' ? `${k}\0${h[k]}` : `\0${k}\0${h[k]}`;
+  return out;
+}
+
+export class PodProxy implements FlowOwner {
   readonly pod: PodInfo;
   readonly #ctx: ProxyContext;
   readonly #servers: Server[] = [];
@@ -177,6 +190,10 @@ export class PodProxy {
   /** every relay of this pod, inbound and outbound: destroyed at the drain deadline */
   readonly #live = new Set<{ destroy(reason?: string): void }>();
   #started = false;
+  /** engine listener ids (15001, 15008) and this pod's flows the engine still carries */
+  #engineIds: number[] = [];
+  #engineOpen = 0;
+  #engineIdle: (() => void) | undefined;
 
   /** routing options fixed for the proxy's life: its own ports are the self-call set */
   readonly #route: RouteOptions;
@@ -189,7 +206,16 @@ export class PodProxy {
   }
 
   get listening(): boolean { return this.#started; }
-  get openConnections(): number { return this.#live.size; }
+  get openConnections(): number { return this.#live.size + this.#engineOpen; }
+
+  /** FlowOwner: one of this pod's engine flows ended. */
+  flowEnded(): void {
+    if (--this.#engineOpen <= 0) {
+      this.#engineOpen = 0;
+      this.#engineIdle?.();
+      this.#engineIdle = undefined;
+    }
+  }
 
   /** The pod's workload in the current snapshot, if it is there. */
   workload(): Workload | undefined { return this.#ctx.snapshot().workload(this.pod.uid); }
@@ -205,6 +231,20 @@ export class PodProxy {
     const family = this.pod.ips.some((ip) => ip.includes(':')) ? '::' : '0.0.0.0';
     const open = (port: number) => native.listenInNetns(this.pod.netns, { address: family, port, mark: AGENT_MARK, reusePort: true, transparent: true, backlog: 511 });
     try {
+      const engine = this.#ctx.engine;
+      if (engine) {
+        this.#engineIds.push(engine.listenOutbound(open(ports.outbound), this.pod.netns, AGENT_MARK, {
+          outbound: (fid, dip, dport, pip, pport) => this.#engineOutbound(engine, fid, dip, dport, pip, pport),
+        }));
+        await this.#serve(open(ports.inboundPlain), (s) => this.#onInboundPlain(s));
+        await this.#waitForCert();
+        this.#engineIds.push(engine.listenHbone(open(ports.hbone), this.pod.netns, AGENT_MARK, this.#ctx.trustDomain, {
+          context: () => this.#engineContext(engine),
+          inbound: (fid, peer, authority, fwd, rip, rport, lip, lport) => this.#engineInbound(engine, fid, peer, authority, fwd, rip, rport, lip, lport),
+        }));
+        this.#started = true;
+        return;
+      }
       await this.#serve(open(ports.outbound), (s) => this.#onOutbound(s));
       await this.#serve(open(ports.inboundPlain), (s) => this.#onInboundPlain(s));
       await this.#waitForCert();
@@ -260,7 +300,16 @@ export class PodProxy {
     const hbone = this.#hbone;
     this.#hbone = undefined;
     const hboneClosed = hbone ? hbone.close(deadlineMs) : Promise.resolve();
-    await this.#drain.start(deadlineMs, () => { for (const r of [...this.#live]) r.destroy('drain deadline'); });
+    const engine = this.#ctx.engine;
+    const engineIds = this.#engineIds.splice(0);
+    if (engine) {
+      for (const id of engineIds) engine.unlisten(id);
+      if (this.#engineOpen > 0) this.#drain.track(new Promise<void>((resolve) => { this.#engineIdle = resolve; }));
+    }
+    await this.#drain.start(deadlineMs, () => {
+      for (const r of [...this.#live]) r.destroy('drain deadline');
+      if (engine) for (const id of engineIds) engine.closeFlows(id, 'drain deadline');
+    });
     await Promise.all([...closing, hboneClosed]);
   }
 
@@ -354,9 +403,9 @@ export class PodProxy {
     return s;
   }
 
-  #refuse(app: Socket, started: number, direction: 'inbound' | 'outbound', srcAddr: string, dstAddr: string,
+  #refuse(app: Socket | undefined, started: number, direction: 'inbound' | 'outbound', srcAddr: string, dstAddr: string,
     desc: ConnectionDescription, error: string, hboneAddr?: string): void {
-    app.resetAndDestroy();
+    app?.resetAndDestroy();
     log.debug('connection refused', { pod: this.pod.name, direction, src: srcAddr, dst: dstAddr, error });
     this.#ctx.telemetry.closed({
       direction, srcAddr, dstAddr, hboneAddr, labels: connectionLabels(desc), bytesRecv: 0, bytesSent: 0,
@@ -508,5 +557,111 @@ export class PodProxy {
         finished();
       },
     };
+  }
+
+  // === the native data path (15001, 15008 carried by the engine) ===
+
+  #engineContext(engine: AgentEngine): ReturnType<AgentEngine['tls']> | null {
+    const b = this.#ctx.cert(this.#identity());
+    if (!b) return null; // fail closed: no certificate, no handshake
+    try {
+      return engine.tls(b);
+    } catch (e) {
+      log.warn('hbone: certificate unusable', { pod: this.pod.name, error: errorMessage(e) });
+      return null;
+    }
+  }
+
+  #engineTrack(engine: AgentEngine, flowId: number, r: FlowRecord): void {
+    engine.track(flowId, r);
+    this.#engineOpen++;
+  }
+
+  /** A captured outbound connection: the same decision as #onOutbound, answered as an engine plan. */
+  #engineOutbound(engine: AgentEngine, flowId: number, dstIp: string, dstPort: number, peerIp: string, peerPort: number): OutboundPlan | null {
+    const started = Date.now();
+    const srcAddr = formatAddr(peerIp, peerPort);
+    const dst: SocketAddr = { ip: dstIp, port: dstPort };
+    const dstAddr = formatAddr(dstIp, dstPort);
+    if (this.#drain.draining) return null;
+    const src = this.workload();
+    if (!src) {
+      this.#refuse(undefined, started, 'outbound', srcAddr, dstAddr, { reporter: 'source', mtls: false, responseFlags: 'DENY' }, 'pod unknown to the mesh');
+      return null;
+    }
+    const req = buildOutboundRequest(this.#ctx.snapshot(), src, dst, this.#route);
+    const desc: ConnectionDescription = {
+      reporter: 'source', source: src, sourcePrincipal: spiffeIdOf(src), destination: req.destWorkload, service: req.service,
+      mtls: req.kind === 'hbone',
+    };
+    if (req.kind === 'deny') {
+      this.#refuse(undefined, started, 'outbound', srcAddr, dstAddr, { ...desc, responseFlags: req.reason.startsWith('no healthy') ? 'NO_HEALTHY_UPSTREAM' : 'DENY' }, req.reason);
+      return null;
+    }
+    if (req.kind !== 'hbone') {
+      this.#engineTrack(engine, flowId, new FlowRecord(this, 'outbound', desc, srcAddr, dstAddr, undefined, started));
+      return { t: 1, ip: req.address.ip, port: req.address.port };
+    }
+    const hboneAddr = formatAddr(req.address.ip, req.address.port);
+    // Fail closed: without our certificate mesh traffic is refused, never sent in plaintext.
+    const cert = this.#ctx.cert(identityOf(src));
+    let ctx: ReturnType<AgentEngine['tls']>;
+    try {
+      if (!cert) throw new MeshError('AMBIT_CERT_INVALID', `no valid certificate for ${spiffeIdOf(src)}`);
+      ctx = engine.tls(cert);
+    } catch (e) {
+      this.#refuse(undefined, started, 'outbound', srcAddr, dstAddr, { ...desc, responseFlags: 'TLS_FAILURE' }, errorMessage(e), hboneAddr);
+      return null;
+    }
+    const tag = clientTag(req.expectedIdentities);
+    this.#engineTrack(engine, flowId, new FlowRecord(this, 'outbound', desc, srcAddr, dstAddr, hboneAddr, started));
+    return {
+      t: 2, ctx, tag, ip: req.address.ip, port: req.address.port, authority: req.authority,
+      key: `${this.pod.uid} ${spiffeIdOf(src)} ${tag} ${hboneAddr}`,
+      headers: joinHeaders(connectHeaders(src, peerIp, peerPort, req.service)),
+    };
+  }
+
+  /** A CONNECT stream on 15008: the same checks as #onHbone, answered synchronously. */
+  #engineInbound(engine: AgentEngine, flowId: number, peerId: string, authority: string, forwarded: string | undefined,
+    remoteIp: string, remotePort: number, localIp: string, localPort: number): InboundTarget | number {
+    const started = Date.now();
+    const srcAddr = formatAddr(remoteIp, remotePort);
+    const snap = this.#ctx.snapshot();
+    const w = this.workload();
+    const byIp = snap.workloadByIp(remoteIp);
+    const source = byIp && spiffeIdOf(byIp) === peerId ? byIp : undefined;
+    const desc: ConnectionDescription = {
+      reporter: 'destination', source, sourcePrincipal: peerId, destination: w, mtls: true,
+      serviceHost: knownServiceHost(snap, forwarded),
+    };
+    const target = parseAuthority(authority);
+    const dstAddr = target ? formatAddr(target.ip, target.port) : authority.slice(0, 64);
+    const fail = (status: 400 | 401 | 503, reason: string, flag: ResponseFlag): number => {
+      log.debug('hbone refused', { pod: this.pod.name, status, reason, peer: peerId });
+      this.#ctx.telemetry.closed({ direction: 'inbound', srcAddr, dstAddr, labels: connectionLabels({ ...desc, responseFlags: flag }), bytesRecv: 0, bytesSent: 0, durationMs: Date.now() - started, error: reason }, false);
+      return status;
+    };
+    if (this.#drain.draining) return fail(503, 'draining', 'CONNECT');
+    if (!target) return fail(400, `bad authority ${JSON.stringify(authority.slice(0, 64))}`, 'CONNECT');
+    if (target.ip !== localIp) return fail(400, `ip mismatch: authority ${target.ip}, connection arrived on ${localIp}`, 'CONNECT');
+    const bad = this.#checkTarget(target);
+    if (bad) return fail(400, bad, 'CONNECT');
+    if (!w) return fail(503, 'pod unknown to the mesh', 'CONNECT');
+    let peer;
+    try {
+      peer = expectedIdentity(peerId);
+    } catch (e) {
+      return fail(400, `peer identity: ${errorMessage(e)}`, 'CONNECT');
+    }
+    const decision = evaluateL4(snap.policiesFor(w), { srcIdentity: peer, srcIp: remoteIp, dstIp: target.ip, dstPort: target.port });
+    if (!decision.allowed) return fail(401, `policy: ${decision.reason}`, 'DENY');
+    const r = new FlowRecord(this, 'inbound', desc, srcAddr, dstAddr, formatAddr(localIp, localPort), started);
+    r.tracked = this.#ctx.connections.add({
+      direction: 'inbound', podUid: this.pod.uid, srcIdentity: peer, srcIp: remoteIp, srcPort: remotePort,
+      dstIp: target.ip, dstPort: target.port, close: (reason) => { engine.closeFlow(flowId, reason); },
+    });
+    this.#engineTrack(engine, flowId, r);
+    return this.pod.spoof ? { ip: target.ip, port: target.port, spoof: remoteIp } : { ip: target.ip, port: target.port };
   }
 }

@@ -1,0 +1,199 @@
+/*
+ * The node agent's data path (engine*.c): the captured connections of enrolled pods and the
+ * HBONE tunnels that carry them, driven from one epoll set polled by the Node event loop. The
+ * protocols are not ours: TLS is the OpenSSL and HTTP/2 the nghttp2 that Node itself links and
+ * exports. What is ours is the glue: sockets, buffers, flow control, the pool of tunnels, and
+ * the calls into JavaScript, which keeps every decision (routing, identity, policy, telemetry).
+ *
+ * Everything runs on the JS thread, so callbacks into JS are plain synchronous calls. Objects
+ * freed while an epoll batch may still name them are parked on a graveyard list and freed when
+ * the batch ends.
+ */
+#ifndef AMBIT_ENGINE_H
+#define AMBIT_ENGINE_H
+
+#include "common.h"
+
+#include <arpa/inet.h>
+#include <netinet/tcp.h>
+#include <nghttp2/nghttp2.h>
+#include <stddef.h>
+#include <sys/epoll.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <uv.h>
+
+enum { EV_LISTENER = 1, EV_TCONN, EV_APP, EV_UP };
+enum { L_OUTBOUND = 1, L_HBONE };
+enum { M_PLAIN = 1, M_H2 };
+
+typedef struct engine engine;
+typedef struct tconn tconn;
+typedef struct flow flow;
+
+/* What epoll's data.ptr points at: the first member of each polled object. */
+typedef struct {
+  uint8_t kind;
+} evsrc;
+
+/* Bytes waiting for a writer. Allocated only while something waits. */
+typedef struct {
+  char *p;
+  uint32_t off, len, cap;
+} ebuf;
+
+/* A certificate, its key and the roots, as one SSL_CTX for both roles. Reference counted. */
+typedef struct {
+  SSL_CTX *ctx;
+  char *roots;
+  int refs;
+} tlsctx;
+
+typedef struct listener {
+  evsrc ev;
+  struct listener *next;
+  engine *e;
+  uint32_t id;
+  uint8_t kind;
+  bool closed;
+  int fd;
+  int nsfd;       /* the pod netns, for the sockets the engine dials on the pod's behalf */
+  uint32_t mark;
+  char *tag;      /* hbone: handed to the verify callback with the client's chain */
+  int refs;       /* the open listener itself, its flows and tconns */
+} listener;
+
+struct flow {
+  evsrc app_ev; /* the app-facing socket: captured client (outbound) or our socket to the app (inbound) */
+  evsrc up_ev;  /* plain mode: the upstream socket */
+  flow *prev, *next;   /* engine list */
+  flow *tprev, *tnext; /* the tconn's list (h2 mode) */
+  flow *wnext;         /* the tconn's wait list (client, before its handshake) */
+  engine *e;
+  listener *l;
+  tconn *tc;
+  uint32_t id;
+  int32_t sid;        /* h2 stream; 0 before submit, -1 once the stream is gone */
+  int app_fd, up_fd;
+  uint8_t mode;
+  unsigned app_r : 1, app_w : 1, up_r : 1, up_w : 1;
+  unsigned app_eof : 1;    /* the app ended its side (we sent END_STREAM / shut upstream) */
+  unsigned peer_eof : 1;   /* the far side ended (END_STREAM / upstream EOF) */
+  unsigned app_shut : 1;   /* we shut the app socket's write side */
+  unsigned up_shut : 1;    /* plain: we shut the upstream's write side */
+  unsigned deferred : 1;   /* h2: the data provider waits for the app socket */
+  unsigned dialing : 1;    /* our socket (upstream or app) is still connecting */
+  unsigned established : 1;
+  unsigned server : 1;
+  unsigned silent : 1;     /* JS already accounted for it (refused): no close event */
+  unsigned dead : 1;
+  unsigned is_connect : 1, saw_method : 1, too_big : 1, queued : 1;
+  uint16_t status;         /* client: the CONNECT answer */
+  uint16_t hdr_pairs;
+  uint32_t hdr_bytes;
+  ebuf to_app, to_up;
+  uint64_t from_app_n, to_app_n;
+  uint64_t deadline;       /* dialing deadline, loop ms */
+  char *authority, *forwarded; /* server: request fields until the decision */
+  char *hdrs;              /* client: extra CONNECT headers until submit ("name\0value\0"...) */
+  uint32_t hdrs_len;
+  char *err;
+};
+
+struct tconn {
+  evsrc ev;
+  tconn *prev, *next;
+  engine *e;
+  listener *l;          /* server: where it was accepted; client: the source pod's listener */
+  tlsctx *ctx;
+  SSL *ssl;
+  nghttp2_session *h2;
+  int fd;
+  unsigned client : 1, tcp_connecting : 1, handshaking : 1, ready : 1, goaway : 1, dead : 1;
+  unsigned r : 1, w : 1, dirty : 1;
+  uint32_t started, active, queued;
+  uint64_t deadline, idle_since;
+  char *key, *tag, *peer;
+  flow *flows;          /* attached flows (tnext) */
+  flow *waiting;        /* client flows waiting for the handshake (wnext) */
+  tconn *dnext;         /* engine dirty list */
+  ebuf out;             /* HTTP/2 bytes not yet taken by SSL_write */
+  char rip[48], lip[48];
+  int rport, lport;
+};
+
+struct engine {
+  napi_env env;
+  napi_ref cb_outbound, cb_inbound, cb_verify, cb_context, cb_event;
+  napi_async_context actx;
+  uv_loop_t *loop;
+  int epfd;
+  uv_poll_t poll;
+  uv_timer_t timer;
+  int open_handles;
+  bool destroyed, in_batch, reffed;
+  listener *listeners;
+  tconn *tconns;
+  flow *flows;
+  tconn *dirty;
+  uint32_t ndead;       /* dead flows and tconns still linked, freed by eng_reap */
+  uint32_t next_id;
+  uint32_t nflows, ntconns;
+  /* settings */
+  uint32_t connect_ms, handshake_ms, idle_ms, streams_per_conn, max_streams, window, conn_window;
+  nghttp2_session_callbacks *cbs_client, *cbs_server;
+  nghttp2_option *opt_client, *opt_server;
+  char rbuf[65536];
+};
+
+/* engine.c */
+uint64_t eng_now(engine *e);
+void eng_dirty(tconn *tc);
+void eng_flush_dirty(engine *e);
+bool eng_call(engine *e, napi_ref fn, size_t argc, napi_value *argv, napi_value *result);
+/* 1: the flow is established (upstream connected / 200 seen); 2: it closed. */
+void eng_event(engine *e, int kind, flow *f);
+void eng_ref_update(engine *e);
+void eng_reap(engine *e);
+void listener_unref(listener *l);
+
+/* engine_flow.c */
+flow *flow_new(engine *e, listener *l, uint8_t mode, int app_fd);
+bool flow_watch_app(flow *f);
+void flow_abort(flow *f, const char *reason);
+void flow_set_err(flow *f, const char *reason);
+void flow_app_event(flow *f, uint32_t ev);
+void flow_up_event(flow *f, uint32_t ev);
+void flow_maybe_finish(flow *f);
+void flow_flush_to_app(flow *f);
+bool flow_buf_append(ebuf *b, const char *p, size_t n);
+int flow_dial(flow *f, const char *ip, int port, const char *spoof, int *out_fd, char *why, size_t cap);
+void flow_free(flow *f);
+void flow_reset_fd(int fd);
+
+/* engine_h2.c */
+bool h2_init(engine *e);
+void h2_fini(engine *e);
+tconn *tconn_new(engine *e, listener *l, int fd, tlsctx *ctx, bool client);
+void tconn_event(tconn *tc, uint32_t ev);
+void tconn_kill(tconn *tc, const char *reason);
+void tconn_flush(tconn *tc);
+void tconn_retire(tconn *tc);
+void tconn_free(tconn *tc);
+tconn *pool_get(engine *e, listener *l, tlsctx *ctx, const char *key, const char *tag, const char *ip, int port,
+                char *why, size_t cap);
+void tconn_attach(tconn *tc, flow *f);
+void h2_client_submit(tconn *tc, flow *f);
+void tconn_enqueue(tconn *tc, flow *f);
+void tconn_dequeue(flow *f);
+void h2_resume(flow *f);
+void h2_server_connected(flow *f, bool ok, const char *why);
+void h2_detach(flow *f);
+
+/* engine_tls.c */
+tlsctx *tlsctx_create(const char *chain, const char *key, const char *roots, char *why, size_t cap);
+void tlsctx_unref(tlsctx *c);
+napi_value tls_peer_chain(napi_env env, SSL *ssl);
+void tls_error_text(char *buf, size_t cap, const char *what);
+
+#endif

@@ -1,0 +1,853 @@
+/*
+ * HBONE connections of the engine: TLS over a non-blocking socket, one nghttp2 session on top,
+ * CONNECT streams as flows. Client connections are pooled by the key JS computes (source
+ * identity, certificate, expected identities, destination, source pod) and carry at most
+ * `streams_per_conn` streams in their life; server connections come from a pod's 15008 listener.
+ *
+ * Flow control is end to end: bytes from the peer are acknowledged (nghttp2_session_consume)
+ * only once the app socket took them, so a slow app slows its stream and nothing else.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define OUT_BATCH (64 * 1024)
+#define MAX_HEADER_PAIRS 128
+#define MAX_HEADER_BYTES (64 * 1024)
+#define MAX_FIELD 256
+
+tconn *tconn_new(engine *e, listener *l, int fd, tlsctx *ctx, bool client) {
+  tconn *tc = calloc(1, sizeof *tc);
+  if (tc == NULL) return NULL;
+  tc->ssl = SSL_new(ctx->ctx);
+  if (tc->ssl == NULL || SSL_set_fd(tc->ssl, fd) != 1) {
+    if (tc->ssl) SSL_free(tc->ssl);
+    free(tc);
+    return NULL;
+  }
+  tc->ev.kind = EV_TCONN;
+  tc->e = e;
+  tc->l = l;
+  tc->fd = fd;
+  tc->ctx = ctx;
+  ctx->refs++;
+  l->refs++;
+  tc->client = client;
+  tc->handshaking = 1;
+  tc->deadline = eng_now(e) + e->handshake_ms;
+  SSL_set_read_ahead(tc->ssl, 1);
+  if (client) SSL_set_connect_state(tc->ssl);
+  else SSL_set_accept_state(tc->ssl);
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = &tc->ev};
+  if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    SSL_free(tc->ssl);
+    tlsctx_unref(ctx);
+    l->refs--;
+    free(tc);
+    return NULL;
+  }
+  tc->next = e->tconns;
+  if (e->tconns) e->tconns->prev = tc;
+  e->tconns = tc;
+  e->ntconns++;
+  return tc;
+}
+
+/* Stop using it for new streams, let the open ones finish, then close (GOAWAY). */
+void tconn_retire(tconn *tc) {
+  tc->goaway = 1;
+  if (tc->active == 0 && tc->waiting == NULL) {
+    if (tc->h2 != NULL) {
+      nghttp2_session_terminate_session(tc->h2, NGHTTP2_NO_ERROR);
+      tconn_flush(tc);
+    }
+    tconn_kill(tc, NULL);
+  }
+}
+
+void tconn_kill(tconn *tc, const char *reason) {
+  if (tc->dead) return;
+  tc->dead = 1;
+  engine *e = tc->e;
+  char why[256];
+  snprintf(why, sizeof why, "hbone: %s", reason ? reason : "connection closed");
+  while (tc->waiting) {
+    flow *f = tc->waiting;
+    tc->waiting = f->wnext;
+    f->wnext = NULL;
+    f->queued = 0;
+    f->tc = NULL;
+    flow_abort(f, why);
+  }
+  tc->queued = 0;
+  while (tc->flows) {
+    flow *f = tc->flows;
+    h2_detach(f);
+    flow_abort(f, why);
+  }
+  if (tc->fd >= 0) {
+    close(tc->fd);
+    tc->fd = -1;
+  }
+  e->ntconns--;
+  e->ndead++;
+  eng_ref_update(e);
+}
+
+/* Called by eng_reap (unlinked there), outside every nghttp2 callback. */
+void tconn_free(tconn *tc) {
+  listener_unref(tc->l);
+  if (tc->h2) nghttp2_session_del(tc->h2);
+  if (tc->ssl) SSL_free(tc->ssl);
+  tlsctx_unref(tc->ctx);
+  free(tc->out.p);
+  free(tc->key);
+  free(tc->tag);
+  free(tc->peer);
+  free(tc);
+}
+
+void tconn_attach(tconn *tc, flow *f) {
+  f->tc = tc;
+  f->tprev = NULL;
+  f->tnext = tc->flows;
+  if (tc->flows) tc->flows->tprev = f;
+  tc->flows = f;
+  tc->active++;
+}
+
+/* The flow leaves its stream and its connection (the stream may live on in nghttp2 until reset). */
+void h2_detach(flow *f) {
+  tconn *tc = f->tc;
+  if (tc == NULL) return;
+  if (f->sid > 0 && tc->h2 != NULL && !tc->dead) {
+    nghttp2_session_set_stream_user_data(tc->h2, f->sid, NULL);
+  }
+  if (f->tprev) f->tprev->tnext = f->tnext;
+  else if (tc->flows == f) tc->flows = f->tnext;
+  if (f->tnext) f->tnext->tprev = f->tprev;
+  f->tprev = f->tnext = NULL;
+  f->tc = NULL;
+  f->sid = -1;
+  tc->active--;
+  if (tc->active == 0) {
+    tc->idle_since = eng_now(tc->e);
+    if (tc->client && tc->goaway && tc->waiting == NULL && !tc->dead) {
+      eng_dirty(tc);
+    }
+  }
+}
+
+/* ---- nghttp2 callbacks ---- */
+
+static flow *stream_flow(nghttp2_session *s, int32_t sid) {
+  return sid > 0 ? nghttp2_session_get_stream_user_data(s, sid) : NULL;
+}
+
+static ssize_t data_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t length, uint32_t *flags,
+                         nghttp2_data_source *src, void *user) {
+  flow *f = stream_flow(s, sid);
+  if (f == NULL || f->dead) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  if (!f->app_r) {
+    f->deferred = 1;
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  for (;;) {
+    ssize_t n = read(f->app_fd, buf, length);
+    if (n > 0) {
+      f->from_app_n += (uint64_t)n;
+      return n;
+    }
+    if (n == 0) {
+      f->app_eof = 1;
+      f->app_r = 0;
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
+      return 0;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN) {
+      f->app_r = 0;
+      f->deferred = 1;
+      return NGHTTP2_ERR_DEFERRED;
+    }
+    char why[96];
+    snprintf(why, sizeof why, "read from app: %s", ambit_errno_name(errno));
+    flow_set_err(f, why);
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  }
+}
+
+static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *fr, void *user) {
+  tconn *tc = user;
+  if (tc->client || fr->hd.type != NGHTTP2_HEADERS || fr->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  flow *f = flow_new(tc->e, tc->l, M_H2, -1);
+  if (f == NULL) {
+    nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, fr->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+    return 0;
+  }
+  f->server = 1;
+  f->sid = fr->hd.stream_id;
+  f->silent = 1; /* until JS hears of it */
+  tconn_attach(tc, f);
+  nghttp2_session_set_stream_user_data(s, f->sid, f);
+  return 0;
+}
+
+static char *dup_field(const uint8_t *v, size_t n) {
+  if (n > MAX_FIELD) n = MAX_FIELD;
+  char *p = malloc(n + 1);
+  if (p) {
+    memcpy(p, v, n);
+    p[n] = 0;
+  }
+  return p;
+}
+
+static int on_header(nghttp2_session *s, const nghttp2_frame *fr, const uint8_t *name, size_t namelen,
+                     const uint8_t *value, size_t valuelen, uint8_t flags, void *user) {
+  tconn *tc = user;
+  flow *f = stream_flow(s, fr->hd.stream_id);
+  if (f == NULL) return 0;
+  if (tc->client) {
+    if (namelen == 7 && memcmp(name, ":status", 7) == 0 && valuelen == 3) {
+      f->status = (uint16_t)((value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0'));
+    }
+    return 0;
+  }
+  if (fr->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  f->hdr_pairs++;
+  f->hdr_bytes += (uint32_t)(namelen + valuelen + 32);
+  if (f->hdr_pairs > MAX_HEADER_PAIRS || f->hdr_bytes > MAX_HEADER_BYTES) {
+    f->too_big = 1;
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  }
+  if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
+    f->saw_method = 1;
+    f->is_connect = valuelen == 7 && memcmp(value, "CONNECT", 7) == 0;
+  } else if (namelen == 10 && memcmp(name, ":authority", 10) == 0 && f->authority == NULL) {
+    f->authority = dup_field(value, valuelen);
+  } else if (namelen == 9 && memcmp(name, "forwarded", 9) == 0 && f->forwarded == NULL) {
+    f->forwarded = dup_field(value, valuelen);
+  }
+  return 0;
+}
+
+static void respond(tconn *tc, int32_t sid, int status) {
+  char code[4];
+  snprintf(code, sizeof code, "%03d", status);
+  nghttp2_nv nv[] = {{(uint8_t *)":status", (uint8_t *)code, 7, 3, NGHTTP2_NV_FLAG_NONE}};
+  nghttp2_submit_response(tc->h2, sid, nv, 1, NULL);
+  eng_dirty(tc);
+}
+
+/* A complete CONNECT request on the server: ask JS, then dial the app or refuse. */
+static void server_request(tconn *tc, flow *f, bool end_stream) {
+  engine *e = tc->e;
+  napi_env env = e->env;
+  if (!f->is_connect) {
+    respond(tc, f->sid, f->saw_method ? 405 : 400);
+    return;
+  }
+  if (tc->l->closed || tc->goaway) {
+    respond(tc, f->sid, 503);
+    return;
+  }
+  napi_handle_scope hs;
+  napi_open_handle_scope(env, &hs);
+  napi_value argv[9], result;
+  napi_create_uint32(env, tc->l->id, &argv[0]);
+  napi_create_uint32(env, f->id, &argv[1]);
+  napi_create_string_utf8(env, tc->peer, NAPI_AUTO_LENGTH, &argv[2]);
+  napi_create_string_utf8(env, f->authority ? f->authority : "", NAPI_AUTO_LENGTH, &argv[3]);
+  if (f->forwarded) napi_create_string_utf8(env, f->forwarded, NAPI_AUTO_LENGTH, &argv[4]);
+  else napi_get_undefined(env, &argv[4]);
+  napi_create_string_utf8(env, tc->rip, NAPI_AUTO_LENGTH, &argv[5]);
+  napi_create_int32(env, tc->rport, &argv[6]);
+  napi_create_string_utf8(env, tc->lip, NAPI_AUTO_LENGTH, &argv[7]);
+  napi_create_int32(env, tc->lport, &argv[8]);
+  free(f->authority);
+  free(f->forwarded);
+  f->authority = f->forwarded = NULL;
+  bool ok = eng_call(e, e->cb_inbound, 9, argv, &result);
+  napi_valuetype t = napi_undefined;
+  if (ok) napi_typeof(env, result, &t);
+  if (!ok || t != napi_object) {
+    int32_t status = 500;
+    if (ok && t == napi_number) napi_get_value_int32(env, result, &status);
+    if (status < 400 || status > 599) status = 500;
+    napi_close_handle_scope(env, hs);
+    respond(tc, f->sid, status);
+    return;
+  }
+  /* {ip, port, spoof?} */
+  char ip[64] = "", spoof[64] = "";
+  int32_t port = 0;
+  napi_value v;
+  size_t n;
+  if (napi_get_named_property(env, result, "ip", &v) == napi_ok) napi_get_value_string_utf8(env, v, ip, sizeof ip, &n);
+  if (napi_get_named_property(env, result, "port", &v) == napi_ok) napi_get_value_int32(env, v, &port);
+  if (napi_get_named_property(env, result, "spoof", &v) == napi_ok) {
+    napi_typeof(env, v, &t);
+    if (t == napi_string) napi_get_value_string_utf8(env, v, spoof, sizeof spoof, &n);
+  }
+  napi_close_handle_scope(env, hs);
+  f->silent = 0;
+  if (end_stream) f->peer_eof = 1;
+  char why[200];
+  int fd = -1;
+  if (flow_dial(f, ip, port, spoof[0] ? spoof : NULL, &fd, why, sizeof why) != 0) {
+    h2_server_connected(f, false, why);
+    return;
+  }
+  f->app_fd = fd;
+}
+
+/* The inbound flow's app connection is up (or failed): answer the CONNECT. */
+void h2_server_connected(flow *f, bool ok, const char *why) {
+  tconn *tc = f->tc;
+  if (tc == NULL || f->sid <= 0) {
+    flow_abort(f, why ? why : "stream gone");
+    return;
+  }
+  if (!ok) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "upstream connect failed: %s", why);
+    flow_set_err(f, msg);
+    int32_t sid = f->sid;
+    respond(tc, sid, 503);
+    h2_detach(f);
+    flow_abort(f, msg);
+    return;
+  }
+  nghttp2_nv nv[] = {{(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE}};
+  nghttp2_data_provider prd = {.source.ptr = NULL, .read_callback = data_read};
+  if (nghttp2_submit_response(tc->h2, f->sid, nv, 1, &prd) != 0) {
+    flow_abort(f, "hbone: cannot answer");
+    return;
+  }
+  f->established = 1;
+  eng_event(f->e, 1, f);
+  eng_dirty(tc);
+  flow_flush_to_app(f);
+}
+
+static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *fr, void *user) {
+  tconn *tc = user;
+  if (fr->hd.type == NGHTTP2_GOAWAY) {
+    tc->goaway = 1;
+    return 0;
+  }
+  flow *f = stream_flow(s, fr->hd.stream_id);
+  if (f == NULL) return 0;
+  bool end = (fr->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+  if (fr->hd.type == NGHTTP2_HEADERS) {
+    if (!tc->client && fr->headers.cat == NGHTTP2_HCAT_REQUEST) {
+      server_request(tc, f, end);
+      return 0;
+    }
+    if (tc->client && fr->headers.cat == NGHTTP2_HCAT_RESPONSE) {
+      if (f->status != 200) {
+        char why[64];
+        snprintf(why, sizeof why, "hbone: CONNECT answered %u", f->status);
+        flow_set_err(f, why);
+        nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->sid, NGHTTP2_CANCEL);
+        h2_detach(f);
+        flow_abort(f, why);
+        eng_dirty(tc);
+        return 0;
+      }
+      f->established = 1;
+      eng_event(f->e, 1, f);
+    }
+  }
+  if (end && (fr->hd.type == NGHTTP2_DATA || fr->hd.type == NGHTTP2_HEADERS)) {
+    f->peer_eof = 1;
+    flow_flush_to_app(f);
+  }
+  return 0;
+}
+
+static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data, size_t len,
+                         void *user) {
+  flow *f = stream_flow(s, sid);
+  if (f == NULL || f->dead) {
+    nghttp2_session_consume(s, sid, len);
+    return 0;
+  }
+  size_t done = 0;
+  if (f->to_app.len == 0 && f->app_w && !f->dialing && f->app_fd >= 0 && (f->established || !f->server)) {
+    for (;;) {
+      ssize_t n = write(f->app_fd, data, len);
+      if (n >= 0) {
+        done = (size_t)n;
+        break;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        f->app_w = 0;
+        break;
+      }
+      char why[96];
+      snprintf(why, sizeof why, "write to app: %s", ambit_errno_name(errno));
+      flow_set_err(f, why);
+      nghttp2_session_consume(s, sid, len);
+      nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
+      h2_detach(f);
+      flow_abort(f, why);
+      return 0;
+    }
+    if (done > 0) {
+      f->to_app_n += done;
+      nghttp2_session_consume(s, sid, done);
+    }
+  }
+  if (done < len && !flow_buf_append(&f->to_app, (const char *)data + done, len - done)) {
+    nghttp2_session_consume(s, sid, len - done);
+    nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, sid, NGHTTP2_INTERNAL_ERROR);
+    h2_detach(f);
+    flow_abort(f, "out of memory");
+  }
+  return 0;
+}
+
+static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t code, void *user) {
+  flow *f = stream_flow(s, sid);
+  if (f == NULL) return 0;
+  h2_detach(f);
+  if (code != NGHTTP2_NO_ERROR || !f->established) {
+    char why[96];
+    if (f->too_big) snprintf(why, sizeof why, "hbone: request headers over the limit");
+    else if (code != NGHTTP2_NO_ERROR) snprintf(why, sizeof why, "hbone: stream reset (%s)", nghttp2_http2_strerror(code));
+    else snprintf(why, sizeof why, "hbone: stream closed before it was established");
+    flow_abort(f, why);
+    return 0;
+  }
+  f->peer_eof = 1;
+  flow_flush_to_app(f);
+  flow_maybe_finish(f);
+  return 0;
+}
+
+static int on_invalid_frame(nghttp2_session *s, const nghttp2_frame *fr, int err, void *user) {
+  return 0;
+}
+
+bool h2_init(engine *e) {
+  nghttp2_session_callbacks *cbs[2];
+  nghttp2_option *opts[2];
+  for (int i = 0; i < 2; i++) {
+    if (nghttp2_session_callbacks_new(&cbs[i]) != 0 || nghttp2_option_new(&opts[i]) != 0) return false;
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs[i], on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs[i], on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs[i], on_stream_close);
+    nghttp2_session_callbacks_set_on_header_callback(cbs[i], on_header);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs[i], on_begin_headers);
+    nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs[i], on_invalid_frame);
+    nghttp2_option_set_no_auto_window_update(opts[i], 1);
+    nghttp2_option_set_max_outbound_ack(opts[i], 1000);
+    nghttp2_option_set_max_settings(opts[i], 32);
+  }
+  /* server: what a hostile client may do (rapid reset, CONTINUATION floods, header bombs) */
+  nghttp2_option_set_stream_reset_rate_limit(opts[1], 100, 20);
+  nghttp2_option_set_max_continuations(opts[1], 8);
+  nghttp2_option_set_max_deflate_dynamic_table_size(opts[1], 4096);
+  e->cbs_client = cbs[0];
+  e->cbs_server = cbs[1];
+  e->opt_client = opts[0];
+  e->opt_server = opts[1];
+  return true;
+}
+
+void h2_fini(engine *e) {
+  if (e->cbs_client) nghttp2_session_callbacks_del(e->cbs_client);
+  if (e->cbs_server) nghttp2_session_callbacks_del(e->cbs_server);
+  if (e->opt_client) nghttp2_option_del(e->opt_client);
+  if (e->opt_server) nghttp2_option_del(e->opt_server);
+}
+
+/* ---- the TLS connection ---- */
+
+static bool handshake_done(tconn *tc) {
+  engine *e = tc->e;
+  napi_env env = e->env;
+  const unsigned char *alpn = NULL;
+  unsigned int alpn_len = 0;
+  SSL_get0_alpn_selected(tc->ssl, &alpn, &alpn_len);
+  if (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0) {
+    tconn_kill(tc, "tls: peer did not negotiate h2");
+    return false;
+  }
+  if (SSL_get_verify_result(tc->ssl) != X509_V_OK) {
+    tconn_kill(tc, "tls: peer certificate not verified");
+    return false;
+  }
+  napi_handle_scope hs;
+  napi_open_handle_scope(env, &hs);
+  napi_value argv[3], result;
+  argv[0] = tls_peer_chain(env, tc->ssl);
+  napi_create_string_utf8(env, tc->ctx->roots, NAPI_AUTO_LENGTH, &argv[1]);
+  napi_create_string_utf8(env, tc->client ? tc->tag : (tc->l->tag ? tc->l->tag : ""), NAPI_AUTO_LENGTH, &argv[2]);
+  char peer[512] = "";
+  bool ok = argv[0] != NULL && eng_call(e, e->cb_verify, 3, argv, &result);
+  if (ok) {
+    size_t n = 0;
+    ok = napi_get_value_string_utf8(env, result, peer, sizeof peer, &n) == napi_ok && n > 0 && n < sizeof peer - 1;
+  }
+  napi_close_handle_scope(env, hs);
+  if (!ok) {
+    tconn_kill(tc, "tls: peer identity refused");
+    return false;
+  }
+  tc->peer = strdup(peer);
+  int rv = tc->client ? nghttp2_session_client_new2(&tc->h2, e->cbs_client, tc, e->opt_client)
+                      : nghttp2_session_server_new2(&tc->h2, e->cbs_server, tc, e->opt_server);
+  if (rv != 0 || tc->peer == NULL) {
+    tconn_kill(tc, "out of memory");
+    return false;
+  }
+  nghttp2_settings_entry iv[4];
+  size_t niv = 0;
+  iv[niv++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, e->window};
+  iv[niv++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_FRAME_SIZE, 65536};
+  if (tc->client) {
+    iv[niv++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_ENABLE_PUSH, 0};
+  } else {
+    iv[niv++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, e->max_streams};
+    iv[niv++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_BYTES};
+  }
+  nghttp2_submit_settings(tc->h2, NGHTTP2_FLAG_NONE, iv, niv);
+  nghttp2_session_set_local_window_size(tc->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)e->conn_window);
+  tc->handshaking = 0;
+  tc->ready = 1;
+  tc->idle_since = eng_now(e);
+  /* Streams queued while connecting, in arrival order (the list is newest first). */
+  flow *rev = NULL;
+  while (tc->waiting) {
+    flow *f = tc->waiting;
+    tc->waiting = f->wnext;
+    f->wnext = rev;
+    f->queued = 0;
+    rev = f;
+  }
+  tc->queued = 0;
+  while (rev) {
+    flow *f = rev;
+    rev = f->wnext;
+    f->wnext = NULL;
+    f->tc = NULL;
+    if (!f->dead) h2_client_submit(tc, f);
+  }
+  eng_dirty(tc);
+  return true;
+}
+
+void h2_client_submit(tconn *tc, flow *f) {
+  nghttp2_nv nv[16];
+  size_t n = 0;
+  nv[n++] = (nghttp2_nv){(uint8_t *)":method", (uint8_t *)"CONNECT", 7, 7, NGHTTP2_NV_FLAG_NONE};
+  const char *p = f->hdrs, *end = f->hdrs + f->hdrs_len;
+  while (p != NULL && p < end && n < 16) {
+    const char *name = p;
+    size_t nl = strlen(name);
+    const char *value = name + nl + 1;
+    size_t vl = strlen(value);
+    nv[n++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, nl, vl, NGHTTP2_NV_FLAG_NONE};
+    p = value + vl + 1;
+  }
+  nghttp2_data_provider prd = {.source.ptr = NULL, .read_callback = data_read};
+  int32_t sid = nghttp2_submit_request(tc->h2, NULL, nv, n, &prd, f);
+  free(f->hdrs);
+  f->hdrs = NULL;
+  if (sid < 0) {
+    flow_abort(f, "hbone: cannot open a stream");
+    return;
+  }
+  tconn_attach(tc, f);
+  f->sid = sid;
+  tc->started++;
+  if (tc->started >= tc->e->streams_per_conn) tc->goaway = 1;
+  eng_dirty(tc);
+}
+
+/* Open the flow's stream now, or once the handshake is done. */
+void tconn_enqueue(tconn *tc, flow *f) {
+  if (tc->ready) {
+    h2_client_submit(tc, f);
+    return;
+  }
+  f->tc = tc;
+  f->queued = 1;
+  f->wnext = tc->waiting;
+  tc->waiting = f;
+  tc->queued++;
+}
+
+/* A queued flow leaves its connection's wait list (it was aborted before the handshake). */
+void tconn_dequeue(flow *f) {
+  tconn *tc = f->tc;
+  if (!f->queued || tc == NULL) return;
+  for (flow **pp = &tc->waiting; *pp != NULL; pp = &(*pp)->wnext) {
+    if (*pp == f) {
+      *pp = f->wnext;
+      break;
+    }
+  }
+  f->wnext = NULL;
+  f->queued = 0;
+  f->tc = NULL;
+  tc->queued--;
+  if (tc->queued == 0 && tc->active == 0 && tc->waiting == NULL && !tc->ready) {
+    /* nobody waits for it any more; let it finish the handshake and go idle in the pool */
+    tc->idle_since = eng_now(tc->e);
+  }
+}
+
+void h2_resume(flow *f) {
+  tconn *tc = f->tc;
+  if (!f->deferred || tc == NULL || tc->h2 == NULL || f->sid <= 0) return;
+  f->deferred = 0;
+  nghttp2_session_resume_data(tc->h2, f->sid);
+  eng_dirty(tc);
+}
+
+static bool out_append(tconn *tc, const uint8_t *d, size_t n) {
+  ebuf *b = &tc->out;
+  if (b->off > 0 && b->off == b->len) b->off = b->len = 0;
+  if (b->len + n > b->cap) {
+    uint32_t cap = b->cap ? b->cap : OUT_BATCH + 32 * 1024;
+    while (cap < b->len + n) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (p == NULL) return false;
+    b->p = p;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->len, d, n);
+  b->len += (uint32_t)n;
+  return true;
+}
+
+/* Encrypt and send what nghttp2 has, in batches of up to OUT_BATCH bytes per SSL_write. */
+void tconn_flush(tconn *tc) {
+  if (tc->dead || !tc->ready) return;
+  for (;;) {
+    ebuf *b = &tc->out;
+    if (b->len > b->off) {
+      if (!tc->w) return;
+      ERR_clear_error();
+      int n = SSL_write(tc->ssl, b->p + b->off, (int)(b->len - b->off));
+      if (n > 0) {
+        b->off += (uint32_t)n;
+        if (b->off == b->len) b->off = b->len = 0;
+        continue;
+      }
+      int err = SSL_get_error(tc->ssl, n);
+      if (err == SSL_ERROR_WANT_WRITE) {
+        tc->w = 0;
+        return;
+      }
+      if (err == SSL_ERROR_WANT_READ) return;
+      char why[256];
+      tls_error_text(why, sizeof why, "tls write");
+      tconn_kill(tc, why);
+      return;
+    }
+    while (b->len < OUT_BATCH) {
+      const uint8_t *d;
+      ssize_t k = nghttp2_session_mem_send(tc->h2, &d);
+      if (k < 0) {
+        tconn_kill(tc, nghttp2_strerror((int)k));
+        return;
+      }
+      if (k == 0) break;
+      if (!out_append(tc, d, (size_t)k)) {
+        tconn_kill(tc, "out of memory");
+        return;
+      }
+    }
+    if (b->len == 0) break;
+  }
+  if (tc->out.cap > 0 && tc->out.len == 0 && tc->active == 0) {
+    free(tc->out.p);
+    tc->out.p = NULL;
+    tc->out.cap = 0;
+  }
+  if (!nghttp2_session_want_read(tc->h2) && !nghttp2_session_want_write(tc->h2)) {
+    tconn_kill(tc, "session finished");
+    return;
+  }
+  if (tc->client && tc->goaway && tc->active == 0 && tc->waiting == NULL) {
+    nghttp2_session_terminate_session(tc->h2, NGHTTP2_NO_ERROR);
+    const uint8_t *d;
+    ssize_t k;
+    while ((k = nghttp2_session_mem_send(tc->h2, &d)) > 0) SSL_write(tc->ssl, d, (int)k);
+    tconn_kill(tc, NULL);
+  }
+}
+
+static void tconn_read(tconn *tc) {
+  engine *e = tc->e;
+  while (tc->r && !tc->dead) {
+    ERR_clear_error();
+    int n = SSL_read(tc->ssl, e->rbuf, sizeof e->rbuf);
+    if (n > 0) {
+      ssize_t rv = nghttp2_session_mem_recv(tc->h2, (const uint8_t *)e->rbuf, (size_t)n);
+      if (rv < 0) {
+        char why[128];
+        snprintf(why, sizeof why, "http2: %s", nghttp2_strerror((int)rv));
+        /* tell the peer why before going (GOAWAY is queued by nghttp2 for protocol errors) */
+        tconn_flush(tc);
+        tconn_kill(tc, why);
+        return;
+      }
+      continue;
+    }
+    int err = SSL_get_error(tc->ssl, n);
+    if (err == SSL_ERROR_WANT_READ) {
+      tc->r = 0;
+      return;
+    }
+    if (err == SSL_ERROR_WANT_WRITE) return;
+    char why[256];
+    if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0)) {
+      snprintf(why, sizeof why, "peer closed the connection");
+      ERR_clear_error();
+    } else if (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+      snprintf(why, sizeof why, "read: %s", ambit_errno_name(errno));
+    } else {
+      tls_error_text(why, sizeof why, "tls read");
+    }
+    tconn_kill(tc, why);
+    return;
+  }
+}
+
+static void tconn_handshake(tconn *tc) {
+  if (tc->tcp_connecting) {
+    if (!tc->w) return;
+    int soerr = 0;
+    socklen_t len = sizeof soerr;
+    getsockopt(tc->fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
+    if (soerr != 0) {
+      char why[96];
+      snprintf(why, sizeof why, "connect: %s", ambit_errno_name(soerr));
+      tconn_kill(tc, why);
+      return;
+    }
+    tc->tcp_connecting = 0;
+  }
+  ERR_clear_error();
+  errno = 0;
+  int rc = SSL_do_handshake(tc->ssl);
+  if (rc == 1) {
+    tc->r = 1; /* read_ahead may hold early data: drain through SSL_read */
+    if (handshake_done(tc)) {
+      tconn_read(tc);
+      if (!tc->dead) tconn_flush(tc);
+    }
+    return;
+  }
+  int err = SSL_get_error(tc->ssl, rc);
+  if (err == SSL_ERROR_WANT_READ) {
+    tc->r = 0;
+    return;
+  }
+  if (err == SSL_ERROR_WANT_WRITE) {
+    tc->w = 0;
+    return;
+  }
+  char why[256];
+  if (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+    snprintf(why, sizeof why, "tls handshake: %s", errno ? ambit_errno_name(errno) : "peer closed the connection");
+  } else {
+    long vr = SSL_get_verify_result(tc->ssl);
+    if (vr != X509_V_OK) {
+      snprintf(why, sizeof why, "tls handshake: certificate verify failed: %s", X509_verify_cert_error_string(vr));
+      ERR_clear_error();
+    } else {
+      tls_error_text(why, sizeof why, "tls handshake");
+    }
+  }
+  tconn_kill(tc, why);
+}
+
+void tconn_event(tconn *tc, uint32_t ev) {
+  if (tc->dead) return;
+  if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) tc->r = 1;
+  if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) tc->w = 1;
+  if (tc->handshaking) {
+    tconn_handshake(tc);
+    return;
+  }
+  tconn_read(tc);
+  if (!tc->dead) eng_dirty(tc);
+}
+
+/* A pooled client connection for the key, or a new one dialed from the source pod's netns. */
+tconn *pool_get(engine *e, listener *l, tlsctx *ctx, const char *key, const char *tag, const char *ip, int port,
+                char *why, size_t cap) {
+  for (tconn *tc = e->tconns; tc != NULL; tc = tc->next) {
+    if (!tc->client || tc->dead || tc->goaway || tc->ctx != ctx || tc->l != l) continue;
+    if (tc->started + tc->queued >= e->streams_per_conn) continue;
+    if (strcmp(tc->key, key) != 0) continue;
+    if (tc->ready && tc->h2 && nghttp2_session_get_remote_settings(tc->h2, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) <= tc->active) continue;
+    return tc;
+  }
+  ambit_addr addr;
+  memset(&addr, 0, sizeof addr);
+  if (inet_pton(AF_INET, ip, &addr.u.v4.sin_addr) == 1) {
+    addr.u.v4.sin_family = AF_INET;
+    addr.u.v4.sin_port = htons((uint16_t)port);
+    addr.len = sizeof addr.u.v4;
+  } else if (inet_pton(AF_INET6, ip, &addr.u.v6.sin6_addr) == 1) {
+    addr.u.v6.sin6_family = AF_INET6;
+    addr.u.v6.sin6_port = htons((uint16_t)port);
+    addr.len = sizeof addr.u.v6;
+  } else {
+    snprintf(why, cap, "bad address %s", ip);
+    return NULL;
+  }
+  int family = addr.u.sa.sa_family;
+  int fd = ambit_pool_take(l->nsfd, family);
+  ambit_fail f = {0};
+  if (fd < 0 && ambit_socket_in_netns(l->nsfd, family, SOCK_STREAM, &fd, &f) != 0) {
+    snprintf(why, cap, "socket: %s", ambit_errno_name(f.err));
+    return NULL;
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (ambit_set_mark(fd, l->mark, &f) != 0) {
+    close(fd);
+    snprintf(why, cap, "SO_MARK: %s", ambit_errno_name(f.err));
+    return NULL;
+  }
+  bool connecting = false;
+  if (connect(fd, &addr.u.sa, addr.len) != 0) {
+    if (errno != EINPROGRESS) {
+      snprintf(why, cap, "connect %s:%d: %s", ip, port, ambit_errno_name(errno));
+      close(fd);
+      return NULL;
+    }
+    connecting = true;
+  }
+  tconn *tc = tconn_new(e, l, fd, ctx, true);
+  if (tc == NULL) {
+    close(fd);
+    snprintf(why, cap, "out of memory");
+    return NULL;
+  }
+  tc->tcp_connecting = connecting;
+  tc->deadline = eng_now(e) + e->connect_ms + e->handshake_ms;
+  tc->key = strdup(key);
+  tc->tag = strdup(tag);
+  if (tc->key == NULL || tc->tag == NULL) {
+    tconn_kill(tc, "out of memory");
+    snprintf(why, cap, "out of memory");
+    return NULL;
+  }
+  return tc;
+}

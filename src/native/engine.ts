@@ -1,0 +1,130 @@
+/**
+ * The data-path engine of the addon (native/src/engine*.c), typed. It owns a pod's outbound
+ * capture (15001) and HBONE (15008) listeners once handed their fds, and carries every accepted
+ * connection itself: plain passthrough, or HTTP/2 CONNECT streams over pooled mutual-TLS
+ * connections (Node's own OpenSSL and nghttp2). JavaScript keeps every decision, through the
+ * synchronous callbacks below; the engine never decides who may talk to whom.
+ */
+import { addon } from './addon.js';
+import type { Netns } from './index.js';
+
+/** A TLS context (certificate chain, key, roots) as the engine holds it. Opaque. */
+export type EngineTls = { readonly __engineTls: unique symbol };
+
+export type OutboundPlan =
+  | { t: 1; ip: string; port: number }
+  | {
+    t: 2;
+    ctx: EngineTls;
+    /** pooling key: connections are shared only between plans with the same key and context */
+    key: string;
+    /** handed back to `verify` with the server's chain (the expected identities, say) */
+    tag: string;
+    ip: string;
+    port: number;
+    authority: string;
+    /** extra CONNECT headers, "name\0value\0name\0value" (lowercase names) */
+    headers: string;
+  };
+
+/** Where an allowed HBONE stream goes: the app, dialed from the pod netns (source `spoof` if set). */
+export interface InboundTarget { ip: string; port: number; spoof?: string }
+
+export interface EngineCallbacks {
+  /** A captured connection: a plan, or null to refuse it (the connection is reset). */
+  outbound(listenerId: number, flowId: number, dstIp: string, dstPort: number, peerIp: string, peerPort: number): OutboundPlan | null;
+  /** A CONNECT stream: where to carry it, or the HTTP status to refuse it with. */
+  inbound(listenerId: number, flowId: number, peer: string, authority: string, forwarded: string | undefined,
+    remoteIp: string, remotePort: number, localIp: string, localPort: number): InboundTarget | number;
+  /** The peer's DER chain (leaf first) after OpenSSL verified it: its SPIFFE id, or throw. */
+  verify(chain: Buffer[], rootsPem: string, tag: string): string;
+  /** The current TLS context of an HBONE listener, or null to refuse the handshake (fail closed). */
+  context(listenerId: number): EngineTls | null;
+  /** kind 1: the flow is established; kind 2: it closed. Bytes are the app side's. */
+  event(kind: 1 | 2, flowId: number, fromApp: number, toApp: number, error: string | undefined): void;
+}
+
+export interface EngineOptions {
+  /** dialing the app or an upstream, ms; default 10_000 */
+  connectTimeoutMs?: number;
+  /** TLS handshake, ms; default 10_000 */
+  handshakeTimeoutMs?: number;
+  /** an unused pooled HBONE connection is closed after this, ms; default 60_000 */
+  idleMs?: number;
+  /** streams one client connection carries in its life; default 100 */
+  streamsPerConnection?: number;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS of the HBONE server; default 200 */
+  maxConcurrentStreams?: number;
+  /** HTTP/2 stream window, bytes; default 4 MiB */
+  streamWindow?: number;
+  /** HTTP/2 connection window, bytes; default 16 MiB */
+  connectionWindow?: number;
+}
+
+export interface EngineListenOptions {
+  kind: 'outbound' | 'hbone';
+  /** SO_MARK of every socket the engine dials for this listener's pod */
+  mark: number;
+  /** hbone: handed to `verify` with each client's chain */
+  tag?: string;
+}
+
+export interface EngineStats { flows: number; tunnels: number; listeners: number }
+
+interface RawEngineAddon {
+  engineCreate(cb: EngineCallbacks, o: EngineOptions): object;
+  engineTls(chainPem: string, keyPem: string, rootsPem: string): EngineTls;
+  engineListen(e: object, fd: number, netns: Netns, o: { kind: number; mark: number; tag?: string }): number;
+  engineUnlisten(e: object, id: number): void;
+  engineCloseFlows(e: object, listenerId: number, reason: string): number;
+  engineCloseFlow(e: object, flowId: number, reason: string): boolean;
+  engineStats(e: object): EngineStats;
+  engineDestroy(e: object): void;
+}
+
+export class Engine {
+  readonly #raw: RawEngineAddon;
+  readonly #e: object;
+  #destroyed = false;
+
+  constructor(cb: EngineCallbacks, o: EngineOptions = {}) {
+    this.#raw = addon() as unknown as RawEngineAddon;
+    this.#e = this.#raw.engineCreate(cb, o);
+  }
+
+  /** Build a TLS context; throws AMBIT_CERT_INVALID naming what was wrong with the PEM. */
+  tls(chainPem: string, keyPem: string, rootsPem: string): EngineTls {
+    return this.#raw.engineTls(chainPem, keyPem, rootsPem);
+  }
+
+  /** Hand a listening socket (the engine owns it from here) and the pod netns it serves. */
+  listen(fd: number, netns: Netns, o: EngineListenOptions): number {
+    return this.#raw.engineListen(this.#e, fd, netns, { kind: o.kind === 'outbound' ? 1 : 2, mark: o.mark, ...(o.tag !== undefined ? { tag: o.tag } : {}) });
+  }
+
+  /** Stop accepting; HBONE sessions get GOAWAY, open flows go on. */
+  unlisten(id: number): void {
+    if (!this.#destroyed) this.#raw.engineUnlisten(this.#e, id);
+  }
+
+  /** Reset one flow (policy change); false when it was not open. */
+  closeFlow(flowId: number, reason: string): boolean {
+    return !this.#destroyed && this.#raw.engineCloseFlow(this.#e, flowId, reason.slice(0, 190));
+  }
+
+  /** Reset every flow of a listener (0: all), e.g. at a drain deadline. */
+  closeFlows(listenerId: number, reason: string): number {
+    return this.#destroyed ? 0 : this.#raw.engineCloseFlows(this.#e, listenerId, reason.slice(0, 190));
+  }
+
+  stats(): EngineStats {
+    return this.#destroyed ? { flows: 0, tunnels: 0, listeners: 0 } : this.#raw.engineStats(this.#e);
+  }
+
+  /** Cut everything without events. */
+  destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    this.#raw.engineDestroy(this.#e);
+  }
+}

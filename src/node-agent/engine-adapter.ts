@@ -1,0 +1,168 @@
+/**
+ * The agent's side of the native data-path engine (src/native/engine.ts): one engine per agent,
+ * shared by every enrolled pod. Listeners are routed to their pod's handler by id; each flow the
+ * engine carries has one small record here (telemetry labels, the registry entry) until the
+ * engine says it closed. Identity checks on TLS peers run here, on the DER chain, with the same
+ * code the Node data path uses (verifyPeerChain + trust domain / expected identity).
+ */
+import { errorMessage, logger } from '../core/index.js';
+import { parseSpiffeUri, requireTrustDomain, spiffeUri, verifyPeerChain, type CertBundle } from '../identity/index.js';
+import { Engine, type EngineOptions, type EngineTls, type InboundTarget, type OutboundPlan } from '../native/index.js';
+import type { ConnectionRegistry, TrackedConnection } from './connections.js';
+import type { NetnsHandle } from './deps.js';
+import { connectionLabels, type AgentTelemetry, type ConnectionDescription, type ConnectionLabels, type ResponseFlag } from './telemetry.js';
+
+const log = logger('node-agent.engine');
+
+export type { EngineTls, InboundTarget, OutboundPlan };
+
+export interface OutboundHandler {
+  outbound(flowId: number, dstIp: string, dstPort: number, peerIp: string, peerPort: number): OutboundPlan | null;
+}
+
+export interface HboneHandler {
+  context(): EngineTls | null;
+  inbound(flowId: number, peer: string, authority: string, forwarded: string | undefined,
+    remoteIp: string, remotePort: number, localIp: string, localPort: number): InboundTarget | number;
+}
+
+/** Whoever owns a flow (its pod proxy): told when one of its flows ends, for drains. */
+export interface FlowOwner { flowEnded(): void }
+
+/** What the agent remembers of one flow the engine carries. */
+export class FlowRecord {
+  opened = false;
+  tracked: TrackedConnection | undefined;
+  constructor(
+    readonly owner: FlowOwner,
+    readonly direction: 'inbound' | 'outbound',
+    readonly desc: ConnectionDescription,
+    readonly srcAddr: string,
+    readonly dstAddr: string,
+    readonly hboneAddr: string | undefined,
+    readonly started: number,
+  ) {}
+}
+
+/** The response flag of a flow that ended before it was established. */
+function flagFor(error: string | undefined): ResponseFlag {
+  return error !== undefined && /certificate|identity|tls|handshake|ssl/i.test(error) ? 'TLS_FAILURE' : 'CONNECT';
+}
+
+/** verify tags: "td:<trust domain>" (servers) or "id:<uri>,<uri>" (clients: the expected identities). */
+export const serverTag = (trustDomain: string): string => `td:${trustDomain}`;
+export const clientTag = (expected: readonly string[]): string => `id:${expected.join(',')}`;
+
+export class AgentEngine {
+  readonly #engine: Engine;
+  readonly #telemetry: AgentTelemetry;
+  readonly #connections: ConnectionRegistry;
+  readonly #outbound = new Map<number, OutboundHandler>();
+  readonly #hbone = new Map<number, HboneHandler>();
+  readonly #flows = new Map<number, FlowRecord>();
+  readonly #contexts = new WeakMap<CertBundle, EngineTls>();
+
+  constructor(o: { telemetry: AgentTelemetry; connections: ConnectionRegistry; engine?: EngineOptions }) {
+    this.#telemetry = o.telemetry;
+    this.#connections = o.connections;
+    this.#engine = new Engine({
+      outbound: (lid, fid, dip, dport, pip, pport) => this.#outbound.get(lid)?.outbound(fid, dip, dport, pip, pport) ?? null,
+      inbound: (lid, fid, peer, authority, fwd, rip, rport, lip, lport) => {
+        const h = this.#hbone.get(lid);
+        return h ? h.inbound(fid, peer, authority, fwd, rip, rport, lip, lport) : 503;
+      },
+      verify: (chain, roots, tag) => verifyPeer(chain, roots, tag),
+      context: (lid) => this.#hbone.get(lid)?.context() ?? null,
+      event: (kind, fid, fromApp, toApp, error) => this.#event(kind, fid, fromApp, toApp, error),
+    }, o.engine);
+  }
+
+  /** The engine's TLS context for a certificate bundle (one per bundle: rotation makes a new one). */
+  tls(b: CertBundle): EngineTls {
+    let c = this.#contexts.get(b);
+    if (c === undefined) {
+      c = this.#engine.tls(b.chainPem.join(''), b.keyPem, b.rootsPem);
+      this.#contexts.set(b, c);
+    }
+    return c;
+  }
+
+  listenOutbound(fd: number, netns: NetnsHandle, mark: number, h: OutboundHandler): number {
+    const id = this.#engine.listen(fd, netns, { kind: 'outbound', mark });
+    this.#outbound.set(id, h);
+    return id;
+  }
+
+  listenHbone(fd: number, netns: NetnsHandle, mark: number, trustDomain: string, h: HboneHandler): number {
+    const id = this.#engine.listen(fd, netns, { kind: 'hbone', mark, tag: serverTag(trustDomain) });
+    this.#hbone.set(id, h);
+    return id;
+  }
+
+  /** Stop accepting on a listener; its open flows go on. */
+  unlisten(id: number): void {
+    this.#engine.unlisten(id);
+    this.#outbound.delete(id);
+    this.#hbone.delete(id);
+  }
+
+  /** Remember a flow the engine was just told to carry. */
+  track(flowId: number, r: FlowRecord): void { this.#flows.set(flowId, r); }
+
+  closeFlow(flowId: number, reason: string): boolean { return this.#engine.closeFlow(flowId, reason); }
+
+  closeFlows(listenerId: number, reason: string): number { return this.#engine.closeFlows(listenerId, reason); }
+
+  get openFlows(): number { return this.#flows.size; }
+
+  stats(): { flows: number; tunnels: number; listeners: number } { return this.#engine.stats(); }
+
+  destroy(): void {
+    this.#engine.destroy();
+    for (const r of this.#flows.values()) {
+      if (r.tracked) this.#connections.remove(r.tracked);
+      r.owner.flowEnded();
+    }
+    this.#flows.clear();
+  }
+
+  #event(kind: 1 | 2, flowId: number, fromApp: number, toApp: number, error: string | undefined): void {
+    const r = this.#flows.get(flowId);
+    if (r === undefined) return;
+    if (kind === 1) {
+      r.opened = true;
+      this.#telemetry.opened(labelsOf(r, undefined));
+      return;
+    }
+    this.#flows.delete(flowId);
+    if (r.tracked) this.#connections.remove(r.tracked);
+    const inbound = r.direction === 'inbound';
+    this.#telemetry.closed({
+      direction: r.direction, srcAddr: r.srcAddr, dstAddr: r.dstAddr, hboneAddr: r.hboneAddr, labels: labelsOf(r, error),
+      bytesRecv: inbound ? toApp : fromApp, bytesSent: inbound ? fromApp : toApp, durationMs: Date.now() - r.started, error,
+    }, r.opened);
+    r.owner.flowEnded();
+  }
+}
+
+function labelsOf(r: FlowRecord, error: string | undefined): ConnectionLabels {
+  return connectionLabels(r.opened || error === undefined ? r.desc : { ...r.desc, responseFlags: flagFor(error) });
+}
+
+/** The peer's identity after OpenSSL verified the chain: our SPIFFE rules, then the tag's. */
+function verifyPeer(chain: Buffer[], roots: string, tag: string): string {
+  try {
+    const id = verifyPeerChain(chain, roots);
+    if (tag.startsWith('td:')) {
+      requireTrustDomain(id, tag.slice(3));
+      return spiffeUri(id);
+    }
+    const uri = spiffeUri(id);
+    if (tag.startsWith('id:') && tag.slice(3).split(',').includes(uri)) return uri;
+    const expected = tag.startsWith('id:') ? tag.slice(3).split(',').map((u) => spiffeUri(parseSpiffeUri(u))).join(', ') : '?';
+    throw new Error(`peer identity ${uri} is not the expected ${expected}`);
+  } catch (e) {
+    log.debug('tls peer refused', { error: errorMessage(e) });
+    throw e;
+  }
+}
