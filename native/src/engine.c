@@ -66,6 +66,7 @@ bool eng_call(engine *e, napi_ref ref, size_t argc, napi_value *argv, napi_value
 
 void eng_event(engine *e, int kind, flow *f) {
   if (e->destroyed) return;
+  eng_scope(e);
   napi_env env = e->env;
   napi_handle_scope hs;
   napi_open_handle_scope(env, &hs);
@@ -128,27 +129,40 @@ void eng_reap(engine *e) {
   }
 }
 
-/* Run `fn` as one batch: JS callbacks inside get a callback scope (microtasks run at its end). */
+/*
+ * A batch of work (one epoll round, a tick, an API call). Freeing waits for its end. A batch from
+ * the loop opens a callback scope (so microtasks JS queued run at its end) only once it is about
+ * to call JS: the steady data path never does, and never pays for one. Every JS-calling site
+ * calls eng_scope first, before its own handle scope, so scopes nest properly.
+ */
 typedef struct {
-  napi_handle_scope hs;
-  napi_callback_scope cs;
-  bool scoped;
+  bool from_js;
 } batch;
 
-static void batch_open(engine *e, batch *b) {
+void eng_scope(engine *e) {
+  if (!e->in_batch || e->scope_open) return;
   napi_value resource;
-  napi_open_handle_scope(e->env, &b->hs);
+  napi_open_handle_scope(e->env, &e->bhs);
   napi_create_object(e->env, &resource);
-  b->scoped = napi_open_callback_scope(e->env, resource, e->actx, &b->cs) == napi_ok;
+  e->scope_cs = napi_open_callback_scope(e->env, resource, e->actx, &e->bcs) == napi_ok;
+  e->scope_open = true;
+}
+
+static void batch_open(engine *e, batch *b, bool from_js) {
+  b->from_js = from_js;
   e->in_batch = true;
+  e->scope_open = from_js; /* inside a JS call already: no scope needed */
 }
 
 static void batch_close(engine *e, batch *b) {
   eng_flush_dirty(e);
   e->in_batch = false;
   eng_reap(e);
-  if (b->scoped) napi_close_callback_scope(e->env, b->cs);
-  napi_close_handle_scope(e->env, b->hs);
+  if (e->scope_open && !b->from_js) {
+    if (e->scope_cs) napi_close_callback_scope(e->env, e->bcs);
+    napi_close_handle_scope(e->env, e->bhs);
+  }
+  e->scope_open = false;
 }
 
 /* ---- accepting ---- */
@@ -269,6 +283,7 @@ static void accept_outbound(engine *e, listener *l, int fd, const ambit_addr *pe
     flow_reset_fd(fd);
     return;
   }
+  eng_scope(e);
   f->silent = 1;
   char dip[64], pip[64];
   int dport, pport;
@@ -294,6 +309,7 @@ static void accept_hbone(engine *e, listener *l, int fd, const ambit_addr *peer)
   napi_env env = e->env;
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  eng_scope(e);
   napi_handle_scope hs;
   napi_open_handle_scope(env, &hs);
   napi_value argv[1], result;
@@ -354,7 +370,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   if (e->destroyed) return;
   struct epoll_event evs[64];
   batch b;
-  batch_open(e, &b);
+  batch_open(e, &b, false);
   for (int round = 0; round < 8; round++) {
     int n = epoll_wait(e->epfd, evs, 64, 0);
     if (n <= 0) break;
@@ -370,7 +386,7 @@ static void on_tick(uv_timer_t *t) {
   if (e->destroyed) return;
   uint64_t now = eng_now(e);
   batch b;
-  batch_open(e, &b);
+  batch_open(e, &b, false);
   for (flow *f = e->flows; f != NULL; f = f->next) {
     if (f->dead || !f->dialing || now < f->deadline) continue;
     f->dialing = 0;
@@ -598,7 +614,7 @@ static napi_value js_unlisten(napi_env env, napi_callback_info info) {
   close(l->fd);
   l->fd = -1;
   batch b;
-  batch_open(e, &b);
+  batch_open(e, &b, true);
   for (tconn *tc = e->tconns; tc != NULL; tc = tc->next) {
     if (tc->dead || tc->l != l) continue;
     if (tc->client) {
@@ -629,7 +645,7 @@ static napi_value js_close_flows(napi_env env, napi_callback_info info) {
   if (!ambit_arg_string(env, argv[2], fn, "reason", reason, sizeof reason)) return NULL;
   uint32_t n = 0;
   batch b;
-  batch_open(e, &b);
+  batch_open(e, &b, true);
   for (flow *f = e->flows; f != NULL; f = f->next) {
     if (f->dead || (id != 0 && f->l->id != (uint32_t)id)) continue;
     flow_abort(f, reason);
@@ -656,7 +672,7 @@ static napi_value js_close_flow(napi_env env, napi_callback_info info) {
   if (!ambit_arg_string(env, argv[2], fn, "reason", reason, sizeof reason)) return NULL;
   bool found = false;
   batch b;
-  batch_open(e, &b);
+  batch_open(e, &b, true);
   for (flow *f = e->flows; f != NULL; f = f->next) {
     if (f->dead || f->id != (uint32_t)id) continue;
     flow_abort(f, reason);
@@ -703,7 +719,7 @@ static napi_value js_destroy(napi_env env, napi_callback_info info) {
   engine *e = NULL;
   if (napi_get_value_external(env, argv[0], (void **)&e) != napi_ok || e == NULL || e->destroyed) return NULL;
   batch b;
-  batch_open(e, &b);
+  batch_open(e, &b, true);
   for (flow *f = e->flows; f != NULL; f = f->next) {
     if (!f->dead) {
       f->silent = 1;

@@ -107,6 +107,7 @@ struct tconn {
   listener *l;          /* server: where it was accepted; client: the source pod's listener */
   tlsctx *ctx;
   SSL *ssl;
+  BIO *net;             /* the network half of the BIO pair under ssl */
   nghttp2_session *h2;
   int fd;
   unsigned client : 1, tcp_connecting : 1, handshaking : 1, ready : 1, goaway : 1, dead : 1;
@@ -131,7 +132,9 @@ struct engine {
   uv_poll_t poll;
   uv_timer_t timer;
   int open_handles;
-  bool destroyed, in_batch, reffed;
+  bool destroyed, in_batch, reffed, scope_open, scope_cs;
+  napi_handle_scope bhs;
+  napi_callback_scope bcs;
   listener *listeners;
   tconn *tconns;
   flow *flows;
@@ -150,6 +153,8 @@ struct engine {
 uint64_t eng_now(engine *e);
 void eng_dirty(tconn *tc);
 void eng_flush_dirty(engine *e);
+/* Call before opening a handle scope at any site that calls into JS (see engine.c). */
+void eng_scope(engine *e);
 bool eng_call(engine *e, napi_ref fn, size_t argc, napi_value *argv, napi_value *result);
 /* 1: the flow is established (upstream connected / 200 seen); 2: it closed. */
 void eng_event(engine *e, int kind, flow *f);
