@@ -23,6 +23,9 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+/* TLS connections (HBONE sessions) one engine holds at most. */
+#define MAX_TCONNS 8192
+
 uint64_t eng_now(engine *e) { return uv_now(e->loop); }
 
 void eng_dirty(tconn *tc) {
@@ -319,8 +322,8 @@ static void accept_hbone(engine *e, listener *l, int fd, const ambit_addr *peer)
   if (eng_call(e, e->cb_context, 1, argv, &result)) napi_typeof(env, result, &t);
   if (t == napi_external) napi_get_value_external(env, result, (void **)&ctx);
   napi_close_handle_scope(env, hs);
-  /* No certificate: fail closed. */
-  tconn *tc = ctx != NULL ? tconn_new(e, l, fd, ctx, false) : NULL;
+  /* No certificate: fail closed. Past the connection cap: refused (a hostile peer cannot pile them up). */
+  tconn *tc = ctx != NULL && e->ntconns < MAX_TCONNS ? tconn_new(e, l, fd, ctx, false) : NULL;
   if (tc == NULL) {
     flow_reset_fd(fd);
     return;
@@ -398,6 +401,9 @@ static void on_tick(uv_timer_t *t) {
     if (tc->handshaking && now >= tc->deadline) {
       tconn_kill(tc, tc->tcp_connecting ? "connect: ETIMEDOUT" : "tls handshake timed out");
     } else if (tc->client && tc->ready && tc->active == 0 && tc->queued == 0 && now - tc->idle_since >= e->idle_ms) {
+      tconn_retire(tc);
+    } else if (!tc->client && tc->ready && tc->active == 0 && now - tc->idle_since >= 2ull * e->idle_ms) {
+      /* a session nobody uses: twice the clients' idle time, so a client normally leaves first */
       tconn_retire(tc);
     }
   }
