@@ -77,6 +77,7 @@ struct flow {
   int app_fd, up_fd;
   uint8_t mode;
   unsigned app_r : 1, app_w : 1, up_r : 1, up_w : 1;
+  unsigned app_hup : 1, up_hup : 1; /* the peer closed (read to the end, never stop at a short read) */
   unsigned app_eof : 1;    /* the app ended its side (we sent END_STREAM / shut upstream) */
   unsigned peer_eof : 1;   /* the far side ended (END_STREAM / upstream EOF) */
   unsigned app_shut : 1;   /* we shut the app socket's write side */
@@ -111,7 +112,7 @@ struct tconn {
   nghttp2_session *h2;
   int fd;
   unsigned client : 1, tcp_connecting : 1, handshaking : 1, ready : 1, goaway : 1, dead : 1;
-  unsigned r : 1, w : 1, dirty : 1;
+  unsigned r : 1, w : 1, dirty : 1, hup : 1;
   uint32_t started, active, queued;
   uint64_t deadline, idle_since;
   char *key, *tag, *peer;

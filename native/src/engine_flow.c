@@ -211,6 +211,11 @@ static bool pump(flow *f, bool from_app) {
     ssize_t n = read(src, e->rbuf, sizeof e->rbuf);
     if (n > 0) {
       if (from_app) f->from_app_n += (uint64_t)n;
+      /* a short read emptied the socket: the next bytes bring a new edge */
+      if ((size_t)n < sizeof e->rbuf && !(from_app ? f->app_hup : f->up_hup)) {
+        if (from_app) f->app_r = 0;
+        else f->up_r = 0;
+      }
       ssize_t w;
       do w = write(dst, e->rbuf, (size_t)n);
       while (w < 0 && errno == EINTR);
@@ -288,6 +293,7 @@ static void dial_done(flow *f, int fd) {
 void flow_app_event(flow *f, uint32_t ev) {
   if (f->dead) return;
   if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) f->app_r = 1;
+  if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) f->app_hup = 1;
   if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) f->app_w = 1;
   if (f->dialing) {
     if (f->server && f->app_w) dial_done(f, f->app_fd);
@@ -316,6 +322,7 @@ void flow_app_event(flow *f, uint32_t ev) {
 void flow_up_event(flow *f, uint32_t ev) {
   if (f->dead) return;
   if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) f->up_r = 1;
+  if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) f->up_hup = 1;
   if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) f->up_w = 1;
   if (f->dialing) {
     if (f->up_w) dial_done(f, f->up_fd);

@@ -135,6 +135,13 @@ void h2_detach(flow *f) {
   tconn *tc = f->tc;
   if (tc == NULL) return;
   if (f->sid > 0 && tc->h2 != NULL && !tc->dead) {
+    /* Bytes held for the app are acknowledged only as the app takes them, which needs the
+     * stream; it is going, so give them back to the connection window now (else it shrinks). */
+    uint32_t held = f->to_app.len - f->to_app.off;
+    if (held > 0) {
+      nghttp2_session_consume(tc->h2, f->sid, held);
+      eng_dirty(tc);
+    }
     nghttp2_session_set_stream_user_data(tc->h2, f->sid, NULL);
   }
   if (f->tprev) f->tprev->tnext = f->tnext;
@@ -170,6 +177,9 @@ static ssize_t data_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t l
     ssize_t n = read(f->app_fd, buf, length);
     if (n > 0) {
       f->from_app_n += (uint64_t)n;
+      /* A short read emptied the socket: the next bytes bring a new edge, so skip the EAGAIN read.
+       * Not once the peer closed: its FIN may have come with the data, and no edge follows. */
+      if ((size_t)n < length && !f->app_hup) f->app_r = 0;
       return n;
     }
     if (n == 0) {
@@ -676,6 +686,7 @@ static int net_in(tconn *tc) {
     ssize_t n = read(tc->fd, p, (size_t)room);
     if (n > 0) {
       BIO_nwrite(tc->net, &p, (int)n);
+      if (n < room && !tc->hup) tc->r = 0; /* emptied it (see data_read) */
       return 1;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -840,6 +851,7 @@ static void tconn_handshake(tconn *tc) {
 void tconn_event(tconn *tc, uint32_t ev) {
   if (tc->dead) return;
   if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) tc->r = 1;
+  if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) tc->hup = 1;
   if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) tc->w = 1;
   if (tc->handshaking) {
     tconn_handshake(tc);

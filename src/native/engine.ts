@@ -99,6 +99,8 @@ export class Engine {
 
   /** Hand a listening socket (the engine owns it from here) and the pod netns it serves. */
   listen(fd: number, netns: Netns, o: EngineListenOptions): number {
+    // The addon frees the engine once its uv handles have closed after destroy: never pass it on.
+    if (this.#destroyed) throw Object.assign(new Error('engine: already destroyed'), { code: 'AMBIT_ENGINE_CLOSED' });
     return this.#raw.engineListen(this.#e, fd, netns, { kind: o.kind === 'outbound' ? 1 : 2, mark: o.mark, ...(o.tag !== undefined ? { tag: o.tag } : {}) });
   }
 
