@@ -58,6 +58,7 @@ static void report_exception(engine *e, const char *where) {
 
 bool eng_call(engine *e, napi_ref ref, size_t argc, napi_value *argv, napi_value *result) {
   napi_value fn, recv;
+  if (e->destroyed) return false; /* destroy() from an earlier callback deleted the references */
   if (napi_get_reference_value(e->env, ref, &fn) != napi_ok) return false;
   napi_get_undefined(e->env, &recv);
   if (napi_call_function(e->env, recv, fn, argc, argv, result) != napi_ok) {
@@ -94,8 +95,7 @@ void eng_ref_update(engine *e) {
   else uv_unref((uv_handle_t *)&e->poll);
 }
 
-void listener_unref(listener *l) {
-  if (--l->refs > 0) return;
+static void listener_free(listener *l) {
   engine *e = l->e;
   for (listener **pp = &e->listeners; *pp != NULL; pp = &(*pp)->next) {
     if (*pp == l) {
@@ -108,6 +108,16 @@ void listener_unref(listener *l) {
   free(l->tag);
   free(l);
   eng_ref_update(e);
+}
+
+/* The last reference frees it, but never inside a batch: an event of this round may name it. */
+void listener_unref(listener *l) {
+  if (--l->refs > 0) return;
+  if (l->e->in_batch) {
+    l->e->ndead++;
+    return;
+  }
+  listener_free(l);
 }
 
 /* Free what died; only between batches, when no epoll event or nghttp2 frame can name it. */
@@ -130,6 +140,11 @@ void eng_reap(engine *e) {
     if (tc->next) tc->next->prev = tc->prev;
     tconn_free(tc);
   }
+  /* listeners last: the flows and tconns above held references to them */
+  for (listener *l = e->listeners, *next; l != NULL; l = next) {
+    next = l->next;
+    if (l->refs <= 0) listener_free(l);
+  }
 }
 
 /*
@@ -140,6 +155,7 @@ void eng_reap(engine *e) {
  */
 typedef struct {
   bool from_js;
+  bool nested; /* a JS callback called back in (closeFlow, destroy...): the outer batch finishes */
 } batch;
 
 void eng_scope(engine *e) {
@@ -153,11 +169,16 @@ void eng_scope(engine *e) {
 
 static void batch_open(engine *e, batch *b, bool from_js) {
   b->from_js = from_js;
+  /* Nested: no flush (nghttp2 may be inside mem_recv), no reap (the frames below the callback
+   * still hold what died), no scope change (the outer batch opened and closes it). */
+  b->nested = e->in_batch;
+  if (b->nested) return;
   e->in_batch = true;
   e->scope_open = from_js; /* inside a JS call already: no scope needed */
 }
 
 static void batch_close(engine *e, batch *b) {
+  if (b->nested) return;
   eng_flush_dirty(e);
   e->in_batch = false;
   eng_reap(e);
@@ -303,6 +324,7 @@ static void accept_outbound(engine *e, listener *l, int fd, const ambit_addr *pe
   napi_create_int32(env, pport, &argv[5]);
   napi_valuetype t = napi_undefined;
   if (eng_call(e, e->cb_outbound, 6, argv, &plan)) napi_typeof(env, plan, &t);
+  if (f->dead) t = napi_undefined; /* closeFlow or destroy from the callback */
   if (t == napi_object) outbound_plan(e, f, plan);
   else flow_abort(f, "refused");
   napi_close_handle_scope(env, hs);
@@ -322,6 +344,7 @@ static void accept_hbone(engine *e, listener *l, int fd, const ambit_addr *peer)
   if (eng_call(e, e->cb_context, 1, argv, &result)) napi_typeof(env, result, &t);
   if (t == napi_external) napi_get_value_external(env, result, (void **)&ctx);
   napi_close_handle_scope(env, hs);
+  if (l->closed) ctx = NULL; /* unlisten or destroy from the callback */
   /* No certificate: fail closed. Past the connection cap: refused (a hostile peer cannot pile them up). */
   tconn *tc = ctx != NULL && e->ntconns < MAX_TCONNS ? tconn_new(e, l, fd, ctx, false) : NULL;
   if (tc == NULL) {
@@ -337,6 +360,7 @@ static void accept_hbone(engine *e, listener *l, int fd, const ambit_addr *peer)
 
 static void listener_event(listener *l) {
   engine *e = l->e;
+  l->refs++; /* a callback may unlisten or destroy: keep it until the loop is done */
   for (int i = 0; i < 64 && !l->closed; i++) {
     ambit_addr peer;
     socklen_t plen = sizeof peer.u;
@@ -349,6 +373,7 @@ static void listener_event(listener *l) {
     if (l->kind == L_OUTBOUND) accept_outbound(e, l, fd, &peer);
     else accept_hbone(e, l, fd, &peer);
   }
+  listener_unref(l);
 }
 
 static void dispatch(engine *e, evsrc *src, uint32_t ev) {
@@ -377,7 +402,9 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   for (int round = 0; round < 8; round++) {
     int n = epoll_wait(e->epfd, evs, 64, 0);
     if (n <= 0) break;
-    for (int i = 0; i < n; i++) dispatch(e, evs[i].data.ptr, evs[i].events);
+    /* a callback may destroy the engine mid-batch (listeners are freed at once) */
+    for (int i = 0; i < n && !e->destroyed; i++) dispatch(e, evs[i].data.ptr, evs[i].events);
+    if (e->destroyed) break;
     eng_flush_dirty(e);
     if (n < 64) break;
   }

@@ -258,7 +258,12 @@ static bool pump(flow *f, bool from_app) {
     flow_abort(f, why);
     return false;
   }
-  /* a busy pair gives the others a turn; the level it left is remembered in the flags */
+  /* A busy pair gives the others a turn. What it left unread is not reported again by the
+   * edge-triggered epoll unless more arrives, so re-arm the socket: EPOLL_CTL_MOD queues an
+   * event for it if it is still ready, and the relay resumes on the next poll. */
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                           .data.ptr = from_app ? &f->app_ev : &f->up_ev};
+  epoll_ctl(e->epfd, EPOLL_CTL_MOD, src, &ev);
   return true;
 }
 

@@ -203,6 +203,7 @@ static ssize_t data_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t l
 
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *fr, void *user) {
   tconn *tc = user;
+  if (tc->dead) return NGHTTP2_ERR_CALLBACK_FAILURE; /* killed by a callback earlier in this read */
   if (tc->client || fr->hd.type != NGHTTP2_HEADERS || fr->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   flow *f = flow_new(tc->e, tc->l, M_H2, -1);
   if (f == NULL) {
@@ -294,6 +295,10 @@ static void server_request(tconn *tc, flow *f, bool end_stream) {
   free(f->forwarded);
   f->authority = f->forwarded = NULL;
   bool ok = eng_call(e, e->cb_inbound, 9, argv, &result);
+  if (f->dead || tc->dead) { /* closeFlow, closeFlows or destroy from the callback */
+    napi_close_handle_scope(env, hs);
+    return;
+  }
   napi_valuetype t = napi_undefined;
   if (ok) napi_typeof(env, result, &t);
   if (!ok || t != napi_object) {
@@ -358,6 +363,7 @@ void h2_server_connected(flow *f, bool ok, const char *why) {
 
 static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *fr, void *user) {
   tconn *tc = user;
+  if (tc->dead) return NGHTTP2_ERR_CALLBACK_FAILURE;
   if (fr->hd.type == NGHTTP2_GOAWAY) {
     tc->goaway = 1;
     return 0;
@@ -520,6 +526,7 @@ static bool handshake_done(tconn *tc) {
     ok = napi_get_value_string_utf8(env, result, peer, sizeof peer, &n) == napi_ok && n > 0 && n < sizeof peer - 1;
   }
   napi_close_handle_scope(env, hs);
+  if (tc->dead) return false; /* closeFlows or destroy from the callback */
   if (!ok) {
     tconn_kill(tc, "tls: peer identity refused");
     return false;
@@ -576,6 +583,7 @@ void h2_client_submit(tconn *tc, flow *f) {
     const char *name = p;
     size_t nl = strlen(name);
     const char *value = name + nl + 1;
+    if (value >= end) break; /* a name without a value (or a trailing NUL): not past the buffer */
     size_t vl = strlen(value);
     nv[n++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, nl, vl, NGHTTP2_NV_FLAG_NONE};
     p = value + vl + 1;
