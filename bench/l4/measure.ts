@@ -1,12 +1,13 @@
 /**
- * The five L4 measurements, run from the client pod against one path. Each measurement is
+ * The L4 measurements, run from the client pod against one path. Each measurement is
  * independent: a failure is recorded with its reason and the others still run, so one broken
- * tool does not hide the rest of the row.
+ * tool does not hide the rest of the row. Latency is not here: it alternates between all the
+ * paths at once (latency.ts).
  */
 import type { Cluster, Pod } from '../../src/local/index.js';
 import { BenchError, messageOf } from '../common/errors.js';
 import { rssKb, stopChild, waitExit, waitForLine, OutputTail } from '../common/proc.js';
-import { CONN_CLIENT, HOLD_CLIENT, RR_CLIENT } from './pod-scripts.js';
+import { CONN_CLIENT, HOLD_CLIENT } from './pod-scripts.js';
 import { parseHeld, parseIperfJson, parseScriptJson, parseWrk } from './parse.js';
 
 /** Where the client pod connects to reach each server app over this path. */
@@ -18,8 +19,14 @@ export interface PathTarget {
 export interface MeasureSettings {
   /** iperf3 -t, seconds */
   readonly iperfSeconds: number;
-  /** round trips timed (after `rrWarmup` untimed ones) */
-  readonly rrCount: number;
+  /**
+   * latency (interleaved across the paths, latency.ts): `rrRounds` rounds; in each, every path
+   * does `rrRoundWarmup` untimed and then `rrPerRound` timed round trips. `rrWarmup` untimed ones
+   * once per connection, before the first round.
+   */
+  readonly rrRounds: number;
+  readonly rrPerRound: number;
+  readonly rrRoundWarmup: number;
   readonly rrWarmup: number;
   /** request and response size of the latency test, bytes */
   readonly rrBytes: number;
@@ -36,21 +43,23 @@ export interface MeasureSettings {
 }
 
 export const FULL: MeasureSettings = {
-  iperfSeconds: 5, rrCount: 2000, rrWarmup: 200, rrBytes: 1024, wrkSeconds: 5, wrkConnections: 16, wrkThreads: 2,
+  iperfSeconds: 5, rrRounds: 10, rrPerRound: 200, rrRoundWarmup: 20, rrWarmup: 200, rrBytes: 1024, wrkSeconds: 5, wrkConnections: 16, wrkThreads: 2,
   connMs: 3000, connConcurrency: 4, memBaseConnections: 100, memConnections: 500,
 };
 
 export const QUICK: MeasureSettings = {
-  iperfSeconds: 1, rrCount: 300, rrWarmup: 50, rrBytes: 1024, wrkSeconds: 1, wrkConnections: 16, wrkThreads: 2,
+  iperfSeconds: 1, rrRounds: 3, rrPerRound: 100, rrRoundWarmup: 10, rrWarmup: 50, rrBytes: 1024, wrkSeconds: 1, wrkConnections: 16, wrkThreads: 2,
   connMs: 1000, connConcurrency: 4, memBaseConnections: 20, memConnections: 100,
 };
 
 export interface PathMetrics {
   /** single-stream iperf3, Gbit/s */
   throughputGbps: number | null;
-  /** 1 kB request/response at c=1, microseconds */
+  /** 1 kB request/response at c=1, microseconds, over all rounds of the interleaved step */
   rrP50Us: number | null;
   rrP90Us: number | null;
+  /** p50 of each latency round on its own, microseconds (how much the conditions moved) */
+  rrRoundP50Us?: number[];
   /** wrk requests per second at c=16 */
   rps: number | null;
   /** completed connect/1 byte/close exchanges per second */
@@ -92,13 +101,6 @@ export async function measureThroughput(ctx: MeasureContext): Promise<number> {
   const r = await ctx.cluster.exec(ctx.client, [ctx.tools.iperf3!, '-c', host, '-p', String(ports.iperf), '-t', String(s), '-J'],
     { timeoutMs: (s + 20) * 1000 });
   return parseIperfJson(r.stdout) / 1e9;
-}
-
-export async function measureLatency(ctx: MeasureContext): Promise<{ p50: number; p90: number }> {
-  const { host, ports } = ctx.target;
-  const st = ctx.settings;
-  return execJson<{ p50: number; p90: number }>(ctx, 'latency',
-    [process.execPath, '-e', RR_CLIENT, host, String(ports.echo), String(st.rrBytes), String(st.rrCount), String(st.rrWarmup)], 60_000);
 }
 
 export async function measureRps(ctx: MeasureContext): Promise<{ rps: number; errors: number }> {
@@ -170,9 +172,17 @@ export async function measureMemory(ctx: MeasureContext): Promise<{ kbPerConn: n
   }
 }
 
-/** Runs the five measurements in a fixed order; never throws. */
-export async function measurePath(name: string, ctx: MeasureContext): Promise<PathMetrics> {
-  const m: PathMetrics = { throughputGbps: null, rrP50Us: null, rrP90Us: null, rps: null, connPerSec: null, memKbPerConn: null, notes: [] };
+/** A row with nothing measured yet. */
+export function emptyMetrics(): PathMetrics {
+  return { throughputGbps: null, rrP50Us: null, rrP90Us: null, rps: null, connPerSec: null, memKbPerConn: null, notes: [] };
+}
+
+/**
+ * Runs the path's own measurements (those in `ctx.only`, default all) in a fixed order, recording
+ * into `m`; never throws. Latency is not one of them: index.ts runs it interleaved across the
+ * paths (latency.ts).
+ */
+export async function measurePath(name: string, ctx: MeasureContext, m: PathMetrics = emptyMetrics()): Promise<PathMetrics> {
   const step = async (what: string, fn: () => Promise<void>, key: StepName) => {
     if (ctx.only && !ctx.only.has(key)) return;
     ctx.log(`${name}: ${what}`);
@@ -194,7 +204,6 @@ export async function measurePath(name: string, ctx: MeasureContext): Promise<Pa
     }, 'memory');
   }
   await step('throughput (iperf3)', async () => { m.throughputGbps = await measureThroughput(ctx); }, 'throughput');
-  await step('latency (1 kB rr, c=1)', async () => { const r = await measureLatency(ctx); m.rrP50Us = r.p50; m.rrP90Us = r.p90; }, 'latency');
   await step('requests/s (wrk)', async () => {
     const r = await measureRps(ctx);
     m.rps = r.rps;

@@ -18,31 +18,57 @@ srv.listen(port, () => console.log('LISTENING ' + port));
 `;
 
 /**
- * Request/response latency at c=1, argv: host port size count warmup. One connection; each round
- * trip writes \`size\` bytes and waits until \`size\` bytes came back. Prints microseconds.
+ * Request/response latency at c=1, one connection driven in runs, argv: host port size. Prints
+ * "CONNECTED" once connected; then each stdin line "<warmup> <count>" is one run: \`warmup\`
+ * untimed and \`count\` timed round trips, each writing \`size\` bytes and waiting until \`size\`
+ * bytes came back. A run answers "RR {"samples": [microseconds, 0.1 us resolution]}", and any
+ * failure "RR {"error": ...}" (then the process exits). The connection stays open between runs,
+ * so the bench can alternate runs between paths (bench/l4/latency.ts); stdin closed ends it.
  */
-export const RR_CLIENT = `
+export const RR_SESSION = `
 const net = require('node:net');
-const [host, port, size, count, warm] = process.argv.slice(1).map((v, i) => i === 0 ? v : Number(v));
+const readline = require('node:readline');
+const [host, port, size] = process.argv.slice(1).map((v, i) => i === 0 ? v : Number(v));
 const payload = Buffer.alloc(size, 0x61);
-const lat = [];
-let got = 0, i = 0, t0 = 0n;
+let lat = null, got = 0, i = 0, warm = 0, total = 0, t0 = 0n, ending = false;
+const fail = (error) => { console.log('RR ' + JSON.stringify({ error })); process.exit(1); };
 const s = net.connect({ host, port, noDelay: true });
-s.setTimeout(15000, () => { console.log(JSON.stringify({ error: 'timeout after ' + i + ' round trips' })); process.exit(1); });
-s.on('error', (e) => { console.log(JSON.stringify({ error: e.code || e.message })); process.exit(1); });
+s.setTimeout(15000, () => fail(lat ? 'timeout after ' + i + ' round trips of the run' : 'connect timeout'));
+s.on('error', (e) => fail(e.code || e.message));
+s.on('close', () => { if (!ending) fail('connection closed by the peer'); });
 const next = () => { got = 0; t0 = process.hrtime.bigint(); s.write(payload); };
-s.on('connect', next);
+const finish = () => {
+  // no idle timeout between runs: the other paths take their turns meanwhile
+  s.setTimeout(0);
+  const samples = lat;
+  lat = null;
+  console.log('RR ' + JSON.stringify({ samples }));
+};
+s.on('connect', () => {
+  s.setTimeout(0);
+  console.log('CONNECTED');
+  const rl = readline.createInterface({ input: process.stdin });
+  rl.on('line', (line) => {
+    const m = /^(\\d+) (\\d+)$/.exec(line.trim());
+    if (!m) return fail('bad command: ' + line.slice(0, 40));
+    if (lat) return fail('command while a run is in progress');
+    lat = []; i = 0; warm = Number(m[1]); total = warm + Number(m[2]);
+    if (total === 0) return finish();
+    s.setTimeout(15000);
+    next();
+  });
+  rl.on('close', () => { ending = true; s.destroy(); process.exit(0); });
+});
 s.on('data', (d) => {
+  if (!lat) return fail('data outside a run');
   got += d.length;
   if (got < size) return;
+  if (got > size) return fail('echo returned more bytes than were sent');
   const us = Number(process.hrtime.bigint() - t0) / 1000;
-  if (i >= warm) lat.push(us);
+  if (i >= warm) lat.push(Math.round(us * 10) / 10);
   i++;
-  if (i < warm + count) return next();
-  s.destroy();
-  lat.sort((a, b) => a - b);
-  const q = (p) => lat[Math.min(lat.length - 1, Math.max(0, Math.ceil(p / 100 * lat.length) - 1))];
-  console.log(JSON.stringify({ n: lat.length, p50: q(50), p90: q(90), p99: q(99), mean: lat.reduce((a, b) => a + b, 0) / lat.length }));
+  if (i < total) return next();
+  finish();
 });
 `;
 
