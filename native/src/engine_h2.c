@@ -477,6 +477,8 @@ bool h2_init(engine *e) {
     nghttp2_option_set_no_auto_window_update(opts[i], 1);
     nghttp2_option_set_max_outbound_ack(opts[i], 1000);
     nghttp2_option_set_max_settings(opts[i], 32);
+    /* no priority tree of closed streams: HBONE streams carry no priorities, and each would cost memory */
+    nghttp2_option_set_no_closed_streams(opts[i], 1);
   }
   /* server: what a hostile client may do (rapid reset, CONTINUATION floods, header bombs) */
   nghttp2_option_set_stream_reset_rate_limit(opts[1], 100, 20);

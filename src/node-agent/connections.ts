@@ -25,8 +25,10 @@ export class ConnectionRegistry {
   #next = 1;
   readonly #conns = new Map<number, TrackedConnection>();
 
-  add(c: Omit<TrackedConnection, 'id'>): TrackedConnection {
-    const t: TrackedConnection = { ...c, id: this.#next++ };
+  /** Registers `c` itself (no copy: it may be a per-connection record already) and gives it an id. */
+  add<T extends Omit<TrackedConnection, 'id'>>(c: T): T & TrackedConnection {
+    const t = c as T & { id: number };
+    t.id = this.#next++;
     this.#conns.set(t.id, t);
     return t;
   }

@@ -10,6 +10,8 @@ import { parseSpiffeUri, requireTrustDomain, spiffeUri, verifyPeerChain, type Ce
 import { Engine, type EngineOptions, type EngineTls, type InboundTarget, type OutboundPlan } from '../native/index.js';
 import type { ConnectionRegistry, TrackedConnection } from './connections.js';
 import type { NetnsHandle } from './deps.js';
+import type { SourceIdentity } from '../policy/index.js';
+import { formatAddr } from './route.js';
 import { connectionLabels, type AgentTelemetry, type ConnectionDescription, type ConnectionLabels, type ResponseFlag } from './telemetry.js';
 
 const log = logger('node-agent.engine');
@@ -29,19 +31,39 @@ export interface HboneHandler {
 /** Whoever owns a flow (its pod proxy): told when one of its flows ends, for drains. */
 export interface FlowOwner { flowEnded(): void }
 
-/** What the agent remembers of one flow the engine carries. */
+/**
+ * What the agent remembers of one flow the engine carries: as little as telemetry needs at close
+ * (addresses are kept as parts and formatted then).
+ */
 export class FlowRecord {
   opened = false;
-  tracked: TrackedConnection | undefined;
   constructor(
     readonly owner: FlowOwner,
     readonly direction: 'inbound' | 'outbound',
     readonly desc: ConnectionDescription,
-    readonly srcAddr: string,
-    readonly dstAddr: string,
+    readonly srcIp: string,
+    readonly srcPort: number,
+    readonly dstIp: string,
+    readonly dstPort: number,
     readonly hboneAddr: string | undefined,
     readonly started: number,
   ) {}
+}
+
+/** An inbound flow is also its own entry in the live-policy registry (no second object, no closure). */
+export class InboundFlowRecord extends FlowRecord implements Omit<TrackedConnection, 'id' | 'direction'> {
+  declare readonly direction: 'inbound';
+  constructor(
+    owner: FlowOwner, desc: ConnectionDescription, srcIp: string, srcPort: number, dstIp: string, dstPort: number, hboneAddr: string, started: number,
+    readonly podUid: string,
+    readonly srcIdentity: SourceIdentity,
+    readonly flowId: number,
+    readonly engine: AgentEngine,
+  ) {
+    super(owner, 'inbound', desc, srcIp, srcPort, dstIp, dstPort, hboneAddr, started);
+  }
+
+  close(reason: string): void { this.engine.closeFlow(this.flowId, reason); }
 }
 
 /** The response flag of a flow that ended before it was established. */
@@ -120,7 +142,7 @@ export class AgentEngine {
   destroy(): void {
     this.#engine.destroy();
     for (const r of this.#flows.values()) {
-      if (r.tracked) this.#connections.remove(r.tracked);
+      if (r instanceof InboundFlowRecord) this.#connections.remove(r as InboundFlowRecord & TrackedConnection);
       r.owner.flowEnded();
     }
     this.#flows.clear();
@@ -135,10 +157,11 @@ export class AgentEngine {
       return;
     }
     this.#flows.delete(flowId);
-    if (r.tracked) this.#connections.remove(r.tracked);
+    if (r instanceof InboundFlowRecord) this.#connections.remove(r as InboundFlowRecord & TrackedConnection);
     const inbound = r.direction === 'inbound';
     this.#telemetry.closed({
-      direction: r.direction, srcAddr: r.srcAddr, dstAddr: r.dstAddr, hboneAddr: r.hboneAddr, labels: labelsOf(r, error),
+      direction: r.direction, srcAddr: formatAddr(r.srcIp, r.srcPort), dstAddr: formatAddr(r.dstIp, r.dstPort), hboneAddr: r.hboneAddr,
+      labels: labelsOf(r, error),
       bytesRecv: inbound ? toApp : fromApp, bytesSent: inbound ? fromApp : toApp, durationMs: Date.now() - r.started, error,
     }, r.opened);
     r.owner.flowEnded();

@@ -15,7 +15,7 @@ import { serviceKey, type Snapshot, type Workload } from '../model/index.js';
 import { evaluateL4 } from '../policy/index.js';
 import { AGENT_MARK } from './capture.js';
 import type { ConnectionRegistry, TrackedConnection } from './connections.js';
-import { clientTag, FlowRecord, type AgentEngine, type FlowOwner, type InboundTarget, type OutboundPlan } from './engine-adapter.js';
+import { clientTag, FlowRecord, InboundFlowRecord, type AgentEngine, type FlowOwner, type InboundTarget, type OutboundPlan } from './engine-adapter.js';
 import type { NetnsHandle, NetnsSockets } from './deps.js';
 import { connectHeaders, forwardedHost } from './headers.js';
 import { RELAY_BUFFER_BYTES, coalesceWrites, relay } from './relay.js';
@@ -599,7 +599,7 @@ export class PodProxy implements FlowOwner {
       return null;
     }
     if (req.kind !== 'hbone') {
-      this.#engineTrack(engine, flowId, new FlowRecord(this, 'outbound', desc, srcAddr, dstAddr, undefined, started));
+      this.#engineTrack(engine, flowId, new FlowRecord(this, 'outbound', desc, peerIp, peerPort, dstIp, dstPort, undefined, started));
       return { t: 1, ip: req.address.ip, port: req.address.port };
     }
     const hboneAddr = formatAddr(req.address.ip, req.address.port);
@@ -614,7 +614,7 @@ export class PodProxy implements FlowOwner {
       return null;
     }
     const tag = clientTag(req.expectedIdentities);
-    this.#engineTrack(engine, flowId, new FlowRecord(this, 'outbound', desc, srcAddr, dstAddr, hboneAddr, started));
+    this.#engineTrack(engine, flowId, new FlowRecord(this, 'outbound', desc, peerIp, peerPort, dstIp, dstPort, hboneAddr, started));
     return {
       t: 2, ctx, tag, ip: req.address.ip, port: req.address.port, authority: req.authority,
       key: `${this.pod.uid} ${spiffeIdOf(src)} ${tag} ${hboneAddr}`,
@@ -656,11 +656,9 @@ export class PodProxy implements FlowOwner {
     }
     const decision = evaluateL4(snap.policiesFor(w), { srcIdentity: peer, srcIp: remoteIp, dstIp: target.ip, dstPort: target.port });
     if (!decision.allowed) return fail(401, `policy: ${decision.reason}`, 'DENY');
-    const r = new FlowRecord(this, 'inbound', desc, srcAddr, dstAddr, formatAddr(localIp, localPort), started);
-    r.tracked = this.#ctx.connections.add({
-      direction: 'inbound', podUid: this.pod.uid, srcIdentity: peer, srcIp: remoteIp, srcPort: remotePort,
-      dstIp: target.ip, dstPort: target.port, close: (reason) => { engine.closeFlow(flowId, reason); },
-    });
+    const r = new InboundFlowRecord(this, desc, remoteIp, remotePort, target.ip, target.port, formatAddr(localIp, localPort), started,
+      this.pod.uid, peer, flowId, engine);
+    this.#ctx.connections.add(r);
     this.#engineTrack(engine, flowId, r);
     return this.pod.spoof ? { ip: target.ip, port: target.port, spoof: remoteIp } : { ip: target.ip, port: target.port };
   }
