@@ -6,7 +6,8 @@
  * synchronous callbacks below; the engine never decides who may talk to whom.
  */
 import { addon } from './addon.js';
-import type { Netns } from './index.js';
+/** A network namespace: a path, or an open netns fd (as in index.ts). */
+type Netns = string | number;
 
 /** A TLS context (certificate chain, key, roots) as the engine holds it. Opaque. */
 export type EngineTls = { readonly __engineTls: unique symbol };
