@@ -124,17 +124,18 @@ void listener_unref(listener *l) {
 void eng_reap(engine *e) {
   if (e->in_batch || e->ndead == 0) return;
   e->ndead = 0;
-  for (flow *f = e->flows, *next; f != NULL; f = next) {
-    next = f->next;
-    if (!f->dead) continue;
+  /* Only the dead are visited: with many long-lived flows a walk of them all per batch would cost. */
+  while (e->dead_flows) {
+    flow *f = e->dead_flows;
+    e->dead_flows = f->gnext;
     if (f->prev) f->prev->next = f->next;
     else e->flows = f->next;
     if (f->next) f->next->prev = f->prev;
     flow_free(f);
   }
-  for (tconn *tc = e->tconns, *next; tc != NULL; tc = next) {
-    next = tc->next;
-    if (!tc->dead) continue;
+  while (e->dead_tconns) {
+    tconn *tc = e->dead_tconns;
+    e->dead_tconns = tc->gnext;
     if (tc->prev) tc->prev->next = tc->next;
     else e->tconns = tc->next;
     if (tc->next) tc->next->prev = tc->prev;

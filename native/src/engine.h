@@ -69,6 +69,7 @@ struct flow {
   flow *prev, *next;   /* engine list */
   flow *tprev, *tnext; /* the tconn's list (h2 mode) */
   flow *wnext;         /* the tconn's wait list (client, before its handshake) */
+  flow *gnext;         /* the engine's list of dead flows, freed by eng_reap */
   engine *e;
   listener *l;
   tconn *tc;
@@ -119,6 +120,7 @@ struct tconn {
   flow *flows;          /* attached flows (tnext) */
   flow *waiting;        /* client flows waiting for the handshake (wnext) */
   tconn *dnext;         /* engine dirty list */
+  tconn *gnext;         /* the engine's list of dead tconns, freed by eng_reap */
   ebuf out;             /* HTTP/2 bytes not yet taken by SSL_write */
   char rip[48], lip[48];
   int rport, lport;
@@ -140,7 +142,9 @@ struct engine {
   tconn *tconns;
   flow *flows;
   tconn *dirty;
-  uint32_t ndead;       /* dead flows and tconns still linked, freed by eng_reap */
+  uint32_t ndead;       /* dead flows, tconns and unreferenced listeners waiting for eng_reap */
+  flow *dead_flows;
+  tconn *dead_tconns;
   uint32_t next_id;
   uint32_t nflows, ntconns;
   /* settings */

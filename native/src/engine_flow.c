@@ -107,6 +107,8 @@ static void flow_end(flow *f, bool reset) {
   if (!f->silent) eng_event(e, 2, f);
   e->nflows--;
   e->ndead++;
+  f->gnext = e->dead_flows;
+  e->dead_flows = f;
   eng_ref_update(e);
 }
 

@@ -104,6 +104,8 @@ void tconn_kill(tconn *tc, const char *reason) {
   }
   e->ntconns--;
   e->ndead++;
+  tc->gnext = e->dead_tconns;
+  e->dead_tconns = tc;
   eng_ref_update(e);
 }
 
