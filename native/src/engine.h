@@ -24,6 +24,11 @@
 #include <uv.h>
 
 enum { EV_LISTENER = 1, EV_TCONN, EV_APP, EV_UP };
+
+/* Plaintext gathered from several TLS records per nghttp2 parse (one app write per DATA run). */
+#define TLS_READ_BATCH (128 * 1024)
+/* DATA payload per frame when the peer allows it (SETTINGS_MAX_FRAME_SIZE; ours is the same). */
+#define DATA_FRAME_MAX (64 * 1024)
 enum { L_OUTBOUND = 1, L_HBONE };
 enum { M_PLAIN = 1, M_H2 };
 
@@ -152,6 +157,7 @@ struct engine {
   nghttp2_session_callbacks *cbs_client, *cbs_server;
   nghttp2_option *opt_client, *opt_server;
   char rbuf[65536];
+  char tlsbuf[TLS_READ_BATCH]; /* decrypted records gathered before nghttp2 parses them */
 };
 
 /* engine.c */

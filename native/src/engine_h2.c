@@ -203,6 +203,16 @@ static ssize_t data_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t l
   }
 }
 
+/* DATA frames as large as the peer allows (nghttp2 would cut them at 16 kB otherwise). */
+static ssize_t data_length(nghttp2_session *s, uint8_t type, int32_t sid, int32_t conn_window, int32_t stream_window,
+                           uint32_t max_frame, void *user) {
+  ssize_t n = DATA_FRAME_MAX;
+  if ((ssize_t)max_frame < n) n = (ssize_t)max_frame;
+  if (conn_window < n) n = conn_window;
+  if (stream_window < n) n = stream_window;
+  return n > 0 ? n : 1;
+}
+
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *fr, void *user) {
   tconn *tc = user;
   if (tc->dead) return NGHTTP2_ERR_CALLBACK_FAILURE; /* killed by a callback earlier in this read */
@@ -476,6 +486,7 @@ bool h2_init(engine *e) {
     nghttp2_session_callbacks_set_on_header_callback(cbs[i], on_header);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs[i], on_begin_headers);
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs[i], on_invalid_frame);
+    nghttp2_session_callbacks_set_data_source_read_length_callback(cbs[i], data_length);
     nghttp2_option_set_no_auto_window_update(opts[i], 1);
     nghttp2_option_set_max_outbound_ack(opts[i], 1000);
     nghttp2_option_set_max_settings(opts[i], 32);
@@ -545,7 +556,7 @@ static bool handshake_done(tconn *tc) {
   nghttp2_settings_entry iv[4];
   size_t niv = 0;
   iv[niv++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, e->window};
-  iv[niv++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_FRAME_SIZE, 65536};
+  iv[niv++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_FRAME_SIZE, DATA_FRAME_MAX};
   if (tc->client) {
     iv[niv++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_ENABLE_PUSH, 0};
   } else {
@@ -748,6 +759,28 @@ void tconn_flush(tconn *tc) {
         return;
       }
       if (k == 0) break;
+      if (b->len == 0 && k >= 16384) {
+        /* a bulk DATA frame: sealed straight from nghttp2's buffer (valid until the next
+         * mem_send), no copy; only a part the TLS layer could not take is kept */
+        ERR_clear_error();
+        int n = SSL_write(tc->ssl, d, (int)k);
+        if (n == k) continue;
+        if (n <= 0) {
+          int err = SSL_get_error(tc->ssl, n);
+          if (err != SSL_ERROR_WANT_WRITE && err != SSL_ERROR_WANT_READ) {
+            char why[256];
+            tls_error_text(why, sizeof why, "tls write");
+            tconn_kill(tc, why);
+            return;
+          }
+          n = 0;
+        }
+        if (!out_append(tc, d + n, (size_t)(k - n))) {
+          tconn_kill(tc, "out of memory");
+          return;
+        }
+        break;
+      }
       if (!out_append(tc, d, (size_t)k)) {
         tconn_kill(tc, "out of memory");
         return;
@@ -774,32 +807,49 @@ void tconn_flush(tconn *tc) {
   }
 }
 
+/* Parse what was gathered; false once the connection is gone. */
+static bool h2_feed(tconn *tc, size_t n) {
+  ssize_t rv = nghttp2_session_mem_recv(tc->h2, (const uint8_t *)tc->e->tlsbuf, n);
+  if (rv >= 0) return !tc->dead;
+  char why[128];
+  snprintf(why, sizeof why, "http2: %s", nghttp2_strerror((int)rv));
+  /* tell the peer why before going (GOAWAY is queued by nghttp2 for protocol errors) */
+  tconn_flush(tc);
+  tconn_kill(tc, why);
+  return false;
+}
+
+/*
+ * Decrypt records into one buffer until it is full or the socket is empty, then hand the lot to
+ * nghttp2: a bulk transfer reaches the app in writes of up to TLS_READ_BATCH, not one per 16 kB
+ * record. Small messages go on at once (the socket is empty after them).
+ */
 static void tconn_read(tconn *tc) {
   engine *e = tc->e;
+  size_t fill = 0;
   while (!tc->dead) {
+    if (fill == sizeof e->tlsbuf) {
+      if (!h2_feed(tc, fill)) return;
+      fill = 0;
+    }
     ERR_clear_error();
-    int n = SSL_read(tc->ssl, e->rbuf, sizeof e->rbuf);
+    int n = SSL_read(tc->ssl, e->tlsbuf + fill, (int)(sizeof e->tlsbuf - fill));
     if (n > 0) {
-      ssize_t rv = nghttp2_session_mem_recv(tc->h2, (const uint8_t *)e->rbuf, (size_t)n);
-      if (rv < 0) {
-        char why[128];
-        snprintf(why, sizeof why, "http2: %s", nghttp2_strerror((int)rv));
-        /* tell the peer why before going (GOAWAY is queued by nghttp2 for protocol errors) */
-        tconn_flush(tc);
-        tconn_kill(tc, why);
-        return;
-      }
+      fill += (size_t)n;
       continue;
     }
     int err = SSL_get_error(tc->ssl, n);
     if (err == SSL_ERROR_WANT_READ) {
       if (net_in(tc) > 0) continue;
-      return;
+      break;
     }
     if (err == SSL_ERROR_WANT_WRITE) {
-      if (!net_out(tc) || BIO_ctrl_pending(tc->net) > 0) return;
+      if (!net_out(tc) || BIO_ctrl_pending(tc->net) > 0) break;
       continue;
     }
+    /* the peer went: what it sent before still counts */
+    if (fill > 0 && !h2_feed(tc, fill)) return;
+    fill = 0;
     char why[256];
     if (err == SSL_ERROR_ZERO_RETURN) {
       snprintf(why, sizeof why, "peer closed the connection");
@@ -810,6 +860,7 @@ static void tconn_read(tconn *tc) {
     tconn_kill(tc, why);
     return;
   }
+  if (fill > 0 && !tc->dead) h2_feed(tc, fill);
 }
 
 static void tconn_handshake(tconn *tc) {
