@@ -10,12 +10,14 @@
         "src/connect.c",
         "src/fdpass.c",
         "src/engine.c",
+        "src/engine_js.c",
         "src/engine_flow.c",
         "src/engine_h2.c",
         "src/engine_tls.c"
       ],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"],
-      "defines": ["_GNU_SOURCE", "NAPI_VERSION=8"]
+      "defines": ["_GNU_SOURCE", "NAPI_VERSION=8"],
+      "libraries": ["-lpthread"]
     }
   ]
 }

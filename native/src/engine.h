@@ -21,6 +21,7 @@
 #include <sys/epoll.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <pthread.h>
 #include <uv.h>
 
 enum { EV_LISTENER = 1, EV_TCONN, EV_APP, EV_UP };
@@ -75,6 +76,7 @@ struct flow {
   flow *tprev, *tnext; /* the tconn's list (h2 mode) */
   flow *wnext;         /* the tconn's wait list (client, before its handshake) */
   flow *gnext;         /* the engine's list of dead flows, freed by eng_reap */
+  flow *hnext;         /* the engine's id table */
   engine *e;
   listener *l;
   tconn *tc;
@@ -126,32 +128,73 @@ struct tconn {
   flow *waiting;        /* client flows waiting for the handshake (wnext) */
   tconn *dnext;         /* engine dirty list */
   tconn *gnext;         /* the engine's list of dead tconns, freed by eng_reap */
+  uint32_t id;
+  unsigned await_ctx : 1, verifying : 1;
   ebuf out;             /* HTTP/2 bytes not yet taken by SSL_write */
   char rip[48], lip[48];
   int rport, lport;
 };
 
+/* Engine thread -> JS: what needs a decision, or news. */
+enum { J_OUTBOUND = 1, J_INBOUND, J_VERIFY, J_CONTEXT, J_EVENT };
+typedef struct jmsg {
+  struct jmsg *next;
+  uint8_t type, kind;
+  uint32_t lid, id;     /* listener; flow (outbound, inbound, event) or tconn (verify, context) */
+  int32_t p1, p2;       /* ports */
+  double n1, n2;        /* event: bytes from / to the app */
+  char *s[5];           /* owned strings, by type (see engine.c) */
+  tlsctx *ctx;          /* verify: a reference for its roots */
+  uint8_t **der;        /* verify: the peer chain, leaf first */
+  int *der_len, nder;
+} jmsg;
+
+/* JS -> engine thread: the answers, and the API calls. */
+enum { C_PLAN = 1, C_INBOUND, C_VERIFIED, C_CONTEXT, C_LISTEN, C_UNLISTEN, C_CLOSE_FLOW, C_CLOSE_FLOWS, C_DESTROY };
+typedef struct jcmd {
+  struct jcmd *next;
+  uint8_t type;
+  uint32_t id;
+  int32_t t, port, status;
+  char *ip, *spoof, *key, *tag, *hdrs, *peer, *reason;
+  uint32_t hdrs_len;
+  tlsctx *ctx;          /* a reference, handed over */
+  listener *l;
+} jcmd;
+
+#define FLOW_BUCKETS 16384
+
 struct engine {
+  /* --- JS thread --- */
   napi_env env;
   napi_ref cb_outbound, cb_inbound, cb_verify, cb_context, cb_event;
   napi_async_context actx;
-  uv_loop_t *loop;
+  uv_async_t async;
+  bool destroyed;
+  uint32_t next_lid;
+  uint32_t js_listeners; /* listeners handed over and not unlistened: the async handle is ref'd */
+  /* --- shared, under mu --- */
+  pthread_mutex_t mu;
+  jmsg *out_head, *out_tail;
+  jcmd *in_head, *in_tail;
+  int wakefd;
+  /* read by stats() from the JS thread (atomics) */
+  uint32_t nflows, ntconns, nlisteners;
+  /* --- engine thread --- */
+  pthread_t thread;
   int epfd;
-  uv_poll_t poll;
-  uv_timer_t timer;
-  int open_handles;
-  bool destroyed, in_batch, reffed, scope_open, scope_cs;
-  napi_handle_scope bhs;
-  napi_callback_scope bcs;
+  bool stop, in_batch;
+  jmsg *pend_head, *pend_tail; /* messages of this batch, posted at its end */
   listener *listeners;
   tconn *tconns;
   flow *flows;
+  flow *fmap[FLOW_BUCKETS];
   tconn *dirty;
   uint32_t ndead;       /* dead flows, tconns and unreferenced listeners waiting for eng_reap */
   flow *dead_flows;
   tconn *dead_tconns;
   uint32_t next_id;
-  uint32_t nflows, ntconns;
+  uint64_t next_tick;
   /* settings */
   uint32_t connect_ms, handshake_ms, idle_ms, streams_per_conn, max_streams, window, conn_window;
   nghttp2_session_callbacks *cbs_client, *cbs_server;
@@ -160,18 +203,22 @@ struct engine {
   char tlsbuf[TLS_READ_BATCH]; /* decrypted records gathered before nghttp2 parses them */
 };
 
-/* engine.c */
+/* engine.c (engine thread) */
 uint64_t eng_now(engine *e);
 void eng_dirty(tconn *tc);
 void eng_flush_dirty(engine *e);
-/* Call before opening a handle scope at any site that calls into JS (see engine.c). */
-void eng_scope(engine *e);
-bool eng_call(engine *e, napi_ref fn, size_t argc, napi_value *argv, napi_value *result);
+/* Queue a message for JS (sent at the end of the batch). */
+void eng_post(engine *e, jmsg *m);
+jmsg *eng_msg(uint8_t type);
 /* 1: the flow is established (upstream connected / 200 seen); 2: it closed. */
 void eng_event(engine *e, int kind, flow *f);
-void eng_ref_update(engine *e);
 void eng_reap(engine *e);
 void listener_unref(listener *l);
+void *engine_main(void *arg);
+/* Index a new flow by id (answers from JS name flows by id). */
+void eng_fmap_add(engine *e, flow *f);
+void eng_cmd_free(jcmd *c);
+void eng_msg_free(jmsg *m);
 
 /* engine_flow.c */
 flow *flow_new(engine *e, listener *l, uint8_t mode, int app_fd);
@@ -191,6 +238,11 @@ void flow_reset_fd(int fd);
 bool h2_init(engine *e);
 void h2_fini(engine *e);
 tconn *tconn_new(engine *e, listener *l, int fd, tlsctx *ctx, bool client);
+/* Server side: the accepted socket waits for its listener's TLS context (asked of JS). */
+tconn *tconn_accepted(engine *e, listener *l, int fd);
+void tconn_context(tconn *tc, tlsctx *ctx);
+void tconn_verified(tconn *tc, const char *peer);
+void h2_inbound_decision(flow *f, jcmd *c);
 void tconn_event(tconn *tc, uint32_t ev);
 void tconn_kill(tconn *tc, const char *reason);
 void tconn_flush(tconn *tc);
@@ -209,7 +261,9 @@ void h2_detach(flow *f);
 /* engine_tls.c */
 tlsctx *tlsctx_create(const char *chain, const char *key, const char *roots, char *why, size_t cap);
 void tlsctx_unref(tlsctx *c);
-napi_value tls_peer_chain(napi_env env, SSL *ssl);
+/* The peer's chain (leaf first) as DER copies into m->der (verify message). */
+bool tls_peer_chain(SSL *ssl, jmsg *m);
+void tlsctx_ref(tlsctx *c);
 void tls_error_text(char *buf, size_t cap, const char *what);
 
 #endif

@@ -58,10 +58,11 @@ flow *flow_new(engine *e, listener *l, uint8_t mode, int app_fd) {
   f->app_w = 1;
   if (++e->next_id == 0) ++e->next_id;
   f->id = e->next_id;
+  eng_fmap_add(e, f);
   f->next = e->flows;
   if (e->flows) e->flows->prev = f;
   e->flows = f;
-  e->nflows++;
+  __atomic_add_fetch(&e->nflows, 1, __ATOMIC_RELAXED);
   return f;
 }
 
@@ -105,11 +106,10 @@ static void flow_end(flow *f, bool reset) {
   }
   f->app_fd = f->up_fd = -1;
   if (!f->silent) eng_event(e, 2, f);
-  e->nflows--;
+  __atomic_sub_fetch(&e->nflows, 1, __ATOMIC_RELAXED);
   e->ndead++;
   f->gnext = e->dead_flows;
   e->dead_flows = f;
-  eng_ref_update(e);
 }
 
 void flow_abort(flow *f, const char *reason) {

@@ -27,43 +27,84 @@
  */
 #define NET_BIO_BYTES (96 * 1024)
 
-tconn *tconn_new(engine *e, listener *l, int fd, tlsctx *ctx, bool client) {
-  tconn *tc = calloc(1, sizeof *tc);
-  if (tc == NULL) return NULL;
-  tc->ssl = SSL_new(ctx->ctx);
+/* SSL over a fresh BIO pair for tc, with a reference on ctx. */
+static bool tconn_tls(tconn *tc, tlsctx *ctx, bool client) {
   BIO *inner = NULL;
+  tc->ssl = SSL_new(ctx->ctx);
   if (tc->ssl == NULL || BIO_new_bio_pair(&inner, NET_BIO_BYTES, &tc->net, NET_BIO_BYTES) != 1) {
     if (tc->ssl) SSL_free(tc->ssl);
-    free(tc);
-    return NULL;
+    tc->ssl = NULL;
+    tc->net = NULL;
+    return false;
   }
   SSL_set_bio(tc->ssl, inner, inner);
+  if (client) SSL_set_connect_state(tc->ssl);
+  else SSL_set_accept_state(tc->ssl);
+  tc->ctx = ctx;
+  tlsctx_ref(ctx);
+  return true;
+}
+
+/* A tconn on fd, watched by the engine; no TLS yet. */
+static tconn *tconn_alloc(engine *e, listener *l, int fd, bool client) {
+  tconn *tc = calloc(1, sizeof *tc);
+  if (tc == NULL) return NULL;
   tc->ev.kind = EV_TCONN;
   tc->e = e;
   tc->l = l;
   tc->fd = fd;
-  tc->ctx = ctx;
-  ctx->refs++;
-  l->refs++;
   tc->client = client;
-  tc->handshaking = 1;
   tc->deadline = eng_now(e) + e->handshake_ms;
-  if (client) SSL_set_connect_state(tc->ssl);
-  else SSL_set_accept_state(tc->ssl);
   struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = &tc->ev};
   if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-    SSL_free(tc->ssl);
-    BIO_free(tc->net);
-    tlsctx_unref(ctx);
-    l->refs--;
     free(tc);
     return NULL;
   }
+  l->refs++;
+  if (++e->next_id == 0) ++e->next_id;
+  tc->id = e->next_id;
   tc->next = e->tconns;
   if (e->tconns) e->tconns->prev = tc;
   e->tconns = tc;
-  e->ntconns++;
+  __atomic_add_fetch(&e->ntconns, 1, __ATOMIC_RELAXED);
   return tc;
+}
+
+tconn *tconn_new(engine *e, listener *l, int fd, tlsctx *ctx, bool client) {
+  tconn *tc = tconn_alloc(e, l, fd, client);
+  if (tc == NULL) return NULL;
+  tc->handshaking = 1;
+  if (!tconn_tls(tc, ctx, client)) {
+    tc->fd = -1; /* the caller still owns the socket */
+    tconn_kill(tc, "out of memory");
+    return NULL;
+  }
+  return tc;
+}
+
+tconn *tconn_accepted(engine *e, listener *l, int fd) {
+  tconn *tc = tconn_alloc(e, l, fd, false);
+  if (tc != NULL) tc->await_ctx = 1;
+  return tc;
+}
+
+static void tconn_handshake(tconn *tc);
+static void tconn_read(tconn *tc);
+
+/* The listener's TLS context arrived (NULL: no certificate, fail closed); start the handshake. */
+void tconn_context(tconn *tc, tlsctx *ctx) {
+  if (!tc->await_ctx) return;
+  tc->await_ctx = 0;
+  if (ctx == NULL) {
+    tconn_kill(tc, "no certificate");
+    return;
+  }
+  if (!tconn_tls(tc, ctx, false)) {
+    tconn_kill(tc, "out of memory");
+    return;
+  }
+  tc->handshaking = 1;
+  tconn_handshake(tc);
 }
 
 /* Stop using it for new streams, let the open ones finish, then close (GOAWAY). */
@@ -102,11 +143,10 @@ void tconn_kill(tconn *tc, const char *reason) {
     close(tc->fd);
     tc->fd = -1;
   }
-  e->ntconns--;
+  __atomic_sub_fetch(&e->ntconns, 1, __ATOMIC_RELAXED);
   e->ndead++;
   tc->gnext = e->dead_tconns;
   e->dead_tconns = tc;
-  eng_ref_update(e);
 }
 
 /* Called by eng_reap (unlinked there), outside every nghttp2 callback. */
@@ -115,7 +155,7 @@ void tconn_free(tconn *tc) {
   if (tc->h2) nghttp2_session_del(tc->h2);
   if (tc->ssl) SSL_free(tc->ssl);
   if (tc->net) BIO_free(tc->net);
-  tlsctx_unref(tc->ctx);
+  if (tc->ctx) tlsctx_unref(tc->ctx);
   free(tc->out.p);
   free(tc->key);
   free(tc->tag);
@@ -277,10 +317,9 @@ static void respond(tconn *tc, int32_t sid, int status) {
   eng_dirty(tc);
 }
 
-/* A complete CONNECT request on the server: ask JS, then dial the app or refuse. */
+/* A complete CONNECT request on the server: JS decides (h2_inbound_decision carries it out). */
 static void server_request(tconn *tc, flow *f, bool end_stream) {
   engine *e = tc->e;
-  napi_env env = e->env;
   if (!f->is_connect) {
     respond(tc, f->sid, f->saw_method ? 405 : 400);
     return;
@@ -289,55 +328,38 @@ static void server_request(tconn *tc, flow *f, bool end_stream) {
     respond(tc, f->sid, 503);
     return;
   }
-  eng_scope(e);
-  napi_handle_scope hs;
-  napi_open_handle_scope(env, &hs);
-  napi_value argv[9], result;
-  napi_create_uint32(env, tc->l->id, &argv[0]);
-  napi_create_uint32(env, f->id, &argv[1]);
-  napi_create_string_utf8(env, tc->peer, NAPI_AUTO_LENGTH, &argv[2]);
-  napi_create_string_utf8(env, f->authority ? f->authority : "", NAPI_AUTO_LENGTH, &argv[3]);
-  if (f->forwarded) napi_create_string_utf8(env, f->forwarded, NAPI_AUTO_LENGTH, &argv[4]);
-  else napi_get_undefined(env, &argv[4]);
-  napi_create_string_utf8(env, tc->rip, NAPI_AUTO_LENGTH, &argv[5]);
-  napi_create_int32(env, tc->rport, &argv[6]);
-  napi_create_string_utf8(env, tc->lip, NAPI_AUTO_LENGTH, &argv[7]);
-  napi_create_int32(env, tc->lport, &argv[8]);
-  free(f->authority);
-  free(f->forwarded);
-  f->authority = f->forwarded = NULL;
-  bool ok = eng_call(e, e->cb_inbound, 9, argv, &result);
-  if (f->dead || tc->dead) { /* closeFlow, closeFlows or destroy from the callback */
-    napi_close_handle_scope(env, hs);
+  jmsg *m = eng_msg(J_INBOUND);
+  if (m == NULL) {
+    respond(tc, f->sid, 503);
     return;
   }
-  napi_valuetype t = napi_undefined;
-  if (ok) napi_typeof(env, result, &t);
-  if (!ok || t != napi_object) {
-    int32_t status = 500;
-    if (ok && t == napi_number) napi_get_value_int32(env, result, &status);
-    if (status < 400 || status > 599) status = 500;
-    napi_close_handle_scope(env, hs);
+  if (end_stream) f->peer_eof = 1;
+  m->lid = tc->l->id;
+  m->id = f->id;
+  m->s[0] = strdup(tc->peer);
+  m->s[1] = f->authority ? f->authority : strdup("");
+  m->s[2] = f->forwarded;
+  m->s[3] = strdup(tc->rip);
+  m->p1 = tc->rport;
+  m->s[4] = strdup(tc->lip);
+  m->p2 = tc->lport;
+  f->authority = f->forwarded = NULL;
+  eng_post(e, m);
+}
+
+/* JS's answer to a CONNECT: a status to refuse with, or the app to dial. */
+void h2_inbound_decision(flow *f, jcmd *c) {
+  tconn *tc = f->tc;
+  if (tc == NULL || tc->dead || f->sid <= 0 || f->established || f->dialing || !f->silent) return;
+  if (c->status != 0) {
+    int status = c->status < 400 || c->status > 599 ? 500 : c->status;
     respond(tc, f->sid, status);
     return;
   }
-  /* {ip, port, spoof?} */
-  char ip[64] = "", spoof[64] = "";
-  int32_t port = 0;
-  napi_value v;
-  size_t n;
-  if (napi_get_named_property(env, result, "ip", &v) == napi_ok) napi_get_value_string_utf8(env, v, ip, sizeof ip, &n);
-  if (napi_get_named_property(env, result, "port", &v) == napi_ok) napi_get_value_int32(env, v, &port);
-  if (napi_get_named_property(env, result, "spoof", &v) == napi_ok) {
-    napi_typeof(env, v, &t);
-    if (t == napi_string) napi_get_value_string_utf8(env, v, spoof, sizeof spoof, &n);
-  }
-  napi_close_handle_scope(env, hs);
   f->silent = 0;
-  if (end_stream) f->peer_eof = 1;
   char why[200];
   int fd = -1;
-  if (flow_dial(f, ip, port, spoof[0] ? spoof : NULL, &fd, why, sizeof why) != 0) {
+  if (flow_dial(f, c->ip ? c->ip : "", c->port, c->spoof, &fd, why, sizeof why) != 0) {
     h2_server_connected(f, false, why);
     return;
   }
@@ -513,45 +535,50 @@ void h2_fini(engine *e) {
 
 /* ---- the TLS connection ---- */
 
-static bool handshake_done(tconn *tc) {
+/* The handshake is done: the peer's chain goes to JS for the SPIFFE rules (tconn_verified). */
+static void handshake_done(tconn *tc) {
   engine *e = tc->e;
-  napi_env env = e->env;
   const unsigned char *alpn = NULL;
   unsigned int alpn_len = 0;
   SSL_get0_alpn_selected(tc->ssl, &alpn, &alpn_len);
   if (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0) {
     tconn_kill(tc, "tls: peer did not negotiate h2");
-    return false;
+    return;
   }
   if (SSL_get_verify_result(tc->ssl) != X509_V_OK) {
     tconn_kill(tc, "tls: peer certificate not verified");
-    return false;
+    return;
   }
-  eng_scope(e);
-  napi_handle_scope hs;
-  napi_open_handle_scope(env, &hs);
-  napi_value argv[3], result;
-  argv[0] = tls_peer_chain(env, tc->ssl);
-  napi_create_string_utf8(env, tc->ctx->roots, NAPI_AUTO_LENGTH, &argv[1]);
-  napi_create_string_utf8(env, tc->client ? tc->tag : (tc->l->tag ? tc->l->tag : ""), NAPI_AUTO_LENGTH, &argv[2]);
-  char peer[512] = "";
-  bool ok = argv[0] != NULL && eng_call(e, e->cb_verify, 3, argv, &result);
-  if (ok) {
-    size_t n = 0;
-    ok = napi_get_value_string_utf8(env, result, peer, sizeof peer, &n) == napi_ok && n > 0 && n < sizeof peer - 1;
+  jmsg *m = eng_msg(J_VERIFY);
+  if (m == NULL || !tls_peer_chain(tc->ssl, m)) {
+    if (m) eng_msg_free(m);
+    tconn_kill(tc, "tls: cannot read the peer chain");
+    return;
   }
-  napi_close_handle_scope(env, hs);
-  if (tc->dead) return false; /* closeFlows or destroy from the callback */
-  if (!ok) {
+  m->id = tc->id;
+  m->ctx = tc->ctx;
+  tlsctx_ref(tc->ctx);
+  m->s[0] = strdup(tc->client ? tc->tag : (tc->l->tag ? tc->l->tag : ""));
+  tc->handshaking = 0;
+  tc->verifying = 1;
+  eng_post(e, m);
+}
+
+/* JS named the peer (NULL: refused): the HTTP/2 session starts. */
+void tconn_verified(tconn *tc, const char *peer) {
+  engine *e = tc->e;
+  if (!tc->verifying) return;
+  tc->verifying = 0;
+  if (peer == NULL || peer[0] == 0) {
     tconn_kill(tc, "tls: peer identity refused");
-    return false;
+    return;
   }
   tc->peer = strdup(peer);
   int rv = tc->client ? nghttp2_session_client_new2(&tc->h2, e->cbs_client, tc, e->opt_client)
                       : nghttp2_session_server_new2(&tc->h2, e->cbs_server, tc, e->opt_server);
   if (rv != 0 || tc->peer == NULL) {
     tconn_kill(tc, "out of memory");
-    return false;
+    return;
   }
   nghttp2_settings_entry iv[4];
   size_t niv = 0;
@@ -565,7 +592,6 @@ static bool handshake_done(tconn *tc) {
   }
   nghttp2_submit_settings(tc->h2, NGHTTP2_FLAG_NONE, iv, niv);
   nghttp2_session_set_local_window_size(tc->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)e->conn_window);
-  tc->handshaking = 0;
   tc->ready = 1;
   tc->idle_since = eng_now(e);
   /* Streams queued while connecting, in arrival order (the list is newest first). */
@@ -585,8 +611,10 @@ static bool handshake_done(tconn *tc) {
     f->tc = NULL;
     if (!f->dead) h2_client_submit(tc, f);
   }
-  eng_dirty(tc);
-  return true;
+  /* what came with or after the handshake's end waited for this */
+  tc->r = 1;
+  tconn_read(tc);
+  if (!tc->dead) tconn_flush(tc);
 }
 
 void h2_client_submit(tconn *tc, flow *f) {
@@ -884,10 +912,7 @@ static void tconn_handshake(tconn *tc) {
     /* whatever the handshake wrote (hello, certificate, finished) goes out now */
     if (!net_out(tc)) return;
     if (err == SSL_ERROR_NONE) {
-      if (handshake_done(tc)) {
-        tconn_read(tc);
-        if (!tc->dead) tconn_flush(tc);
-      }
+      handshake_done(tc);
       return;
     }
     if (err == SSL_ERROR_WANT_READ) {
@@ -916,6 +941,7 @@ void tconn_event(tconn *tc, uint32_t ev) {
   if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) tc->r = 1;
   if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) tc->hup = 1;
   if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) tc->w = 1;
+  if (tc->await_ctx || tc->verifying) return; /* JS has the next word; the flags keep the news */
   if (tc->handshaking) {
     tconn_handshake(tc);
     return;

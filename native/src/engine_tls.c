@@ -126,40 +126,47 @@ fail:
   return NULL;
 }
 
+void tlsctx_ref(tlsctx *c) { __atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED); }
+
+/* References live on both threads (JS contexts, engine connections, messages): atomic. */
 void tlsctx_unref(tlsctx *c) {
-  if (c == NULL || --c->refs > 0) return;
+  if (c == NULL || __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) > 0) return;
   SSL_CTX_free(c->ctx);
   free(c->roots);
   free(c);
 }
 
-static bool push_der(napi_env env, napi_value arr, uint32_t *n, X509 *x) {
+static bool push_der(jmsg *m, X509 *x) {
   unsigned char *der = NULL;
   int len = i2d_X509(x, &der);
   if (len <= 0) return false;
-  napi_value buf;
-  void *data;
-  bool ok = napi_create_buffer_copy(env, (size_t)len, der, &data, &buf) == napi_ok &&
-            napi_set_element(env, arr, (*n)++, buf) == napi_ok;
+  uint8_t *copy = malloc((size_t)len);
+  if (copy == NULL) {
+    OPENSSL_free(der);
+    return false;
+  }
+  memcpy(copy, der, (size_t)len);
   OPENSSL_free(der);
-  return ok;
+  m->der[m->nder] = copy;
+  m->der_len[m->nder] = len;
+  m->nder++;
+  return true;
 }
 
-/* The peer's chain as an array of DER Buffers, leaf first (what verifyPeerChain takes). */
-napi_value tls_peer_chain(napi_env env, SSL *ssl) {
-  napi_value arr;
-  if (napi_create_array(env, &arr) != napi_ok) return NULL;
+/* The peer's chain as DER copies, leaf first (what verifyPeerChain takes). At most 8. */
+bool tls_peer_chain(SSL *ssl, jmsg *m) {
   X509 *leaf = SSL_get1_peer_certificate(ssl);
-  if (leaf == NULL) return arr;
-  uint32_t n = 0;
-  push_der(env, arr, &n, leaf);
+  if (leaf == NULL) return false;
+  m->der = calloc(8, sizeof *m->der);
+  m->der_len = calloc(8, sizeof *m->der_len);
+  bool ok = m->der != NULL && m->der_len != NULL && push_der(m, leaf);
   /* The client side's list starts with the leaf, the server side's does not. */
   STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
-  for (int i = 0; chain != NULL && i < sk_X509_num(chain) && n < 8; i++) {
+  for (int i = 0; ok && chain != NULL && i < sk_X509_num(chain) && m->nder < 8; i++) {
     X509 *c = sk_X509_value(chain, i);
     if (X509_cmp(c, leaf) == 0) continue;
-    push_der(env, arr, &n, c);
+    ok = push_der(m, c);
   }
   X509_free(leaf);
-  return arr;
+  return ok;
 }

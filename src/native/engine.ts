@@ -1,9 +1,10 @@
 /**
  * The data-path engine of the addon (native/src/engine*.c), typed. It owns a pod's outbound
  * capture (15001) and HBONE (15008) listeners once handed their fds, and carries every accepted
- * connection itself: plain passthrough, or HTTP/2 CONNECT streams over pooled mutual-TLS
- * connections (Node's own OpenSSL and nghttp2). JavaScript keeps every decision, through the
- * synchronous callbacks below; the engine never decides who may talk to whom.
+ * connection itself, on a thread of its own: plain passthrough, or HTTP/2 CONNECT streams over
+ * pooled mutual-TLS connections (Node's own OpenSSL and nghttp2). JavaScript keeps every
+ * decision, through the callbacks below: they run on the JS thread and answer synchronously;
+ * the connection waits for the answer meanwhile. The engine never decides who may talk to whom.
  */
 import { addon } from './addon.js';
 /** A network namespace: a path, or an open netns fd (as in index.ts). */
@@ -77,8 +78,8 @@ interface RawEngineAddon {
   engineTls(chainPem: string, keyPem: string, rootsPem: string): EngineTls;
   engineListen(e: object, fd: number, netns: Netns, o: { kind: number; mark: number; tag?: string }): number;
   engineUnlisten(e: object, id: number): void;
-  engineCloseFlows(e: object, listenerId: number, reason: string): number;
-  engineCloseFlow(e: object, flowId: number, reason: string): boolean;
+  engineCloseFlows(e: object, listenerId: number, reason: string): void;
+  engineCloseFlow(e: object, flowId: number, reason: string): void;
   engineStats(e: object): EngineStats;
   engineDestroy(e: object): void;
 }
@@ -110,14 +111,14 @@ export class Engine {
     if (!this.#destroyed) this.#raw.engineUnlisten(this.#e, id);
   }
 
-  /** Reset one flow (policy change); false when it was not open. */
-  closeFlow(flowId: number, reason: string): boolean {
-    return !this.#destroyed && this.#raw.engineCloseFlow(this.#e, flowId, reason.slice(0, 190));
+  /** Reset one flow (policy change). Asynchronous: its close event follows (none if it was gone). */
+  closeFlow(flowId: number, reason: string): void {
+    if (!this.#destroyed) this.#raw.engineCloseFlow(this.#e, flowId, reason.slice(0, 190));
   }
 
-  /** Reset every flow of a listener (0: all), e.g. at a drain deadline. */
-  closeFlows(listenerId: number, reason: string): number {
-    return this.#destroyed ? 0 : this.#raw.engineCloseFlows(this.#e, listenerId, reason.slice(0, 190));
+  /** Reset every flow of a listener (0: all), e.g. at a drain deadline. Asynchronous, as closeFlow. */
+  closeFlows(listenerId: number, reason: string): void {
+    if (!this.#destroyed) this.#raw.engineCloseFlows(this.#e, listenerId, reason.slice(0, 190));
   }
 
   stats(): EngineStats {

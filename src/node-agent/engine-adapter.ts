@@ -131,9 +131,9 @@ export class AgentEngine {
   /** Remember a flow the engine was just told to carry. */
   track(flowId: number, r: FlowRecord): void { this.#flows.set(flowId, r); }
 
-  closeFlow(flowId: number, reason: string): boolean { return this.#engine.closeFlow(flowId, reason); }
+  closeFlow(flowId: number, reason: string): void { this.#engine.closeFlow(flowId, reason); }
 
-  closeFlows(listenerId: number, reason: string): number { return this.#engine.closeFlows(listenerId, reason); }
+  closeFlows(listenerId: number, reason: string): void { this.#engine.closeFlows(listenerId, reason); }
 
   get openFlows(): number { return this.#flows.size; }
 

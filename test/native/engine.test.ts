@@ -681,18 +681,21 @@ rootTest('closeFlow on an open HBONE flow resets the stream and the app connecti
   t.is(await within(readN(s, 3), 'echo'), 'abc');
   const flowId = r.inbound[0]!.flowId;
   const closedStream = closed(s);
-  t.true(r.engine.closeFlow(flowId, 'policy changed'));
+  r.engine.closeFlow(flowId, 'policy changed');
   await within(closedStream, 'stream reset');
   t.is(s.rstCode, h2c.NGHTTP2_CANCEL);
   await until(() => echo.conns[0]!.closed, 'app connection closed');
   t.is(echo.conns[0]!.error, 'ECONNRESET', 'the app connection was reset, not ended');
   await until(() => r.events.some((e) => e.kind === 2), 'close event');
   t.like(r.events.find((e) => e.kind === 2), { flowId, fromApp: 3, toApp: 3, error: 'policy changed' });
-  t.false(r.engine.closeFlow(flowId, 'again'), 'not open any more');
-  t.false(r.engine.closeFlow(999_999, 'never existed'));
+  // closing a flow that is gone (or never was) is a no-op: no second close event
+  const closes = r.events.filter((e) => e.kind === 2).length;
+  r.engine.closeFlow(flowId, 'again');
+  r.engine.closeFlow(999_999, 'never existed');
   // the connection carries on
   const s2 = connectReq(session, `127.0.0.1:${echo.port}`);
   t.is(await status(s2), 200);
+  t.is(r.events.filter((e) => e.kind === 2).length, closes, 'no close event for the no-ops');
 });
 
 rootTest('closeFlows(listener) cuts every flow and connection of that listener', async (t) => {
@@ -702,7 +705,7 @@ rootTest('closeFlows(listener) cuts every flow and connection of that listener',
   const streams = [0, 1, 2].map(() => connectReq(session, `127.0.0.1:${echo.port}`));
   for (const s of streams) t.is(await status(s), 200);
   const sessionClosed = closed(session);
-  t.is(r.engine.closeFlows(rig.lid, 'drain deadline'), 3);
+  r.engine.closeFlows(rig.lid, 'drain deadline');
   await within(sessionClosed, 'session cut');
   await until(() => r.events.filter((e) => e.kind === 2).length === 3, 'three close events');
   t.true(r.events.filter((e) => e.kind === 2).every((e) => e.error === 'drain deadline'));
@@ -741,7 +744,7 @@ rootTest('re-entrant: closeFlow from an event callback (inside the engine\'s pol
   const nested: boolean[] = [];
   const events = r.events;
   // when A closes, close B from inside the event callback
-  r.onEvent = (ev) => { if (ev.kind === 2 && ev.flowId === idA) nested.push(r.engine.closeFlow(idB, 'nested close')); };
+  r.onEvent = (ev) => { if (ev.kind === 2 && ev.flowId === idA) { r.engine.closeFlow(idB, 'nested close'); nested.push(true); } };
   const bClosed = closed(b);
   a.end();
   t.is((await within(readAll(a), 'A ends cleanly')).toString(), 'bye');
@@ -754,7 +757,7 @@ rootTest('re-entrant: closeFlow from an event callback (inside the engine\'s pol
   t.deepEqual(r.engine.stats(), { flows: 0, tunnels: 2, listeners: 1 });
 });
 
-rootTest('re-entrant: closeFlows with an event callback that closes other flows counts and closes each flow once', async (t) => {
+rootTest('re-entrant: closeFlows with an event callback that closes other flows closes each flow once', async (t) => {
   const rig = await serverRig(t);
   const { r, echo } = rig;
   const { session } = await h2Session(t, rig.port, rig.client);
@@ -763,8 +766,8 @@ rootTest('re-entrant: closeFlows with an event callback that closes other flows 
   const ids = r.inbound.map((c) => c.flowId);
   const events = r.events;
   r.onEvent = (ev) => { if (ev.kind === 2) for (const id of ids) if (id !== ev.flowId) r.engine.closeFlow(id, 'nested'); };
-  const n = r.engine.closeFlows(0, 'outer');
-  t.true(n >= 1 && n <= 4, `closeFlows said ${n}`);
+  r.engine.closeFlows(0, 'outer');
+  await until(() => events.filter((e) => e.kind === 2).length >= 4, 'four close events');
   const closes = events.filter((e) => e.kind === 2);
   t.is(closes.length, 4);
   t.is(new Set(closes.map((e) => e.flowId)).size, 4, 'each flow closed once');
@@ -824,8 +827,8 @@ async function oneFlowThenDestroy(t: ExecutionContext): Promise<void> {
   t.throws(() => r.engine.listen(lfd, SELF, { kind: 'hbone', mark: 0 }), { code: 'AMBIT_ENGINE_CLOSED' });
   t.is(scribble.length, 500);
   r.engine.destroy(); // twice is fine
-  t.false(r.engine.closeFlow(1, 'x'));
-  t.is(r.engine.closeFlows(0, 'x'), 0);
+  r.engine.closeFlow(1, 'x'); // no-ops after destroy
+  r.engine.closeFlows(0, 'x');
   r.engine.unlisten(1);
   t.deepEqual(r.engine.stats(), { flows: 0, tunnels: 0, listeners: 0 });
   t.is(r.events.length, events, 'no events after destroy');
@@ -1113,7 +1116,7 @@ netnsTest('client side: closeFlow resets the captured connection and the HBONE s
   let code: string | undefined;
   app.on('error', (e: NodeJS.ErrnoException) => { code = e.code; });
   const appClosed = closed(app);
-  t.true(p.cli.engine.closeFlow(flowId, 'policy changed'));
+  p.cli.engine.closeFlow(flowId, 'policy changed');
   await within(appClosed, 'app connection reset');
   t.is(code, 'ECONNRESET');
   await until(() => p.cli.events.some((e) => e.kind === 2), 'client close event');
@@ -1246,11 +1249,15 @@ for (const mode of ['hbone', 'plain'] as const) {
 netnsTest('plain: an upstream that refuses resets the captured connection with a connect error', async (t) => {
   const p = await podRig(t);
   p.cli.onOutbound = () => ({ t: 1, ip: '127.0.0.1', port: 7770 });
-  const app = await p.dial();
   let code: string | undefined;
-  app.on('error', (e: NodeJS.ErrnoException) => { code = e.code; });
-  app.write('x');
-  await within(closed(app), 'reset');
+  // The engine (its own thread) may reset the captured connection before our side of the
+  // handshake is even reported complete: the reset then shows at connect.
+  const app = await p.dial().catch((e: { errno?: string; code?: string }) => { code = e.errno ?? e.code; return undefined; });
+  if (app) {
+    app.on('error', (e: NodeJS.ErrnoException) => { code = e.code; });
+    app.write('x');
+    await within(closed(app), 'reset');
+  }
   t.is(code, 'ECONNRESET');
   await until(() => p.cli.events.some((e) => e.kind === 2), 'close event');
   t.regex(p.cli.events.find((e) => e.kind === 2)!.error ?? '', /connect: ECONNREFUSED/);

@@ -1,0 +1,609 @@
+/*
+ * The engine's JavaScript side: the Node-API functions, and the uv_async handler that turns the
+ * engine thread's messages into the callbacks and their answers into commands.
+ *
+ * Callbacks (JS thread, synchronous; each answer goes back to the engine thread):
+ *   outbound(listenerId, flowId, dstIp, dstPort, peerIp, peerPort) -> plan | null
+ *       plan: {t: 1, ip, port}                         plain passthrough
+ *             {t: 2, ctx, key, tag, ip, port, authority, headers}   HBONE ("n\0v\0n\0v")
+ *   inbound(listenerId, flowId, peerId, authority, forwarded, rip, rport, lip, lport)
+ *       -> {ip, port, spoof?} to dial the app, or an HTTP status to refuse with
+ *   verify(chain: Buffer[], roots, tag) -> the peer's SPIFFE id (throw to refuse)
+ *   context(listenerId) -> the listener's current TLS context, or null (refuse)
+ *   event(kind, flowId, fromApp, toApp, error?)    kind 1 established, 2 closed
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+static void report_exception(engine *e, const char *where) {
+  napi_value exc, str;
+  char msg[512] = "unknown error";
+  size_t n;
+  if (napi_get_and_clear_last_exception(e->env, &exc) == napi_ok && napi_coerce_to_string(e->env, exc, &str) == napi_ok) {
+    napi_get_value_string_utf8(e->env, str, msg, sizeof msg, &n);
+  }
+  fprintf(stderr, "ambit engine: %s callback threw: %s\n", where, msg);
+}
+
+static bool call(engine *e, napi_ref ref, const char *where, size_t argc, napi_value *argv, napi_value *result) {
+  napi_value fn, recv;
+  if (e->destroyed || napi_get_reference_value(e->env, ref, &fn) != napi_ok) return false;
+  napi_get_undefined(e->env, &recv);
+  if (napi_call_function(e->env, recv, fn, argc, argv, result) != napi_ok) {
+    report_exception(e, where);
+    return false;
+  }
+  return true;
+}
+
+static napi_value str(napi_env env, const char *s) {
+  napi_value v;
+  if (s == NULL) napi_get_undefined(env, &v);
+  else napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &v);
+  return v;
+}
+
+static napi_value num(napi_env env, double d) {
+  napi_value v;
+  napi_create_double(env, d, &v);
+  return v;
+}
+
+/* A string property, malloc'ed (NULL when absent or not a string, or longer than cap); its byte
+ * length in *out_len (it may hold NULs: the CONNECT headers do). */
+static char *prop_strn(napi_env env, napi_value obj, const char *name, size_t cap, size_t *out_len) {
+  napi_value v;
+  napi_valuetype t = napi_undefined;
+  size_t len = 0;
+  if (napi_get_named_property(env, obj, name, &v) != napi_ok) return NULL;
+  napi_typeof(env, v, &t);
+  if (t != napi_string || napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok || len > cap) return NULL;
+  char *s = malloc(len + 1);
+  if (s && napi_get_value_string_utf8(env, v, s, len + 1, &len) != napi_ok) {
+    free(s);
+    return NULL;
+  }
+  if (out_len) *out_len = len;
+  return s;
+}
+
+static char *prop_str(napi_env env, napi_value obj, const char *name, size_t cap) {
+  return prop_strn(env, obj, name, cap, NULL);
+}
+
+static int32_t prop_int(napi_env env, napi_value obj, const char *name) {
+  napi_value v;
+  int32_t out = 0;
+  if (napi_get_named_property(env, obj, name, &v) == napi_ok) napi_get_value_int32(env, v, &out);
+  return out;
+}
+
+static jcmd *cmd(uint8_t type, uint32_t id) {
+  jcmd *c = calloc(1, sizeof *c);
+  if (c) {
+    c->type = type;
+    c->id = id;
+  }
+  return c;
+}
+
+/* A plan object into a C_PLAN command (t 0 = refuse). */
+static void read_plan(napi_env env, napi_value plan, jcmd *c) {
+  napi_valuetype t = napi_undefined;
+  napi_typeof(env, plan, &t);
+  if (t != napi_object) return;
+  c->t = prop_int(env, plan, "t");
+  c->port = prop_int(env, plan, "port");
+  c->ip = prop_str(env, plan, "ip", 63);
+  if (c->t != 2) return;
+  napi_value v;
+  tlsctx *ctx = NULL;
+  if (napi_get_named_property(env, plan, "ctx", &v) == napi_ok && napi_get_value_external(env, v, (void **)&ctx) == napi_ok &&
+      ctx != NULL) {
+    tlsctx_ref(ctx);
+    c->ctx = ctx;
+  }
+  c->key = prop_str(env, plan, "key", 65535);
+  c->tag = prop_str(env, plan, "tag", 65535);
+  size_t hlen = 0;
+  char *authority = prop_str(env, plan, "authority", 255);
+  char *headers = prop_strn(env, plan, "headers", 8191, &hlen);
+  if (authority != NULL && authority[0] != 0 && headers != NULL) {
+    /* ":authority\0<authority>\0<headers>\0" */
+    size_t alen = strlen(authority);
+    c->hdrs = malloc(11 + alen + 1 + hlen + 1);
+    if (c->hdrs) {
+      memcpy(c->hdrs, ":authority", 11);
+      memcpy(c->hdrs + 11, authority, alen + 1);
+      memcpy(c->hdrs + 12 + alen, headers, hlen + 1);
+      c->hdrs_len = (uint32_t)(12 + alen + hlen + (hlen > 0 ? 1 : 0));
+    }
+  }
+  free(authority);
+  free(headers);
+}
+
+/* One message: call JS, and return the command answering it (NULL for events). */
+static jcmd *handle(engine *e, jmsg *m) {
+  napi_env env = e->env;
+  napi_value result;
+  switch (m->type) {
+    case J_OUTBOUND: {
+      napi_value argv[6];
+      napi_create_uint32(env, m->lid, &argv[0]);
+      napi_create_uint32(env, m->id, &argv[1]);
+      argv[2] = str(env, m->s[0]);
+      napi_create_int32(env, m->p1, &argv[3]);
+      argv[4] = str(env, m->s[1]);
+      napi_create_int32(env, m->p2, &argv[5]);
+      jcmd *c = cmd(C_PLAN, m->id);
+      if (c != NULL && call(e, e->cb_outbound, "outbound", 6, argv, &result)) read_plan(env, result, c);
+      return c;
+    }
+    case J_INBOUND: {
+      napi_value argv[9];
+      napi_create_uint32(env, m->lid, &argv[0]);
+      napi_create_uint32(env, m->id, &argv[1]);
+      argv[2] = str(env, m->s[0]);
+      argv[3] = str(env, m->s[1]);
+      argv[4] = str(env, m->s[2]);
+      argv[5] = str(env, m->s[3]);
+      napi_create_int32(env, m->p1, &argv[6]);
+      argv[7] = str(env, m->s[4]);
+      napi_create_int32(env, m->p2, &argv[8]);
+      jcmd *c = cmd(C_INBOUND, m->id);
+      if (c == NULL) return NULL;
+      c->status = 500;
+      if (!call(e, e->cb_inbound, "inbound", 9, argv, &result)) return c;
+      napi_valuetype t = napi_undefined;
+      napi_typeof(env, result, &t);
+      if (t == napi_number) {
+        napi_get_value_int32(env, result, &c->status);
+        if (c->status < 400 || c->status > 599) c->status = 500;
+      } else if (t == napi_object) {
+        c->ip = prop_str(env, result, "ip", 63);
+        c->port = prop_int(env, result, "port");
+        c->spoof = prop_str(env, result, "spoof", 63);
+        c->status = c->ip != NULL ? 0 : 500;
+      }
+      return c;
+    }
+    case J_VERIFY: {
+      napi_value argv[3], arr;
+      napi_create_array_with_length(env, (size_t)m->nder, &arr);
+      for (int i = 0; i < m->nder; i++) {
+        napi_value buf;
+        void *data;
+        if (napi_create_buffer_copy(env, (size_t)m->der_len[i], m->der[i], &data, &buf) == napi_ok) napi_set_element(env, arr, (uint32_t)i, buf);
+      }
+      argv[0] = arr;
+      argv[1] = str(env, m->ctx ? m->ctx->roots : "");
+      argv[2] = str(env, m->s[0] ? m->s[0] : "");
+      jcmd *c = cmd(C_VERIFIED, m->id);
+      if (c != NULL && call(e, e->cb_verify, "verify", 3, argv, &result)) {
+        napi_valuetype t = napi_undefined;
+        napi_typeof(env, result, &t);
+        size_t n = 0;
+        if (t == napi_string && napi_get_value_string_utf8(env, result, NULL, 0, &n) == napi_ok && n > 0 && n < 2048) {
+          c->peer = malloc(n + 1);
+          if (c->peer) napi_get_value_string_utf8(env, result, c->peer, n + 1, &n);
+        }
+      }
+      return c;
+    }
+    case J_CONTEXT: {
+      napi_value argv[1];
+      napi_create_uint32(env, m->lid, &argv[0]);
+      jcmd *c = cmd(C_CONTEXT, m->id);
+      if (c != NULL && call(e, e->cb_context, "context", 1, argv, &result)) {
+        napi_valuetype t = napi_undefined;
+        tlsctx *ctx = NULL;
+        napi_typeof(env, result, &t);
+        if (t == napi_external && napi_get_value_external(env, result, (void **)&ctx) == napi_ok && ctx != NULL) {
+          tlsctx_ref(ctx);
+          c->ctx = ctx;
+        }
+      }
+      return c;
+    }
+    case J_EVENT: {
+      napi_value argv[5];
+      napi_create_int32(env, m->kind, &argv[0]);
+      napi_create_uint32(env, m->id, &argv[1]);
+      argv[2] = num(env, m->n1);
+      argv[3] = num(env, m->n2);
+      argv[4] = str(env, m->s[0]);
+      call(e, e->cb_event, "event", 5, argv, &result);
+      return NULL;
+    }
+  }
+  return NULL;
+}
+
+static void wake(engine *e) {
+  uint64_t one = 1;
+  ssize_t rc = write(e->wakefd, &one, sizeof one);
+  (void)rc; /* EAGAIN: already awake-pending */
+}
+
+/* Hand commands to the engine thread and wake it. */
+static void send_cmds(engine *e, jcmd *head, jcmd *tail) {
+  if (head == NULL) return;
+  pthread_mutex_lock(&e->mu);
+  if (e->in_tail) e->in_tail->next = head;
+  else e->in_head = head;
+  e->in_tail = tail;
+  pthread_mutex_unlock(&e->mu);
+  wake(e);
+}
+
+static void send_cmd(engine *e, jcmd *c) {
+  if (c) send_cmds(e, c, c);
+}
+
+static void on_async(uv_async_t *h) {
+  engine *e = h->data;
+  pthread_mutex_lock(&e->mu);
+  jmsg *m = e->out_head;
+  e->out_head = e->out_tail = NULL;
+  pthread_mutex_unlock(&e->mu);
+  if (m == NULL) return;
+  napi_env env = e->env;
+  napi_handle_scope hs;
+  napi_callback_scope cs;
+  napi_value resource;
+  napi_open_handle_scope(env, &hs);
+  napi_create_object(env, &resource);
+  bool scoped = napi_open_callback_scope(env, resource, e->actx, &cs) == napi_ok;
+  jcmd *head = NULL, *tail = NULL;
+  while (m != NULL) {
+    jmsg *next = m->next;
+    if (!e->destroyed) {
+      napi_handle_scope mhs;
+      napi_open_handle_scope(env, &mhs);
+      jcmd *c = handle(e, m);
+      napi_close_handle_scope(env, mhs);
+      if (c != NULL) {
+        if (tail) tail->next = c;
+        else head = c;
+        tail = c;
+      }
+    }
+    eng_msg_free(m);
+    m = next;
+  }
+  if (!e->destroyed) {
+    send_cmds(e, head, tail);
+  } else {
+    while (head) {
+      jcmd *next = head->next;
+      eng_cmd_free(head);
+      head = next;
+    }
+  }
+  if (scoped) napi_close_callback_scope(env, cs);
+  napi_close_handle_scope(env, hs);
+}
+
+/* ---- Node-API ---- */
+
+static engine *arg_engine(napi_env env, napi_value v, const char *fn) {
+  engine *e = NULL;
+  if (napi_get_value_external(env, v, (void **)&e) != napi_ok || e == NULL) {
+    ambit_type_error(env, fn, "engine", "must be an engine");
+    return NULL;
+  }
+  if (e->destroyed) {
+    napi_throw_error(env, "AMBIT_ENGINE_CLOSED", "engine: already destroyed");
+    return NULL;
+  }
+  return e;
+}
+
+static bool get_fn(napi_env env, napi_value obj, const char *name, napi_ref *out) {
+  napi_value v;
+  napi_valuetype t = napi_undefined;
+  if (napi_get_named_property(env, obj, name, &v) == napi_ok) napi_typeof(env, v, &t);
+  if (t != napi_function) {
+    ambit_type_error(env, "engineCreate", name, "must be a function");
+    return false;
+  }
+  return napi_create_reference(env, v, 1, out) == napi_ok;
+}
+
+/* engineCreate(callbacks, opts) */
+static napi_value js_create(napi_env env, napi_callback_info info) {
+  static const char *fn = "engineCreate";
+  napi_value argv[2];
+  if (!ambit_args(env, info, fn, argv, 2, "callbacks, opts")) return NULL;
+  int64_t connect_ms, handshake_ms, idle_ms, per_conn, max_streams, window, conn_window;
+  if (!ambit_opt_int(env, argv[1], fn, "connectTimeoutMs", 1, 600000, 10000, &connect_ms)) return NULL;
+  if (!ambit_opt_int(env, argv[1], fn, "handshakeTimeoutMs", 1, 600000, 10000, &handshake_ms)) return NULL;
+  if (!ambit_opt_int(env, argv[1], fn, "idleMs", 1, 86400000, 60000, &idle_ms)) return NULL;
+  if (!ambit_opt_int(env, argv[1], fn, "streamsPerConnection", 1, 1 << 30, 100, &per_conn)) return NULL;
+  if (!ambit_opt_int(env, argv[1], fn, "maxConcurrentStreams", 1, 1 << 20, 200, &max_streams)) return NULL;
+  if (!ambit_opt_int(env, argv[1], fn, "streamWindow", 65535, (1u << 31) - 1, 4 << 20, &window)) return NULL;
+  if (!ambit_opt_int(env, argv[1], fn, "connectionWindow", 65535, (1u << 31) - 1, 16 << 20, &conn_window)) return NULL;
+  engine *e = calloc(1, sizeof *e);
+  if (e == NULL) {
+    napi_throw_error(env, "AMBIT_BUG", "engineCreate: out of memory");
+    return NULL;
+  }
+  e->env = env;
+  e->epfd = e->wakefd = -1;
+  if (!get_fn(env, argv[0], "outbound", &e->cb_outbound) || !get_fn(env, argv[0], "inbound", &e->cb_inbound) ||
+      !get_fn(env, argv[0], "verify", &e->cb_verify) || !get_fn(env, argv[0], "context", &e->cb_context) ||
+      !get_fn(env, argv[0], "event", &e->cb_event)) {
+    free(e); /* a few references leak with the throw; engineCreate is called once per agent */
+    return NULL;
+  }
+  e->connect_ms = (uint32_t)connect_ms;
+  e->handshake_ms = (uint32_t)handshake_ms;
+  e->idle_ms = (uint32_t)idle_ms;
+  e->streams_per_conn = (uint32_t)per_conn;
+  e->max_streams = (uint32_t)max_streams;
+  e->window = (uint32_t)window;
+  e->conn_window = (uint32_t)conn_window;
+  napi_value name;
+  napi_create_string_utf8(env, "ambit.engine", NAPI_AUTO_LENGTH, &name);
+  uv_loop_t *loop = NULL;
+  e->epfd = epoll_create1(EPOLL_CLOEXEC);
+  e->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  int err = errno;
+  if (e->epfd < 0 || e->wakefd < 0 || napi_get_uv_event_loop(env, &loop) != napi_ok || !h2_init(e) ||
+      napi_async_init(env, NULL, name, &e->actx) != napi_ok || pthread_mutex_init(&e->mu, NULL) != 0 ||
+      uv_async_init(loop, &e->async, on_async) != 0) {
+    ambit_throw_errno(env, "engineCreate", err ? err : ENOMEM, NULL);
+    return NULL; /* leaks the partial engine: only on a machine out of fds or memory */
+  }
+  e->async.data = e;
+  /* The engine does not keep the process alive by itself: its owner (the agent) does. */
+  uv_unref((uv_handle_t *)&e->async);
+  pthread_attr_t attr;
+  sigset_t all, old;
+  pthread_attr_init(&attr);
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old); /* signals stay with Node's threads */
+  int rc = pthread_create(&e->thread, &attr, engine_main, e);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    ambit_throw_errno(env, "pthread_create", rc, "engine thread");
+    return NULL;
+  }
+  napi_value ext;
+  AMBIT_NAPI(napi_create_external(env, e, NULL, NULL, &ext));
+  return ext;
+}
+
+static void tls_finalize(napi_env env, void *data, void *hint) { tlsctx_unref(data); }
+
+static char *arg_alloc_string(napi_env env, napi_value v, const char *fn, const char *field) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok || len > (1 << 20)) {
+    ambit_type_error(env, fn, field, "must be a string of at most 1 MiB");
+    return NULL;
+  }
+  char *s = malloc(len + 1);
+  if (s == NULL || napi_get_value_string_utf8(env, v, s, len + 1, &len) != napi_ok) {
+    free(s);
+    napi_throw_error(env, "AMBIT_BUG", "out of memory");
+    return NULL;
+  }
+  return s;
+}
+
+/* engineTls(chainPem, keyPem, rootsPem) -> context */
+static napi_value js_tls(napi_env env, napi_callback_info info) {
+  static const char *fn = "engineTls";
+  napi_value argv[3];
+  if (!ambit_args(env, info, fn, argv, 3, "chainPem, keyPem, rootsPem")) return NULL;
+  char *chain = arg_alloc_string(env, argv[0], fn, "chainPem");
+  char *key = chain ? arg_alloc_string(env, argv[1], fn, "keyPem") : NULL;
+  char *roots = key ? arg_alloc_string(env, argv[2], fn, "rootsPem") : NULL;
+  if (roots == NULL) {
+    free(chain);
+    free(key);
+    return NULL;
+  }
+  char why[300];
+  tlsctx *c = tlsctx_create(chain, key, roots, why, sizeof why);
+  OPENSSL_cleanse(key, strlen(key));
+  free(chain);
+  free(key);
+  free(roots);
+  if (c == NULL) {
+    char msg[340];
+    snprintf(msg, sizeof msg, "engineTls: %s", why);
+    napi_throw_error(env, "AMBIT_CERT_INVALID", msg);
+    return NULL;
+  }
+  napi_value ext;
+  if (napi_create_external(env, c, tls_finalize, NULL, &ext) != napi_ok) {
+    tlsctx_unref(c);
+    return NULL;
+  }
+  return ext;
+}
+
+/* engineListen(engine, fd, netns, {kind: 1 outbound | 2 hbone, mark, tag?}) -> listener id */
+static napi_value js_listen(napi_env env, napi_callback_info info) {
+  static const char *fn = "engineListen";
+  napi_value argv[4];
+  if (!ambit_args(env, info, fn, argv, 4, "engine, fd, netns, opts")) return NULL;
+  engine *e = arg_engine(env, argv[0], fn);
+  if (e == NULL) return NULL;
+  int fd, nsfd;
+  bool owned;
+  int64_t kind, mark;
+  if (!ambit_arg_fd(env, argv[1], fn, "fd", &fd)) return NULL;
+  if (!ambit_opt_int(env, argv[3], fn, "kind", 1, 2, 0, &kind)) return NULL;
+  if (!ambit_opt_int(env, argv[3], fn, "mark", 0, UINT32_MAX, 0, &mark)) return NULL;
+  napi_value jtag;
+  bool has_tag;
+  char *tag = NULL;
+  if (!ambit_get_prop(env, argv[3], "tag", &jtag, &has_tag)) return NULL;
+  if (has_tag && (tag = arg_alloc_string(env, jtag, fn, "opts.tag")) == NULL) return NULL;
+  if (kind == 0) {
+    free(tag);
+    ambit_type_error(env, fn, "opts.kind", "is required");
+    return NULL;
+  }
+  if (!ambit_arg_netns(env, argv[2], fn, &nsfd, &owned)) {
+    free(tag);
+    return NULL;
+  }
+  if (!owned) nsfd = fcntl(nsfd, F_DUPFD_CLOEXEC, 3);
+  listener *l = calloc(1, sizeof *l);
+  jcmd *c = cmd(C_LISTEN, 0);
+  int fl = fcntl(fd, F_GETFL);
+  if (l == NULL || c == NULL || nsfd < 0 || fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0) {
+    int err = errno ? errno : ENOMEM;
+    if (nsfd >= 0) close(nsfd);
+    free(l);
+    free(c);
+    free(tag);
+    ambit_throw_errno(env, "fcntl", err, "listener");
+    return NULL;
+  }
+  l->ev.kind = EV_LISTENER;
+  l->e = e;
+  l->fd = fd;
+  l->nsfd = nsfd;
+  l->kind = (uint8_t)kind;
+  l->mark = (uint32_t)mark;
+  l->tag = tag;
+  l->refs = 1;
+  if (++e->next_lid == 0) ++e->next_lid;
+  l->id = e->next_lid;
+  c->l = l;
+  __atomic_add_fetch(&e->nlisteners, 1, __ATOMIC_RELAXED);
+  /* an engine with listeners keeps the loop alive (its events are what the program waits for) */
+  if (e->js_listeners++ == 0) uv_ref((uv_handle_t *)&e->async);
+  send_cmd(e, c);
+  napi_value id;
+  AMBIT_NAPI(napi_create_uint32(env, l->id, &id));
+  return id;
+}
+
+/* engineUnlisten(engine, id): stop accepting; HBONE sessions get GOAWAY (open streams go on). */
+static napi_value js_unlisten(napi_env env, napi_callback_info info) {
+  static const char *fn = "engineUnlisten";
+  napi_value argv[2];
+  int64_t id;
+  if (!ambit_args(env, info, fn, argv, 2, "engine, id")) return NULL;
+  engine *e = arg_engine(env, argv[0], fn);
+  if (e == NULL || !ambit_arg_int(env, argv[1], fn, "id", 0, UINT32_MAX, &id)) return NULL;
+  if (e->js_listeners > 0 && --e->js_listeners == 0) uv_unref((uv_handle_t *)&e->async);
+  send_cmd(e, cmd(C_UNLISTEN, (uint32_t)id));
+  return NULL;
+}
+
+static napi_value close_cmd(napi_env env, napi_callback_info info, const char *fn, uint8_t type, int64_t min) {
+  napi_value argv[3];
+  int64_t id;
+  char reason[200];
+  if (!ambit_args(env, info, fn, argv, 3, "engine, id, reason")) return NULL;
+  engine *e = arg_engine(env, argv[0], fn);
+  if (e == NULL || !ambit_arg_int(env, argv[1], fn, "id", min, UINT32_MAX, &id)) return NULL;
+  if (!ambit_arg_string(env, argv[2], fn, "reason", reason, sizeof reason)) return NULL;
+  jcmd *c = cmd(type, (uint32_t)id);
+  if (c) c->reason = strdup(reason);
+  send_cmd(e, c);
+  return NULL;
+}
+
+/* engineCloseFlows(engine, listenerId | 0, reason): reset flows (a listener's, or all); async. */
+static napi_value js_close_flows(napi_env env, napi_callback_info info) {
+  return close_cmd(env, info, "engineCloseFlows", C_CLOSE_FLOWS, 0);
+}
+
+/* engineCloseFlow(engine, flowId, reason): reset one flow; async (its close event follows). */
+static napi_value js_close_flow(napi_env env, napi_callback_info info) {
+  return close_cmd(env, info, "engineCloseFlow", C_CLOSE_FLOW, 1);
+}
+
+/* engineStats(engine) -> {flows, tunnels, listeners} */
+static napi_value js_stats(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!ambit_args(env, info, "engineStats", argv, 1, "engine")) return NULL;
+  engine *e = arg_engine(env, argv[0], "engineStats");
+  if (e == NULL) return NULL;
+  napi_value out, v;
+  AMBIT_NAPI(napi_create_object(env, &out));
+  napi_create_uint32(env, __atomic_load_n(&e->nflows, __ATOMIC_RELAXED), &v);
+  napi_set_named_property(env, out, "flows", v);
+  napi_create_uint32(env, __atomic_load_n(&e->ntconns, __ATOMIC_RELAXED), &v);
+  napi_set_named_property(env, out, "tunnels", v);
+  napi_create_uint32(env, __atomic_load_n(&e->nlisteners, __ATOMIC_RELAXED), &v);
+  napi_set_named_property(env, out, "listeners", v);
+  return out;
+}
+
+static void on_async_closed(uv_handle_t *h) {
+  engine *e = h->data;
+  close(e->epfd);
+  close(e->wakefd);
+  h2_fini(e);
+  pthread_mutex_destroy(&e->mu);
+  free(e);
+}
+
+/* engineDestroy(engine): cut everything, silently (no events), stop the thread, free the engine. */
+static napi_value js_destroy(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!ambit_args(env, info, "engineDestroy", argv, 1, "engine")) return NULL;
+  engine *e = NULL;
+  if (napi_get_value_external(env, argv[0], (void **)&e) != napi_ok || e == NULL || e->destroyed) return NULL;
+  e->destroyed = true;
+  send_cmd(e, cmd(C_DESTROY, 0));
+  pthread_join(e->thread, NULL);
+  /* what neither side will read any more */
+  for (jmsg *m = e->out_head, *next; m != NULL; m = next) {
+    next = m->next;
+    eng_msg_free(m);
+  }
+  for (jcmd *c = e->in_head, *next; c != NULL; c = next) {
+    next = c->next;
+    if (c->l) {
+      close(c->l->fd);
+      close(c->l->nsfd);
+      free(c->l->tag);
+      free(c->l);
+    }
+    eng_cmd_free(c);
+  }
+  e->out_head = e->out_tail = NULL;
+  e->in_head = e->in_tail = NULL;
+  napi_delete_reference(env, e->cb_outbound);
+  napi_delete_reference(env, e->cb_inbound);
+  napi_delete_reference(env, e->cb_verify);
+  napi_delete_reference(env, e->cb_context);
+  napi_delete_reference(env, e->cb_event);
+  napi_async_destroy(env, e->actx);
+  uv_close((uv_handle_t *)&e->async, on_async_closed);
+  return NULL;
+}
+
+bool ambit_engine_init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"engineCreate", NULL, js_create, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"engineTls", NULL, js_tls, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"engineListen", NULL, js_listen, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"engineUnlisten", NULL, js_unlisten, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"engineCloseFlows", NULL, js_close_flows, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"engineCloseFlow", NULL, js_close_flow, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"engineStats", NULL, js_stats, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"engineDestroy", NULL, js_destroy, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props) == napi_ok;
+}
