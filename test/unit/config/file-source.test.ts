@@ -24,7 +24,13 @@ class Recorder {
     const hit = this.sets.slice(this.#from).find(pred);
     this.#from = this.sets.length;
     if (hit) return Promise.resolve(hit);
-    return new Promise((resolve) => this.#waiters.push({ pred, resolve: (s) => { this.#from = this.sets.length; resolve(s); } }));
+    // The source's rescan timer is unref'd (rightly: a control plane has servers that keep it up),
+    // so while a test waits on it alone nothing would keep the process alive: hold a ref'd timer,
+    // and give up with a message rather than hang.
+    return new Promise((resolve, reject) => {
+      const guard = setTimeout(() => reject(new Error('no matching config set within 20 s')), 20_000);
+      this.#waiters.push({ pred, resolve: (s) => { clearTimeout(guard); this.#from = this.sets.length; resolve(s); } });
+    });
   }
 }
 
