@@ -138,6 +138,8 @@ export interface MeshOptions {
   control?: 'static' | 'real';
   /** extra agent options (all agents) */
   agent?: Partial<AgentOptions>;
+  /** also give nodes and pods IPv6 (ULA) addresses (src/local createCluster); default false */
+  ipv6?: boolean;
 }
 
 export class Mesh {
@@ -341,7 +343,7 @@ export class Mesh {
 }
 
 export async function createMesh(t: ExecutionContext | undefined, o: MeshOptions): Promise<Mesh> {
-  const cluster = await createCluster({ nodes: o.nodes });
+  const cluster = await createCluster({ nodes: o.nodes, ipv6: o.ipv6 === true });
   const dir = mkdtempSync(join(tmpdir(), 'ambit-mesh-'));
   const mesh = new Mesh(cluster, new StaticControl(makeTestPki()), dir, o.agent ?? {});
   t?.teardown(() => mesh.destroy());
