@@ -77,6 +77,23 @@ serial('pod to pod across nodes goes over HBONE; the underlay sees TLS, never th
   t.regex(m, /istio_tcp_connections_opened_total\{reporter="destination",source_workload="client",.*source_principal="spiffe:\/\/cluster.local\/ns\/default\/sa\/client".*connection_security_policy="mutual_tls"\} 1/);
 });
 
+serial('HBONE tunnels are not connection-tracked in the pods; the captured app connections are', async (t) => {
+  const held = await mesh.openTcp(client, v1.ip, 9090);
+  try {
+    t.is(await held.roundTrip('ct'), 'ct');
+    const table = async (p: Pod) => (await mesh.cluster.exec(p, ['/bin/cat', '/proc/net/nf_conntrack'])).stdout;
+    const [cli, srv] = [await table(client), await table(v1)];
+    // the app's connection is tracked (REDIRECT needs it) in the client pod...
+    t.regex(cli, new RegExp(`dst=${v1.ip.replace(/\./g, '\\.')} sport=\\d+ dport=9090`));
+    // ...but no tunnel packet (port 15008) in either pod
+    t.notRegex(cli, /port=15008/);
+    t.notRegex(srv, /port=15008/);
+  } finally {
+    held.end();
+    await held.closed;
+  }
+});
+
 serial('the app sees the client pod IP; telemetry and baggage flow', async (t) => {
   const r = await mesh.http(client, v2.ip, 8080);
   t.true(r.ok, r.error);

@@ -22,6 +22,12 @@ add chain inet ambit-mangle prerouting { type filter hook prerouting priority -1
 add chain inet ambit-mangle output { type route hook output priority -150 ; }
 add rule inet ambit-mangle prerouting meta mark & 0xfff == 0x539 ct mark set ct mark & 0xfffff000 | 0x111
 add rule inet ambit-mangle output ct mark & 0xfff == 0x111 meta mark set ct mark
+add chain inet ambit-mangle raw_prerouting { type filter hook prerouting priority -300 ; }
+add chain inet ambit-mangle raw_output { type filter hook output priority -300 ; }
+add rule inet ambit-mangle raw_prerouting tcp dport 15008 notrack
+add rule inet ambit-mangle raw_prerouting tcp sport 15008 notrack
+add rule inet ambit-mangle raw_output tcp sport 15008 notrack
+add rule inet ambit-mangle raw_output meta mark & 0xfff == 0x539 tcp dport 15008 notrack
 `;
 
 test('capture rule set (golden)', (t) => {
