@@ -231,6 +231,7 @@ void flow_maybe_finish(flow *f);
 void flow_flush_to_app(flow *f);
 bool flow_buf_append(ebuf *b, const char *p, size_t n);
 int flow_dial(flow *f, const char *ip, int port, const char *spoof, int *out_fd, char *why, size_t cap);
+int eng_dial(listener *l, const char *ip, int port, const char *spoof, bool *connecting, char *why, size_t cap);
 void flow_free(flow *f);
 void flow_reset_fd(int fd);
 

@@ -342,9 +342,12 @@ void flow_up_event(flow *f, uint32_t ev) {
  * A socket made inside the flow's pod netns, marked, optionally with a spoofed source, connecting
  * to ip:port. Watched as the app side (inbound) or the upstream side (outbound passthrough).
  */
-int flow_dial(flow *f, const char *ip, int port, const char *spoof, int *out_fd, char *why, size_t cap) {
-  engine *e = f->e;
-  listener *l = f->l;
+/*
+ * A non-blocking TCP socket made in the listener's pod netns (from the netns socket pool),
+ * NODELAY, with the listener's mark, optionally bound to a spoofed source (transparent), and
+ * connecting to ip:port. -1 with `why` when it cannot; *connecting when the handshake is pending.
+ */
+int eng_dial(listener *l, const char *ip, int port, const char *spoof, bool *connecting, char *why, size_t cap) {
   ambit_addr addr, local;
   memset(&addr, 0, sizeof addr);
   memset(&local, 0, sizeof local);
@@ -403,11 +406,24 @@ int flow_dial(flow *f, const char *ip, int port, const char *spoof, int *out_fd,
       return -1;
     }
   }
-  if (connect(fd, &addr.u.sa, addr.len) != 0 && errno != EINPROGRESS) {
-    snprintf(why, cap, "connect: %s", ambit_errno_name(errno));
-    close(fd);
-    return -1;
+  *connecting = false;
+  if (connect(fd, &addr.u.sa, addr.len) != 0) {
+    if (errno != EINPROGRESS) {
+      snprintf(why, cap, "connect %.60s port %d: %s", ip, port, ambit_errno_name(errno));
+      close(fd);
+      return -1;
+    }
+    *connecting = true;
   }
+  return fd;
+}
+
+/* Dial for the flow (the app, inbound; the upstream, passthrough) and watch the socket. */
+int flow_dial(flow *f, const char *ip, int port, const char *spoof, int *out_fd, char *why, size_t cap) {
+  engine *e = f->e;
+  bool connecting;
+  int fd = eng_dial(f->l, ip, port, spoof, &connecting, why, cap);
+  if (fd < 0) return -1;
   evsrc *src;
   if (f->server) {
     f->app_fd = fd;

@@ -960,43 +960,9 @@ tconn *pool_get(engine *e, listener *l, tlsctx *ctx, const char *key, const char
     if (tc->ready && tc->h2 && nghttp2_session_get_remote_settings(tc->h2, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) <= tc->active) continue;
     return tc;
   }
-  ambit_addr addr;
-  memset(&addr, 0, sizeof addr);
-  if (inet_pton(AF_INET, ip, &addr.u.v4.sin_addr) == 1) {
-    addr.u.v4.sin_family = AF_INET;
-    addr.u.v4.sin_port = htons((uint16_t)port);
-    addr.len = sizeof addr.u.v4;
-  } else if (inet_pton(AF_INET6, ip, &addr.u.v6.sin6_addr) == 1) {
-    addr.u.v6.sin6_family = AF_INET6;
-    addr.u.v6.sin6_port = htons((uint16_t)port);
-    addr.len = sizeof addr.u.v6;
-  } else {
-    snprintf(why, cap, "bad address %s", ip);
-    return NULL;
-  }
-  int family = addr.u.sa.sa_family;
-  int fd = ambit_pool_take(l->nsfd, family);
-  ambit_fail f = {0};
-  if (fd < 0 && ambit_socket_in_netns(l->nsfd, family, SOCK_STREAM, &fd, &f) != 0) {
-    snprintf(why, cap, "socket: %s", ambit_errno_name(f.err));
-    return NULL;
-  }
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (ambit_set_mark(fd, l->mark, &f) != 0) {
-    close(fd);
-    snprintf(why, cap, "SO_MARK: %s", ambit_errno_name(f.err));
-    return NULL;
-  }
-  bool connecting = false;
-  if (connect(fd, &addr.u.sa, addr.len) != 0) {
-    if (errno != EINPROGRESS) {
-      snprintf(why, cap, "connect %s:%d: %s", ip, port, ambit_errno_name(errno));
-      close(fd);
-      return NULL;
-    }
-    connecting = true;
-  }
+  bool connecting;
+  int fd = eng_dial(l, ip, port, NULL, &connecting, why, cap);
+  if (fd < 0) return NULL;
   tconn *tc = tconn_new(e, l, fd, ctx, true);
   if (tc == NULL) {
     close(fd);

@@ -4,14 +4,12 @@
  * policy, and the HBONE server's refusals (wrong target, foreign trust domain, wrong identity).
  */
 import test from 'ava';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Pod } from '../../src/local/index.js';
 import * as native from '../../src/native/index.js';
 import { createTunnelOpener } from '../../src/node-agent/hbone-adapter.js';
 import type { Authorization } from '../../src/model/index.js';
+import { captureUnderlay } from '../helpers/pcap.js';
 import { createMesh, type Mesh } from '../helpers/mesh.js';
 import { makeForeignPki } from '../helpers/pki.js';
 
@@ -38,29 +36,7 @@ test.before(async () => {
 });
 test.after.always(async () => { await mesh?.destroy(); });
 
-/** Captures TCP on a node's underlay interface while `fn` runs; returns the raw pcap bytes. */
-async function capture(node: string, fn: () => Promise<void>): Promise<Buffer> {
-  const dir = mkdtempSync(join(tmpdir(), 'ambit-pcap-'));
-  const file = join(dir, 'cap.pcap');
-  const tcpdump = ['/usr/bin/tcpdump', '/usr/sbin/tcpdump'].find((p) => existsSync(p));
-  if (!tcpdump) throw new Error('tcpdump is not installed (apt-get install -y tcpdump; .ci/setup does it)');
-  const child = mesh.cluster.spawn({ node }, [tcpdump, '-Z', 'root', '--immediate-mode', '-i', 'eth0', '-U', '-s', '0', '-w', file, 'tcp']);
-  try {
-    await new Promise<void>((resolve, reject) => {
-      let err = '';
-      child.stderr?.on('data', (d: Buffer) => { err += d.toString(); if (err.includes('listening on')) resolve(); });
-      child.once('exit', (c) => reject(new Error(`tcpdump exited ${c}: ${err}`)));
-    });
-    await fn();
-  } finally {
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGINT');
-    await exited;
-  }
-  const data = readFileSync(file);
-  rmSync(dir, { recursive: true, force: true });
-  return data;
-}
+const capture = (node: string, fn: () => Promise<void>): Promise<Buffer> => captureUnderlay(mesh.cluster, node, fn);
 
 serial('pod to pod across nodes goes over HBONE; the underlay sees TLS, never the app bytes', async (t) => {
   const marker = 'PLAINTEXT-MARKER-7f3a9c';

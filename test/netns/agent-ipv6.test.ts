@@ -7,11 +7,9 @@
  * real v6 address, and L4 policy applies to v6 sources.
  */
 import test from 'ava';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Pod } from '../../src/local/index.js';
 import type { Authorization } from '../../src/model/index.js';
+import { captureUnderlay } from '../helpers/pcap.js';
 import { createMesh, type Mesh } from '../helpers/mesh.js';
 
 const root = process.getuid?.() === 0;
@@ -64,29 +62,7 @@ async function opened(node: string, labels: RegExp): Promise<number> {
   return lines.length === 0 ? 0 : Number(lines[0]!.slice(lines[0]!.lastIndexOf(' ') + 1));
 }
 
-/** Captures TCP on a node's underlay interface while `fn` runs; returns the raw pcap bytes. */
-async function capture(node: string, fn: () => Promise<void>): Promise<Buffer> {
-  const dir = mkdtempSync(join(tmpdir(), 'ambit-pcap-'));
-  const file = join(dir, 'cap.pcap');
-  const tcpdump = ['/usr/bin/tcpdump', '/usr/sbin/tcpdump'].find((p) => existsSync(p));
-  if (!tcpdump) throw new Error('tcpdump is not installed (apt-get install -y tcpdump; .ci/setup does it)');
-  const child = mesh.cluster.spawn({ node }, [tcpdump, '-Z', 'root', '--immediate-mode', '-i', 'eth0', '-U', '-s', '0', '-w', file, 'tcp']);
-  try {
-    await new Promise<void>((resolve, reject) => {
-      let err = '';
-      child.stderr?.on('data', (d: Buffer) => { err += d.toString(); if (err.includes('listening on')) resolve(); });
-      child.once('exit', (c) => reject(new Error(`tcpdump exited ${c}: ${err}`)));
-    });
-    await fn();
-  } finally {
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGINT');
-    await exited;
-  }
-  const data = readFileSync(file);
-  rmSync(dir, { recursive: true, force: true });
-  return data;
-}
+const capture = (node: string, fn: () => Promise<void>): Promise<Buffer> => captureUnderlay(mesh.cluster, node, fn);
 
 serial('the dual-stack cluster: every pod has an IPv6 address and the agents enrolled the ambient ones with it', (t) => {
   for (const p of [client, legacy, server]) t.regex(v6(p), /^fd00:/);
