@@ -21,7 +21,9 @@ static void buf_reset(ebuf *b) {
 }
 
 bool flow_buf_append(ebuf *b, const char *p, size_t n) {
-  if (b->off > 0) {
+  if (b->off > 0 && b->off == b->len) {
+    b->off = b->len = 0;
+  } else if (b->off > 0) {
     memmove(b->p, b->p + b->off, b->len - b->off);
     b->len -= b->off;
     b->off = 0;

@@ -688,19 +688,7 @@ void h2_resume(flow *f) {
 }
 
 static bool out_append(tconn *tc, const uint8_t *d, size_t n) {
-  ebuf *b = &tc->out;
-  if (b->off > 0 && b->off == b->len) b->off = b->len = 0;
-  if (b->len + n > b->cap) {
-    uint32_t cap = b->cap ? b->cap : OUT_BATCH + 32 * 1024;
-    while (cap < b->len + n) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (p == NULL) return false;
-    b->p = p;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->len, d, n);
-  b->len += (uint32_t)n;
-  return true;
+  return flow_buf_append(&tc->out, (const char *)d, n);
 }
 
 /* Sealed records from the BIO pair to the socket. False once the connection is gone. */
