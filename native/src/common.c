@@ -1,6 +1,8 @@
 /* Errors and argument checks shared by every exported function. */
 #include "common.h"
 
+#include <signal.h>
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -238,4 +240,19 @@ napi_value ambit_addr_to_js(napi_env env, const struct sockaddr *sa) {
   AMBIT_NAPI(napi_set_named_property(env, obj, "port", jport));
   AMBIT_NAPI(napi_set_named_property(env, obj, "family", jfam));
   return obj;
+}
+
+int ambit_thread_start(void *(*fn)(void *), void *arg, size_t stack, bool detached, pthread_t *tid) {
+  pthread_attr_t attr;
+  pthread_t ignored;
+  sigset_t all, old;
+  pthread_attr_init(&attr);
+  if (stack > 0) pthread_attr_setstacksize(&attr, stack);
+  if (detached) pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int rc = pthread_create(tid ? tid : &ignored, &attr, fn, arg);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&attr);
+  return rc;
 }

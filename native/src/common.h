@@ -7,6 +7,7 @@
 
 #include <node_api.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -85,6 +86,10 @@ bool ambit_parse_addr(napi_env env, const char *fn, const char *field, const cha
                       ambit_addr *out);
 napi_value ambit_addr_to_js(napi_env env, const struct sockaddr *sa);
 
+/* Start a thread with every signal blocked (Node handles signals on its own threads). stack 0:
+ * the default size; detached: nobody joins it. Returns 0 or pthread_create's error. */
+int ambit_thread_start(void *(*fn)(void *), void *arg, size_t stack, bool detached, pthread_t *tid);
+
 /* netns helpers (netns.c). Return 0 or an errno, filling *f. */
 int ambit_netns_check_fd(int fd, ambit_fail *f);
 int ambit_netns_open(const char *path, int *out_fd, ambit_fail *f);
@@ -100,6 +105,8 @@ int ambit_pool_take(int nsfd, int family);
 int ambit_set_transparent(int fd, int family, ambit_fail *f);
 int ambit_set_mark(int fd, uint32_t mark, ambit_fail *f);
 int ambit_socket_family(int fd, ambit_fail *f);
+/* The socket's pending error (SO_ERROR; errno if it cannot be read); 0 when none. */
+int ambit_socket_error(int fd);
 /* The pre-redirect destination of an accepted socket of `family` (its peer's family). */
 int ambit_orig_dst(int fd, int family, ambit_addr *dst, ambit_fail *f);
 /* "1.2.3.4" / "fd00::1" (v4-mapped shown as IPv4) and the port of an address. */

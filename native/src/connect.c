@@ -130,18 +130,8 @@ static bool pool_start(int nsfd, const struct stat *st, int fi) {
     free(p);
     return false;
   }
-  pthread_attr_t attr;
-  pthread_t tid;
-  sigset_t all, old;
-  pthread_attr_init(&attr);
-  pthread_attr_setstacksize(&attr, 64 * 1024);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  /* The helper must not take process signals (Node handles them on its own threads). */
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  int rc = pthread_create(&tid, &attr, pool_thread, p);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  pthread_attr_destroy(&attr);
+  /* a helper thread, parked in the netns until the pool goes idle */
+  int rc = ambit_thread_start(pool_thread, p, 64 * 1024, true, NULL);
   if (rc != 0) {
     close(p->nsfd);
     pthread_cond_destroy(&p->cond);
@@ -227,11 +217,8 @@ static void on_writable(uv_poll_t *p, int status, int events) {
   connect_req *req = p->data;
   if (req->settled) return;
   /* libuv reports POLLERR as status UV_EBADF; the socket's pending error says what happened. */
-  int soerr = 0;
-  socklen_t len = sizeof soerr;
-  if (getsockopt(req->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) {
-    ambit_fail_set(&req->fail, "getsockopt", errno, "SO_ERROR");
-  } else if (soerr != 0) {
+  int soerr = ambit_socket_error(req->fd);
+  if (soerr != 0) {
     ambit_fail_set(&req->fail, "connect", soerr, NULL);
   } else if (status < 0) {
     ambit_fail_set(&req->fail, "connect", -status, "poll");

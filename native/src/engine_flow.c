@@ -280,9 +280,7 @@ static void plain_pump(flow *f) {
 
 /* The socket we dialed finished connecting (or failed). */
 static void dial_done(flow *f, int fd) {
-  int soerr = 0;
-  socklen_t len = sizeof soerr;
-  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) soerr = errno;
+  int soerr = ambit_socket_error(fd);
   f->dialing = 0;
   char why[96];
   if (soerr != 0) snprintf(why, sizeof why, "connect: %s", ambit_errno_name(soerr));
@@ -317,9 +315,7 @@ void flow_app_event(flow *f, uint32_t ev) {
   if (f->app_r) h2_resume(f);
   /* An app socket in error whose stream waits on flow control would otherwise sit: read it. */
   if ((ev & EPOLLERR) && !f->deferred) {
-    int soerr = 0;
-    socklen_t len = sizeof soerr;
-    getsockopt(f->app_fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
+    int soerr = ambit_socket_error(f->app_fd);
     if (soerr != 0) {
       char why[96];
       snprintf(why, sizeof why, "app socket: %s", ambit_errno_name(soerr));

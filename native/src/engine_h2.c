@@ -882,9 +882,7 @@ static void tconn_read(tconn *tc) {
 static void tconn_handshake(tconn *tc) {
   if (tc->tcp_connecting) {
     if (!tc->w) return;
-    int soerr = 0;
-    socklen_t len = sizeof soerr;
-    getsockopt(tc->fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
+    int soerr = ambit_socket_error(tc->fd);
     if (soerr != 0) {
       char why[96];
       snprintf(why, sizeof why, "connect: %s", ambit_errno_name(soerr));

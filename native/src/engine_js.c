@@ -368,14 +368,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   e->async.data = e;
   /* The engine does not keep the process alive by itself: its owner (the agent) does. */
   uv_unref((uv_handle_t *)&e->async);
-  pthread_attr_t attr;
-  sigset_t all, old;
-  pthread_attr_init(&attr);
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old); /* signals stay with Node's threads */
-  int rc = pthread_create(&e->thread, &attr, engine_main, e);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  pthread_attr_destroy(&attr);
+  int rc = ambit_thread_start(engine_main, e, 0, false, &e->thread);
   if (rc != 0) {
     ambit_throw_errno(env, "pthread_create", rc, "engine thread");
     return NULL;

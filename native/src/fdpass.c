@@ -218,17 +218,7 @@ napi_value ambit_recv_with_fds(napi_env env, napi_callback_info info) {
     ambit_fail_set(&f, "napi_create_threadsafe_function", EINVAL, NULL);
     goto fail;
   }
-  pthread_attr_t attr;
-  pthread_t tid;
-  sigset_t all, old;
-  pthread_attr_init(&attr);
-  pthread_attr_setstacksize(&attr, 128 * 1024);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  int rc = pthread_create(&tid, &attr, recv_thread, req);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  pthread_attr_destroy(&attr);
+  int rc = ambit_thread_start(recv_thread, req, 128 * 1024, true, NULL);
   if (rc != 0) {
     napi_release_threadsafe_function(req->tsfn, napi_tsfn_abort);
     close(req->fd);

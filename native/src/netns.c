@@ -139,17 +139,8 @@ static void *ns_socket_thread(void *arg) {
 int ambit_socket_in_netns(int nsfd, int family, int type, int *out_fd, ambit_fail *f) {
   ns_socket_job job = {.nsfd = nsfd, .family = family, .type = type, .fd = -1};
   job.fail.err = 0;
-  pthread_attr_t attr;
   pthread_t tid;
-  sigset_t all, old;
-  pthread_attr_init(&attr);
-  pthread_attr_setstacksize(&attr, 64 * 1024);
-  /* The helper thread must not take process signals (Node handles them on its own threads). */
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  int rc = pthread_create(&tid, &attr, ns_socket_thread, &job);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  pthread_attr_destroy(&attr);
+  int rc = ambit_thread_start(ns_socket_thread, &job, 64 * 1024, false, &tid);
   if (rc != 0) {
     ambit_fail_set(f, "pthread_create", rc, NULL);
     return rc;

@@ -172,3 +172,10 @@ napi_value ambit_close_fd(napi_env env, napi_callback_info info) {
   }
   return NULL;
 }
+
+int ambit_socket_error(int fd) {
+  int soerr = 0;
+  socklen_t len = sizeof soerr;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) return errno;
+  return soerr;
+}

@@ -246,6 +246,8 @@ export function createAgent(o: AgentOptions): Agent {
       enrolled: agent.enrolledPods(),
       failed: Object.fromEntries(enrolment.failures),
       connections: connections.size,
+      // the native data path: flows it carries, HBONE sessions, listeners
+      ...(engine ? { engine: engine.stats() } : {}),
       certificates: certList,
     };
   };

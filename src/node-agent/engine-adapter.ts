@@ -135,8 +135,6 @@ export class AgentEngine {
 
   closeFlows(listenerId: number, reason: string): void { this.#engine.closeFlows(listenerId, reason); }
 
-  get openFlows(): number { return this.#flows.size; }
-
   stats(): { flows: number; tunnels: number; listeners: number } { return this.#engine.stats(); }
 
   destroy(): void {

@@ -580,23 +580,22 @@ export class PodProxy implements FlowOwner {
   /** A captured outbound connection: the same decision as #onOutbound, answered as an engine plan. */
   #engineOutbound(engine: AgentEngine, flowId: number, dstIp: string, dstPort: number, peerIp: string, peerPort: number): OutboundPlan | null {
     const started = Date.now();
-    const srcAddr = formatAddr(peerIp, peerPort);
-    const dst: SocketAddr = { ip: dstIp, port: dstPort };
-    const dstAddr = formatAddr(dstIp, dstPort);
     if (this.#drain.draining) return null;
-    const src = this.workload();
-    if (!src) {
-      this.#refuse(undefined, started, 'outbound', srcAddr, dstAddr, { reporter: 'source', mtls: false, responseFlags: 'DENY' }, 'pod unknown to the mesh');
+    // Addresses are formatted only for a refusal: an accepted flow keeps them as parts.
+    const refuse = (d: ConnectionDescription, error: string, hboneAddr?: string): null => {
+      this.#refuse(undefined, started, 'outbound', formatAddr(peerIp, peerPort), formatAddr(dstIp, dstPort), d, error, hboneAddr);
       return null;
-    }
-    const req = buildOutboundRequest(this.#ctx.snapshot(), src, dst, this.#route);
+    };
+    const src = this.workload();
+    if (!src) return refuse({ reporter: 'source', mtls: false, responseFlags: 'DENY' }, 'pod unknown to the mesh');
+    const req = buildOutboundRequest(this.#ctx.snapshot(), src, { ip: dstIp, port: dstPort }, this.#route);
+    const srcId = spiffeIdOf(src);
     const desc: ConnectionDescription = {
-      reporter: 'source', source: src, sourcePrincipal: spiffeIdOf(src), destination: req.destWorkload, service: req.service,
+      reporter: 'source', source: src, sourcePrincipal: srcId, destination: req.destWorkload, service: req.service,
       mtls: req.kind === 'hbone',
     };
     if (req.kind === 'deny') {
-      this.#refuse(undefined, started, 'outbound', srcAddr, dstAddr, { ...desc, responseFlags: req.reason.startsWith('no healthy') ? 'NO_HEALTHY_UPSTREAM' : 'DENY' }, req.reason);
-      return null;
+      return refuse({ ...desc, responseFlags: req.reason.startsWith('no healthy') ? 'NO_HEALTHY_UPSTREAM' : 'DENY' }, req.reason);
     }
     if (req.kind !== 'hbone') {
       this.#engineTrack(engine, flowId, new FlowRecord(this, 'outbound', desc, peerIp, peerPort, dstIp, dstPort, undefined, started));
@@ -607,17 +606,16 @@ export class PodProxy implements FlowOwner {
     const cert = this.#ctx.cert(identityOf(src));
     let ctx: ReturnType<AgentEngine['tls']>;
     try {
-      if (!cert) throw new MeshError('AMBIT_CERT_INVALID', `no valid certificate for ${spiffeIdOf(src)}`);
+      if (!cert) throw new MeshError('AMBIT_CERT_INVALID', `no valid certificate for ${srcId}`);
       ctx = engine.tls(cert);
     } catch (e) {
-      this.#refuse(undefined, started, 'outbound', srcAddr, dstAddr, { ...desc, responseFlags: 'TLS_FAILURE' }, errorMessage(e), hboneAddr);
-      return null;
+      return refuse({ ...desc, responseFlags: 'TLS_FAILURE' }, errorMessage(e), hboneAddr);
     }
     const tag = clientTag(req.expectedIdentities);
     this.#engineTrack(engine, flowId, new FlowRecord(this, 'outbound', desc, peerIp, peerPort, dstIp, dstPort, hboneAddr, started));
     return {
       t: 2, ctx, tag, ip: req.address.ip, port: req.address.port, authority: req.authority,
-      key: `${this.pod.uid} ${spiffeIdOf(src)} ${tag} ${hboneAddr}`,
+      key: `${this.pod.uid} ${srcId} ${tag} ${hboneAddr}`,
       headers: joinHeaders(connectHeaders(src, peerIp, peerPort, req.service)),
     };
   }
@@ -626,7 +624,6 @@ export class PodProxy implements FlowOwner {
   #engineInbound(engine: AgentEngine, flowId: number, peerId: string, authority: string, forwarded: string | undefined,
     remoteIp: string, remotePort: number, localIp: string, localPort: number): InboundTarget | number {
     const started = Date.now();
-    const srcAddr = formatAddr(remoteIp, remotePort);
     const snap = this.#ctx.snapshot();
     const w = this.workload();
     const byIp = snap.workloadByIp(remoteIp);
@@ -636,10 +633,11 @@ export class PodProxy implements FlowOwner {
       serviceHost: knownServiceHost(snap, forwarded),
     };
     const target = parseAuthority(authority);
-    const dstAddr = target ? formatAddr(target.ip, target.port) : authority.slice(0, 64);
+    // Addresses are formatted only for a refusal: an accepted flow keeps them as parts.
     const fail = (status: 400 | 401 | 503, reason: string, flag: ResponseFlag): number => {
       log.debug('hbone refused', { pod: this.pod.name, status, reason, peer: peerId });
-      this.#ctx.telemetry.closed({ direction: 'inbound', srcAddr, dstAddr, labels: connectionLabels({ ...desc, responseFlags: flag }), bytesRecv: 0, bytesSent: 0, durationMs: Date.now() - started, error: reason }, false);
+      const dstAddr = target ? formatAddr(target.ip, target.port) : authority.slice(0, 64);
+      this.#ctx.telemetry.closed({ direction: 'inbound', srcAddr: formatAddr(remoteIp, remotePort), dstAddr, labels: connectionLabels({ ...desc, responseFlags: flag }), bytesRecv: 0, bytesSent: 0, durationMs: Date.now() - started, error: reason }, false);
       return status;
     };
     if (this.#drain.draining) return fail(503, 'draining', 'CONNECT');

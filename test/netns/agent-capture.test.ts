@@ -95,6 +95,10 @@ serial('admin config_dump lists enrolled pods, never keys; readiness answers 200
   const dump = await (await fetch(`http://127.0.0.1:${a.ports.admin}/config_dump`)).text();
   t.true(dump.includes('"name": "server"'));
   t.false(dump.includes('PRIVATE KEY'));
+  // the engine carries 15001 and 15008 of every enrolled pod
+  const parsed = JSON.parse(dump) as { enrolled: unknown[]; engine?: { listeners: number; flows: number; tunnels: number } };
+  t.true(parsed.enrolled.length > 0);
+  t.is(parsed.engine?.listeners, 2 * parsed.enrolled.length);
   const ready = await fetch(`http://127.0.0.1:${a.ports.readiness}/healthz/ready`);
   t.is(ready.status, 200);
   const metrics = await fetch(`http://127.0.0.1:${a.ports.metrics}/stats/prometheus`);
