@@ -5,7 +5,9 @@
  * Everything shells out to `ip`/`nft` synchronously: set-up is a handful of commands per test.
  */
 import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
 
 const PID36 = process.pid.toString(36);
 const NAME = /^ambit-([0-9a-z]+)-/;
@@ -126,4 +128,21 @@ export function canUseNetns(): boolean {
   } catch {
     return false;
   }
+}
+
+/** A Node server on a listening fd (from listenInNetns), closed at teardown. */
+export async function serve(t: TeardownHost, fd: number): Promise<Server> {
+  const server = createServer();
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  server.listen({ fd });
+  await once(server, 'listening');
+  return server;
+}
+
+/** A pod and a peer joined by a veth created in the pod (10.78.0.2/.3, fd00:78::2/::3): the peer's eth0 dies with the pod netns. */
+export function podPair(t: TeardownHost): { pod: RawNetns; peer: RawNetns } {
+  const pod = addNetns(t, 'pod');
+  const peer = addNetns(t, 'peer');
+  linkVeth(pod, 'eth0', ['10.78.0.2/24', 'fd00:78::2/64'], peer, 'eth0', ['10.78.0.3/24', 'fd00:78::3/64']);
+  return { pod, peer };
 }

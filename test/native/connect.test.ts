@@ -5,9 +5,9 @@
  */
 import test from 'ava';
 import { once } from 'node:events';
-import { createServer, Socket, type Server } from 'node:net';
+import { Socket } from 'node:net';
 import { connectInNetns, isSyscallError, listenInNetns, openNetns, closeFd } from '../../src/native/index.js';
-import { addBlackhole, addNetns, canUseNetns, cleanupStaleNetns, linkVeth, type RawNetns, type TeardownHost } from '../helpers/netns-raw.js';
+import { addBlackhole, addNetns, canUseNetns, cleanupStaleNetns, podPair, serve, type TeardownHost } from '../helpers/netns-raw.js';
 
 const root = canUseNetns();
 const rootTest = root ? test : test.skip;
@@ -16,13 +16,6 @@ test.before(() => {
   if (root) cleanupStaleNetns();
 });
 
-async function serve(t: TeardownHost, fd: number): Promise<Server> {
-  const server = createServer();
-  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  server.listen({ fd });
-  await once(server, 'listening');
-  return server;
-}
 
 function wrap(t: TeardownHost, fd: number): Socket {
   const s = new Socket({ fd, readable: true, writable: true });
@@ -30,15 +23,9 @@ function wrap(t: TeardownHost, fd: number): Socket {
   return s;
 }
 
-function pair(t: TeardownHost): { pod: RawNetns; peer: RawNetns } {
-  const pod = addNetns(t, 'pod');
-  const peer = addNetns(t, 'peer');
-  linkVeth(pod, 'eth0', ['10.78.0.2/24', 'fd00:78::2/64'], peer, 'eth0', ['10.78.0.3/24', 'fd00:78::3/64']);
-  return { pod, peer };
-}
 
 rootTest('a connection from the pod netns reaches its peer with the pod\'s source address', async (t) => {
-  const { pod, peer } = pair(t);
+  const { pod, peer } = podPair(t);
   const server = await serve(t, listenInNetns(peer.path, { address: '10.78.0.3', port: 8080 }));
   const accepted = once(server, 'connection') as Promise<[Socket]>;
   const client = wrap(t, await connectInNetns(pod.path, { address: '10.78.0.3', port: 8080, mark: 0x539 }));
@@ -51,7 +38,7 @@ rootTest('a connection from the pod netns reaches its peer with the pod\'s sourc
 });
 
 rootTest('IPv6 works the same, and an open netns fd can stand in for the path', async (t) => {
-  const { pod, peer } = pair(t);
+  const { pod, peer } = podPair(t);
   const server = await serve(t, listenInNetns(peer.path, { address: '::', port: 8080 }));
   const nsfd = openNetns(pod.path);
   t.teardown(() => closeFd(nsfd));
@@ -62,7 +49,7 @@ rootTest('IPv6 works the same, and an open netns fd can stand in for the path', 
 });
 
 rootTest('localAddress + transparent connects with a non-local source address', async (t) => {
-  const { pod, peer } = pair(t);
+  const { pod, peer } = podPair(t);
   // The peer routes the spoofed client address back through the pod. In the pod, connections of
   // marked (0x539) sockets get conntrack mark 0x111, and returning packets with that mark are
   // delivered locally through table 100: the agent's mangle rules do the same. (A rule on 0x539
@@ -96,14 +83,14 @@ table inet ambit-mangle {
 });
 
 rootTest('without transparent, a non-local localAddress is refused by bind', async (t) => {
-  const { pod } = pair(t);
+  const { pod } = podPair(t);
   const err = await t.throwsAsync(connectInNetns(pod.path, { address: '10.78.0.3', port: 8080, localAddress: '10.99.0.7' }));
   t.true(isSyscallError(err, 'EADDRNOTAVAIL'));
   t.is((err as unknown as { syscall: string }).syscall, 'bind');
 });
 
 rootTest('a refused connection rejects with AMBIT_CONNECT_REFUSED / ECONNREFUSED', async (t) => {
-  const { pod } = pair(t);
+  const { pod } = podPair(t);
   const err = await t.throwsAsync(connectInNetns(pod.path, { address: '10.78.0.3', port: 8081 }));
   t.is(err?.name, 'SyscallError');
   t.is((err as unknown as { code: string }).code, 'AMBIT_CONNECT_REFUSED');

@@ -5,9 +5,9 @@
  */
 import test from 'ava';
 import { once } from 'node:events';
-import { createServer, Socket, type Server } from 'node:net';
+import { Socket, type Server } from 'node:net';
 import { connectInNetns, listenInNetns, originalDst, socketFd } from '../../src/native/index.js';
-import { addLocalAddrs, addNetns, canUseNetns, cleanupStaleNetns, type RawNetns, type TeardownHost } from '../helpers/netns-raw.js';
+import { addLocalAddrs, addNetns, canUseNetns, cleanupStaleNetns, type RawNetns, type TeardownHost, serve } from '../helpers/netns-raw.js';
 
 const root = canUseNetns();
 const rootTest = root ? test : test.skip;
@@ -32,13 +32,6 @@ function podNetns(t: TeardownHost): RawNetns {
   return ns;
 }
 
-async function serve(t: TeardownHost, fd: number): Promise<Server> {
-  const server = createServer();
-  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  server.listen({ fd });
-  await once(server, 'listening');
-  return server;
-}
 
 async function dial(t: TeardownHost, ns: RawNetns, address: string, port: number, mark?: number): Promise<Socket> {
   const fd = await connectInNetns(ns.path, { address, port, ...(mark === undefined ? {} : { mark }) });

@@ -9,10 +9,10 @@
 import test from 'ava';
 import { once } from 'node:events';
 import { readdirSync, statSync } from 'node:fs';
-import { createServer, Socket, type Server } from 'node:net';
+import { Socket, type Server } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connectInNetns, listenInNetns, netnsId } from '../../src/native/index.js';
-import { NFT, addNetns, canUseNetns, cleanupStaleNetns, linkVeth, run, type RawNetns, type TeardownHost } from '../helpers/netns-raw.js';
+import { NFT, canUseNetns, cleanupStaleNetns, linkVeth, podPair, run, serve, type RawNetns } from '../helpers/netns-raw.js';
 
 const root = canUseNetns();
 const rootTest = root ? test : test.skip;
@@ -50,21 +50,7 @@ function holders(id: string): { fds: number; tasks: number } {
   return { fds, tasks };
 }
 
-async function serve(t: TeardownHost, fd: number): Promise<Server> {
-  const server = createServer();
-  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  server.listen({ fd });
-  await once(server, 'listening');
-  return server;
-}
 
-/** A pod and a peer joined by a veth created in the pod: the peer's eth0 dies with the pod netns. */
-function pair(t: TeardownHost): { pod: RawNetns; peer: RawNetns } {
-  const pod = addNetns(t, 'pod');
-  const peer = addNetns(t, 'peer');
-  linkVeth(pod, 'eth0', ['10.78.0.2/24', 'fd00:78::2/64'], peer, 'eth0', ['10.78.0.3/24', 'fd00:78::3/64']);
-  return { pod, peer };
-}
 
 /**
  * Connects from `pod` to `server` and returns the accepted socket's remote address (undefined if
@@ -102,7 +88,7 @@ function readCounter(pod: RawNetns, name: string): number {
 }
 
 rootTest('sequential connects through the pool leave from the pod\'s address with the mark each call asked for', async (t) => {
-  const { pod, peer } = pair(t);
+  const { pod, peer } = podPair(t);
   // Count the pod's outgoing SYNs by family and by mark (0x539 exactly, or none at all).
   pod.nft(`
 table inet ambit-mangle {
@@ -139,7 +125,7 @@ table inet ambit-mangle {
 });
 
 rootTest('an idle pool lets go of the netns: no fd, no thread, no socket keeps a deleted pod alive', async (t) => {
-  const { pod, peer } = pair(t);
+  const { pod, peer } = podPair(t);
   const server = await serve(t, listenInNetns(peer.path, { address: '10.78.0.3', port: 8080 }));
   const id = netnsId(pod.path);
   t.is(await connectOnce(pod, server, '10.78.0.3', 0x539), '10.78.0.2');
