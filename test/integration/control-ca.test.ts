@@ -3,11 +3,9 @@
  * CA-issued serving certificate, and the Kubernetes TokenReview authenticator.
  */
 import test from 'ava';
-import { once } from 'node:events';
 import { createServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Workload } from '../../src/model/index.js';
 import { Snapshot } from '../../src/model/index.js';
 import { generateKeyAndCsr, pemToDers, verifyPeerChain } from '../../src/identity/index.js';
@@ -17,6 +15,7 @@ import type { Authenticator } from '../../src/control/push/index.js';
 import { CaService, issueControlCert } from '../../src/control/ca/index.js';
 import { makeForeignPki, makeTestPki } from '../helpers/pki.js';
 import { fakeTokenReviewServer } from '../helpers/fake-token-review.js';
+import { servePush } from '../helpers/push-harness.js';
 
 const TOKEN = 'test-bootstrap-token-0123456789';
 const TD = 'cluster.local';
@@ -49,21 +48,8 @@ async function controlPlane(t: import('ava').ExecutionContext, o: { tls?: boolea
     server = createServer();
   }
   push.attach(server);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as AddressInfo).port;
-  const clients: XdsClient[] = [];
-  t.teardown(async () => {
-    await Promise.all(clients.map((c) => c.close()));
-    await push.close();
-    server.closeAllConnections();
-    server.close();
-  });
-  return {
-    push,
-    url: `${o.tls ? 'wss' : 'ws'}://127.0.0.1:${port}`,
-    track(c: XdsClient) { clients.push(c); return c; },
-  };
+  const h = await servePush(t, server, () => push.close(), { tls: o.tls === true });
+  return { push, url: h.url, track: (c: XdsClient) => h.track(c) };
 }
 
 test('an agent gets certificates only for service accounts with a pod on its node', async (t) => {

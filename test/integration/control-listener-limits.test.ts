@@ -6,10 +6,7 @@
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { createControlPlane } from '../../src/control/app.js';
 import type { ConfigSource, KubeObject } from '../../src/control/config/types.js';
@@ -17,6 +14,7 @@ import { BootstrapTokenAuthenticator } from '../../src/control/push/index.js';
 import { controlSettings } from '../../src/control/main.js';
 import { XdsClient } from '../../src/xds/index.js';
 import { makeTestPki } from '../helpers/pki.js';
+import { startControlPlane } from '../helpers/push-harness.js';
 
 const TD = 'cluster.local';
 const pki = makeTestPki({ trustDomain: TD });
@@ -28,30 +26,27 @@ const fixedSource = (objects: KubeObject[]): ConfigSource => ({
 const ns: KubeObject = { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' } };
 
 async function plane(t: ExecutionContext, maxConnections: number, timeouts: { requestTimeoutMs?: number; handshakeTimeoutMs?: number } = {}) {
-  const dir = await mkdtemp(join(tmpdir(), 'ambit-limits-'));
-  const { authenticator, token } = await BootstrapTokenAuthenticator.loadOrCreate(dir, TD);
-  const cp = createControlPlane({
-    source: fixedSource([ns]), ca: pki.ca, trustDomain: TD, stateDir: dir, authenticator, debounceMs: 1,
-    listen: { host: '127.0.0.1', plainPort: 0, tlsPort: 0, statusPort: 0, maxConnections, ...timeouts },
+  let token = '';
+  let peers = 0;
+  const h = await startControlPlane(t, 'limits', async (dir) => {
+    const boot = await BootstrapTokenAuthenticator.loadOrCreate(dir, TD);
+    token = boot.token;
+    return {
+      source: fixedSource([ns]), ca: pki.ca, trustDomain: TD, stateDir: dir, authenticator: boot.authenticator, debounceMs: 1,
+      listen: { host: '127.0.0.1', plainPort: 0, tlsPort: 0, statusPort: 0, maxConnections, ...timeouts },
+    };
   });
-  const clients: XdsClient[] = [];
-  t.teardown(async () => {
-    await Promise.all(clients.map((c) => c.close()));
-    await cp.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
-  await cp.start();
+  const { cp } = h;
   return {
     cp,
     async peer(tls: boolean): Promise<XdsClient> {
       const url = tls ? `wss://127.0.0.1:${cp.addresses.tls!.port}` : `ws://127.0.0.1:${cp.addresses.plain!.port}`;
-      const c = new XdsClient({ url, token, node: `node-${clients.length}`, role: 'agent', ...(tls ? { caPem: pki.ca.rootsPem } : {}) });
-      clients.push(c);
+      const c = h.track(new XdsClient({ url, token, node: `node-${peers++}`, role: 'agent', ...(tls ? { caPem: pki.ca.rootsPem } : {}) }));
       c.start();
       await c.ready;
       return c;
     },
-    async metrics(): Promise<string> { return (await fetch(`http://127.0.0.1:${cp.addresses.status!.port}/metrics`)).text(); },
+    metrics: h.metrics,
   };
 }
 

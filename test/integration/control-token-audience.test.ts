@@ -6,14 +6,13 @@
  */
 import test from 'ava';
 import type { ExecutionContext } from 'ava';
-import { once } from 'node:events';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Snapshot } from '../../src/model/index.js';
 import { XdsClient, buildResourceTables } from '../../src/xds/index.js';
 import { PushServer, TokenReviewAuthenticator } from '../../src/control/push/index.js';
 import { controlSettings, parseAudiences } from '../../src/control/main.js';
 import { API_DEFAULT_AUDIENCE, fakeTokenReviewServer } from '../helpers/fake-token-review.js';
+import { servePush } from '../helpers/push-harness.js';
 
 async function plane(t: ExecutionContext, auth: TokenReviewAuthenticator) {
   const push = new PushServer({ authenticator: auth, debounceMs: 1 });
@@ -21,22 +20,12 @@ async function plane(t: ExecutionContext, auth: TokenReviewAuthenticator) {
   push.flush();
   const server = createServer();
   push.attach(server);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const clients: XdsClient[] = [];
-  t.teardown(async () => {
-    await Promise.all(clients.map((c) => c.close()));
-    await push.close();
-    server.closeAllConnections();
-    server.close();
-  });
-  const url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const h = await servePush(t, server, () => push.close());
   return {
     push,
     /** resolves 'ready' or the first error's code */
     async connect(token: string): Promise<string> {
-      const c = new XdsClient({ url, token, node: 'node-a', role: 'agent', backoff: { initialMs: 60_000 } });
-      clients.push(c);
+      const c = h.track(new XdsClient({ url: h.url, token, node: 'node-a', role: 'agent', backoff: { initialMs: 60_000 } }));
       const err = new Promise<string>((resolve) => c.once('error', (e) => resolve((e as { code?: string }).code ?? e.message)));
       c.start();
       return Promise.race([c.ready.then(() => 'ready'), err]);

@@ -8,7 +8,6 @@ import type { ExecutionContext } from 'ava';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createControlPlane } from '../../src/control/app.js';
 import type { ControlPlane } from '../../src/control/app.js';
 import type { ConfigSource, KubeObject } from '../../src/control/config/types.js';
 import { BootstrapTokenAuthenticator, TokenReviewAuthenticator, admitPeer } from '../../src/control/push/index.js';
@@ -20,6 +19,7 @@ import type { Waypoint, Workload } from '../../src/model/index.js';
 import { XdsClient } from '../../src/xds/index.js';
 import { makeTestPki } from '../helpers/pki.js';
 import { fakeTokenReviewServer } from '../helpers/fake-token-review.js';
+import { startControlPlane } from '../helpers/push-harness.js';
 
 const TD = 'cluster.local';
 const pki = makeTestPki({ trustDomain: TD });
@@ -57,27 +57,18 @@ const config = [ns, gateway, gatewaySvc, wpPod, webPod, sneakyPod];
 
 
 async function plane(t: ExecutionContext, authenticator: Authenticator, source: ConfigSource) {
-  const dir = await mkdtemp(join(tmpdir(), 'ambit-wp-admission-'));
-  const cp = createControlPlane({
+  const h = await startControlPlane(t, 'wp-admission', (dir) => ({
     source, ca: pki.ca, trustDomain: TD, stateDir: dir, authenticator, debounceMs: 1,
     listen: { host: '127.0.0.1', plainPort: 0, tlsPort: null, statusPort: 0 },
-  });
-  const clients: XdsClient[] = [];
-  t.teardown(async () => {
-    await Promise.all(clients.map((c) => c.close()));
-    await cp.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
-  await cp.start();
+  }));
+  const { cp } = h;
   const url = `ws://127.0.0.1:${cp.addresses.plain!.port}`;
   return {
     cp,
     client(o: { token: string; role: 'agent' | 'waypoint'; identity?: Identity; backoffMs?: number }): XdsClient {
-      const c = new XdsClient({ url, token: o.token, node: 'node-a', role: o.role, backoff: { initialMs: o.backoffMs ?? 5000, maxMs: o.backoffMs ?? 5000 }, ...(o.identity ? { identity: o.identity } : {}) });
-      clients.push(c);
-      return c;
+      return h.track(new XdsClient({ url, token: o.token, node: 'node-a', role: o.role, backoff: { initialMs: o.backoffMs ?? 5000, maxMs: o.backoffMs ?? 5000 }, ...(o.identity ? { identity: o.identity } : {}) }));
     },
-    async metrics(): Promise<string> { return (await fetch(`http://127.0.0.1:${cp.addresses.status!.port}/metrics`)).text(); },
+    metrics: h.metrics,
   };
 }
 

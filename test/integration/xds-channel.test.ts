@@ -5,7 +5,7 @@ import test from 'ava';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import WebSocket from 'ws';
 import type { Authorization, Service, Workload } from '../../src/model/index.js';
@@ -17,6 +17,7 @@ import { schema } from '../../src/xds/schema.js';
 import { MeshError } from '../../src/core/index.js';
 import { BootstrapTokenAuthenticator, PushServer } from '../../src/control/push/index.js';
 import type { PushServerOptions } from '../../src/control/push/index.js';
+import { servePush } from '../helpers/push-harness.js';
 
 const TOKEN = 'test-bootstrap-token-0123456789';
 
@@ -50,26 +51,15 @@ async function harness(t: import('ava').ExecutionContext, o: Partial<PushServerO
   let push = newPush();
   const server = createServer((_req, res) => { res.statusCode = 404; res.end(); });
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => push.handleUpgrade(req, socket, head));
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const clients: XdsClient[] = [];
   const pushes: PushServer[] = [push];
-  t.teardown(async () => {
-    await Promise.all(clients.map((c) => c.close()));
-    await Promise.all(pushes.map((p) => p.close()));
-    server.closeAllConnections();
-    server.close();
-  });
+  const { url, track } = await servePush(t, server, () => Promise.all(pushes.map((p) => p.close())));
   return {
     server, url,
     get push() { return push; },
     setPush(p) { push = p; pushes.push(p); },
     newPush,
     client(co = {}) {
-      const c = new XdsClient({ url, token: TOKEN, node: co.node ?? 'n0', role: co.role ?? 'agent', backoff: { initialMs: 5, maxMs: 50 } });
-      clients.push(c);
-      return c;
+      return track(new XdsClient({ url, token: TOKEN, node: co.node ?? 'n0', role: co.role ?? 'agent', backoff: { initialMs: 5, maxMs: 50 } }));
     },
   };
 }

@@ -11,7 +11,6 @@ import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { IncomingMessage } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -22,6 +21,7 @@ import { Snapshot } from '../../src/model/index.js';
 import { MAX_TOKEN_BYTES, XdsClient, buildResourceTables, tokenFromFile } from '../../src/xds/index.js';
 import type { TokenSource } from '../../src/xds/index.js';
 import { agentSettings } from '../../src/node-agent/index.js';
+import { servePush } from '../helpers/push-harness.js';
 
 /** Accepts the tokens in `valid` (a rotation: the API server stops accepting old ones), records every header. */
 class RecordingAuthenticator implements Authenticator {
@@ -56,16 +56,7 @@ async function harness(t: ExecutionContext): Promise<Harness> {
   let push = newPush(auth);
   const server = createServer((_req, res) => { res.statusCode = 404; res.end(); });
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => push.handleUpgrade(req, socket, head));
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const clients: XdsClient[] = [];
-  const url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  t.teardown(async () => {
-    await Promise.all(clients.map((c) => c.close()));
-    await push.close();
-    server.closeAllConnections();
-    server.close();
-  });
+  const { url, track } = await servePush(t, server, () => push.close());
   return {
     url,
     auth,
@@ -77,8 +68,7 @@ async function harness(t: ExecutionContext): Promise<Harness> {
     client(token) {
       const c = new XdsClient({ url, token, node: 'node-a', role: 'agent', backoff: { initialMs: 5, maxMs: 50, jitter: 0 } });
       c.on('error', () => {});
-      clients.push(c);
-      return c;
+      return track(c);
     },
   };
 }
