@@ -85,6 +85,30 @@ bool ambit_args(napi_env env, napi_callback_info info, const char *fn, napi_valu
   return true;
 }
 
+bool ambit_args_with_opts(napi_env env, napi_callback_info info, const char *fn, napi_value argv[2]) {
+  size_t argc = 2;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+    napi_throw_error(env, "AMBIT_BUG", "node-api call failed: napi_get_cb_info");
+    return false;
+  }
+  napi_valuetype t = napi_undefined;
+  if (argc >= 2) napi_typeof(env, argv[1], &t);
+  if (t != napi_object) return ambit_type_error(env, fn, "opts", "must be an object");
+  return true;
+}
+
+bool ambit_opt_endpoint(napi_env env, napi_value opts, const char *fn, char *ip, size_t cap, int64_t min_port,
+                        int64_t *port) {
+  napi_value v;
+  bool present;
+  if (!ambit_get_prop(env, opts, "address", &v, &present)) return false;
+  if (!present) return ambit_type_error(env, fn, "opts.address", "is required");
+  if (!ambit_arg_string(env, v, fn, "opts.address", ip, cap)) return false;
+  if (!ambit_opt_int(env, opts, fn, "port", min_port, 65535, -1, port)) return false;
+  if (*port < 0) return ambit_type_error(env, fn, "opts.port", "is required");
+  return true;
+}
+
 bool ambit_arg_int(napi_env env, napi_value v, const char *fn, const char *field, int64_t min,
                    int64_t max, int64_t *out) {
   napi_valuetype t;

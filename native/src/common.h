@@ -71,6 +71,11 @@ bool ambit_type_error(napi_env env, const char *fn, const char *field, const cha
 /* Reads exactly `want` arguments into argv; fewer is a TypeError "<fn>: <names> is/are required". */
 bool ambit_args(napi_env env, napi_callback_info info, const char *fn, napi_value *argv, size_t want,
                 const char *names);
+/* (target, opts) arguments: opts must be an object ("opts must be an object" otherwise). */
+bool ambit_args_with_opts(napi_env env, napi_callback_info info, const char *fn, napi_value argv[2]);
+/* The required opts.address (into ip) and opts.port (min..65535). */
+bool ambit_opt_endpoint(napi_env env, napi_value opts, const char *fn, char *ip, size_t cap, int64_t min_port,
+                        int64_t *port);
 bool ambit_arg_int(napi_env env, napi_value v, const char *fn, const char *field, int64_t min,
                    int64_t max, int64_t *out);
 bool ambit_arg_fd(napi_env env, napi_value v, const char *fn, const char *field, int *out);

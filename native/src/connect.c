@@ -236,30 +236,13 @@ static void on_timeout(uv_timer_t *t) {
 /* connectInNetns(netns, {address, port, mark?, localAddress?, localPort?, transparent?, timeoutMs?}) */
 napi_value ambit_connect_in_netns(napi_env env, napi_callback_info info) {
   static const char *fn = "connectInNetns";
-  size_t argc = 2;
   napi_value argv[2];
-  AMBIT_NAPI(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  napi_valuetype t = napi_undefined;
-  if (argc >= 2) napi_typeof(env, argv[1], &t);
-  if (t != napi_object) {
-    ambit_type_error(env, fn, "opts", "must be an object");
-    return NULL;
-  }
   napi_value v;
-  bool present, transparent, has_local;
+  bool transparent, has_local;
   char ip[64], local_ip[64];
   int64_t port, mark, local_port, timeout_ms;
-  if (!ambit_get_prop(env, argv[1], "address", &v, &present)) return NULL;
-  if (!present) {
-    ambit_type_error(env, fn, "opts.address", "is required");
-    return NULL;
-  }
-  if (!ambit_arg_string(env, v, fn, "opts.address", ip, sizeof ip)) return NULL;
-  if (!ambit_opt_int(env, argv[1], fn, "port", 1, 65535, -1, &port)) return NULL;
-  if (port < 0) {
-    ambit_type_error(env, fn, "opts.port", "is required");
-    return NULL;
-  }
+  if (!ambit_args_with_opts(env, info, fn, argv)) return NULL;
+  if (!ambit_opt_endpoint(env, argv[1], fn, ip, sizeof ip, 1, &port)) return NULL;
   if (!ambit_opt_int(env, argv[1], fn, "mark", 0, UINT32_MAX, -1, &mark)) return NULL;
   if (!ambit_opt_int(env, argv[1], fn, "localPort", 0, 65535, 0, &local_port)) return NULL;
   if (!ambit_opt_int(env, argv[1], fn, "timeoutMs", 1, INT32_MAX, 10000, &timeout_ms)) return NULL;

@@ -194,31 +194,12 @@ napi_value ambit_netns_id(napi_env env, napi_callback_info info) {
 /* listenInNetns(netns, {address, port, mark?, reusePort?, backlog?, transparent?}) -> fd */
 napi_value ambit_listen_in_netns(napi_env env, napi_callback_info info) {
   static const char *fn = "listenInNetns";
-  size_t argc = 2;
   napi_value argv[2];
-  AMBIT_NAPI(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  napi_valuetype t = napi_undefined;
-  if (argc >= 2) napi_typeof(env, argv[1], &t);
-  if (t != napi_object) {
-    ambit_type_error(env, fn, "opts", "must be an object");
-    return NULL;
-  }
-  napi_value jaddr;
-  bool present;
   char ip[64];
   int64_t port, mark, backlog;
   bool reuse_port, transparent, has_mark;
-  if (!ambit_get_prop(env, argv[1], "address", &jaddr, &present)) return NULL;
-  if (!present) {
-    ambit_type_error(env, fn, "opts.address", "is required");
-    return NULL;
-  }
-  if (!ambit_arg_string(env, jaddr, fn, "opts.address", ip, sizeof ip)) return NULL;
-  if (!ambit_opt_int(env, argv[1], fn, "port", 0, 65535, -1, &port)) return NULL;
-  if (port < 0) {
-    ambit_type_error(env, fn, "opts.port", "is required");
-    return NULL;
-  }
+  if (!ambit_args_with_opts(env, info, fn, argv)) return NULL;
+  if (!ambit_opt_endpoint(env, argv[1], fn, ip, sizeof ip, 0, &port)) return NULL;
   if (!ambit_opt_int(env, argv[1], fn, "mark", 0, UINT32_MAX, -1, &mark)) return NULL;
   has_mark = mark >= 0;
   if (!ambit_opt_int(env, argv[1], fn, "backlog", 1, 65535, 511, &backlog)) return NULL;
