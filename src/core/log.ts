@@ -26,6 +26,8 @@ export interface Logger {
   error(msg: string, fields?: Record<string, unknown>): void;
   trace(msg: string, fields?: Record<string, unknown>): void;
   child(scope: string): Logger;
+  /** whether lines at `level` are written (skip building a record that would be dropped) */
+  enabled(level: Level): boolean;
 }
 
 function emit(level: Level | 'trace', scope: string, msg: string, fields?: Record<string, unknown>): void {
@@ -42,5 +44,6 @@ export function logger(scope: string): Logger {
     error: (m, f) => { if (threshold <= ORDER.error) emit('error', scope, m, f); },
     trace: (m, f) => { if (traced.has(scope) || traced.has('all')) emit('trace', scope, m, f); },
     child: (s) => logger(`${scope}.${s}`),
+    enabled: (level) => threshold <= ORDER[level],
   };
 }

@@ -213,6 +213,8 @@ export class AgentTelemetry {
     p.closed++;
     if (r.bytesSent > 0 && Number.isFinite(r.bytesSent)) p.sent += r.bytesSent;
     if (r.bytesRecv > 0 && Number.isFinite(r.bytesRecv)) p.received += r.bytesRecv;
+    // one access-log line per connection; its record is built only when it will be written
+    if (!this.#log.enabled('info')) return;
     const l = r.labels;
     this.#log.info('connection complete', {
       'src.addr': r.srcAddr,

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { Backoff, Drain, ConfigError, MeshError, isMeshError, logger, setLogSink, enableTrace } from '../../../src/core/index.js';
+import { Backoff, Drain, ConfigError, MeshError, isMeshError, logger, setLogSink, setLogLevel, enableTrace } from '../../../src/core/index.js';
 
 test('backoff grows by the factor, stays under the cap, and resets', (t) => {
   const b = new Backoff({ initialMs: 10, maxMs: 100, factor: 2, jitter: 0, random: () => 0.5 });
@@ -70,4 +70,23 @@ test('logger writes one JSON object per line and gates trace by scope', (t) => {
   const first = JSON.parse(lines[0]!);
   t.like(first, { level: 'info', scope: 'pool', msg: 'opened', peer: 'a', err: 'boom' });
   t.is(JSON.parse(lines[1]!).msg, 'shown');
+});
+
+test.serial('logger.enabled follows the level: what it says is dropped is dropped', (t) => {
+  const lines: string[] = [];
+  const prev = setLogSink((l) => lines.push(l));
+  const log = logger('gate');
+  try {
+    setLogLevel('warn');
+    t.false(log.enabled('info'));
+    t.true(log.enabled('warn'));
+    log.info('dropped');
+    log.warn('kept');
+    setLogLevel('info');
+    t.true(log.enabled('info'));
+  } finally {
+    setLogLevel('info');
+    setLogSink(prev);
+  }
+  t.deepEqual(lines.map((l) => (JSON.parse(l) as { msg: string }).msg), ['kept']);
 });
