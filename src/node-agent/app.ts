@@ -19,9 +19,8 @@ import { ConnectionRegistry } from './connections.js';
 import type { NativeApi, NetnsHandle } from './deps.js';
 import { AgentEngine } from './engine-adapter.js';
 import { Enrolment } from './enrolment.js';
-import { createHboneListener, createTunnelOpener } from './hbone-adapter.js';
 import { defaultNetnsCandidates, findNetnsByIp } from './netns-scan.js';
-import { DEFAULT_POD_PORTS, PodProxy, type HboneListenerFactory, type PodPorts, type TunnelOpener } from './pod-proxy.js';
+import { DEFAULT_POD_PORTS, PodProxy, type PodPorts } from './pod-proxy.js';
 import { AgentTelemetry } from './telemetry.js';
 
 const log = logger('node-agent');
@@ -88,16 +87,9 @@ export interface AgentOptions {
   native?: NativeApi;
   control?: ControlChannel;
   certs?: AgentCerts;
-  tunnels?: TunnelOpener & { close?(): Promise<void> };
-  hboneListener?: HboneListenerFactory;
   /** netns paths to scan for running pods; default /var/run/netns/* and /proc/<pid>/ns/net */
   netnsCandidates?: () => Promise<string[]>;
   random?: () => number;
-  /**
-   * Who carries 15001/15008 traffic: 'engine' (the addon's native data path; the default with the
-   * real addon) or 'node' (Node's TLS and HTTP/2; the default when `native` is injected).
-   */
-  dataPath?: 'engine' | 'node';
 }
 
 export interface EnrollRequest {
@@ -150,13 +142,10 @@ export function createAgent(o: AgentOptions): Agent {
     url: o.controlUrl, token: o.token, node: o.node, role: 'agent', ...(o.controlCaPem ? { caPem: o.controlCaPem } : {}),
   });
   const certs: AgentCerts = o.certs ?? new CertManager({ request: (csr, id) => control.requestCertificate(csr, id) });
-  const tunnels = o.tunnels ?? createTunnelOpener();
-  const hboneListener = o.hboneListener ?? createHboneListener;
   const telemetry = new AgentTelemetry();
   const connections = new ConnectionRegistry();
-  const engine = (o.dataPath ?? (o.native ? 'node' : 'engine')) === 'engine'
-    ? new AgentEngine({ telemetry, connections, engine: { ...(o.connectTimeoutMs ? { connectTimeoutMs: o.connectTimeoutMs } : {}) } })
-    : undefined;
+  // the addon's engine carries every 15001/15008 connection (HBONE is never terminated in Node)
+  const engine = new AgentEngine({ telemetry, connections, engine: { ...(o.connectTimeoutMs ? { connectTimeoutMs: o.connectTimeoutMs } : {}) } });
   const socketPath = join(o.stateDir, 'agent.sock');
   const candidates = o.netnsCandidates ?? defaultNetnsCandidates;
   const selfNetns = netnsIdOf('/proc/self/ns/net');
@@ -188,8 +177,8 @@ export function createAgent(o: AgentOptions): Agent {
       return found?.path;
     },
     createProxy: (pod) => new PodProxy({
-      native, snapshot: () => control.snapshot, cert: (id) => certs.peek(id), fetchCert: (id) => certs.get(id), tunnels, hboneListener, telemetry, connections,
-      ...(engine ? { engine } : {}), trustDomain, ports: podPorts, ...(o.certWaitMs !== undefined ? { certWaitMs: o.certWaitMs } : {}), ...(o.connectTimeoutMs ? { connectTimeoutMs: o.connectTimeoutMs } : {}),
+      native, snapshot: () => control.snapshot, cert: (id) => certs.peek(id), fetchCert: (id) => certs.get(id), telemetry, connections,
+      engine, trustDomain, ports: podPorts, ...(o.certWaitMs !== undefined ? { certWaitMs: o.certWaitMs } : {}), ...(o.connectTimeoutMs ? { connectTimeoutMs: o.connectTimeoutMs } : {}),
       ...(o.random ? { random: o.random } : {}),
     }, pod),
     trackIdentity: (id) => { certs.track(id); },
@@ -247,7 +236,7 @@ export function createAgent(o: AgentOptions): Agent {
       failed: Object.fromEntries(enrolment.failures),
       connections: connections.size,
       // the native data path: flows it carries, HBONE sessions, listeners
-      ...(engine ? { engine: engine.stats() } : {}),
+      engine: engine.stats(),
       certificates: certList,
     };
   };
@@ -295,9 +284,8 @@ export function createAgent(o: AgentOptions): Agent {
         clearInterval(retryTimer);
         await cni.close();
         await enrolment.stop(deadlineMs);
-        engine?.destroy();
+        engine.destroy();
         await Promise.all(servers.splice(0).map(closeHttp));
-        await tunnels.close?.();
         await control.close();
         certs.close();
         log.info('agent stopped', { node: o.node });

@@ -59,12 +59,7 @@ export function agentSettings(env: Readonly<Record<string, string | undefined>>,
   const admin = num(env, 'AMBIT_ADMIN_PORT');
   const metrics = num(env, 'AMBIT_METRICS_PORT');
   const readiness = num(env, 'AMBIT_READINESS_PORT');
-  const dataPath = env.AMBIT_DATA_PATH;
-  if (dataPath !== undefined && dataPath !== '' && dataPath !== 'engine' && dataPath !== 'node') {
-    throw new MeshError('AMBIT_CONFIG_INVALID', `AMBIT_DATA_PATH: must be "engine" or "node", got ${JSON.stringify(dataPath.slice(0, 40))}`);
-  }
   return {
-    ...(dataPath === 'engine' || dataPath === 'node' ? { dataPath } : {}),
     ...flags,
     node,
     controlUrl,

@@ -18,8 +18,8 @@ import type { ConnectionRegistry, TrackedConnection } from './connections.js';
 import { clientTag, FlowRecord, InboundFlowRecord, type AgentEngine, type FlowOwner, type InboundTarget, type OutboundPlan } from './engine-adapter.js';
 import type { NetnsHandle, NetnsSockets } from './deps.js';
 import { connectHeaders, forwardedHost } from './headers.js';
-import { RELAY_BUFFER_BYTES, coalesceWrites, relay } from './relay.js';
-import { buildOutboundRequest, formatAddr, spiffeIdOf, type OutboundRequest, type RouteOptions, type SocketAddr } from './route.js';
+import { RELAY_BUFFER_BYTES, relay } from './relay.js';
+import { buildOutboundRequest, formatAddr, spiffeIdOf, type RouteOptions, type SocketAddr } from './route.js';
 import { connectionLabels, type AgentTelemetry, type ConnectionDescription, type ResponseFlag } from './telemetry.js';
 
 export interface PodPorts {
@@ -33,53 +33,6 @@ export interface PodPorts {
 
 export const DEFAULT_POD_PORTS: PodPorts = Object.freeze({ outbound: 15001, inboundPlain: 15006, hbone: 15008 });
 
-/** Opens an HBONE CONNECT stream (the hbone client pool, adapted by app.ts). */
-export interface TunnelOpener {
-  open(o: {
-    source: CertBundle;
-    expected: readonly Identity[];
-    address: SocketAddr;
-    authority: string;
-    headers: Record<string, string>;
-    /** dials the TCP connection to `address` from inside the pod netns, marked */
-    connect: () => Promise<Socket>;
-    /** where connections come from (the source pod): part of the pool key */
-    sourceKey: string;
-  }): Promise<Duplex>;
-}
-
-/** What the HBONE server hands the pod proxy for one CONNECT stream (after mTLS). */
-export interface HboneInboundRequest {
-  authority: string;
-  /** request headers, telemetry only */
-  headers: Readonly<Record<string, string | undefined>>;
-  /** verified peer identity from the client certificate */
-  peer: Identity;
-  remote: SocketAddr;
-  local: SocketAddr;
-}
-
-/** How a finished tunnel went, as the HBONE server reports it. */
-export interface TunnelEnd { bytesIn: number; bytesOut: number; error?: string }
-
-/** 200: the server answers and copies bytes between the stream and `upstream`, then calls `onClose`. */
-export type HboneInboundResult =
-  | { status: 400 | 401 | 403 | 503; reason: string }
-  | { status: 200; upstream: Duplex; onClose: (end: TunnelEnd) => void };
-
-/** A per-pod HBONE listener (the hbone server, adapted by app.ts). */
-export interface HboneListener {
-  listen(fd: number): Promise<void>;
-  close(deadlineMs: number): Promise<void>;
-}
-
-export type HboneListenerFactory = (o: {
-  /** the pod's current certificate; undefined = refuse the handshake (fail closed) */
-  cert: () => CertBundle | undefined;
-  trustDomain: string;
-  onConnect: (req: HboneInboundRequest) => Promise<HboneInboundResult>;
-}) => HboneListener;
-
 /** What every pod proxy of an agent shares. Narrow: no model writers, no CA. */
 export interface ProxyContext {
   native: NetnsSockets;
@@ -90,13 +43,8 @@ export interface ProxyContext {
   fetchCert?(id: Identity): Promise<CertBundle>;
   /** how long start waits for the first certificate, ms; default 5_000 (then starts without: fail closed) */
   certWaitMs?: number;
-  tunnels: TunnelOpener;
-  hboneListener: HboneListenerFactory;
-  /**
-   * The native data path: when set it carries 15001 and 15008 (the Node path, `tunnels` and
-   * `hboneListener`, is then unused); 15006 stays in Node either way.
-   */
-  engine?: AgentEngine;
+  /** the addon's data-path engine: it carries 15001 and 15008; 15006 stays in Node */
+  engine: AgentEngine;
   telemetry: AgentTelemetry;
   connections: ConnectionRegistry;
   trustDomain: string;
@@ -168,12 +116,6 @@ function knownServiceHost(snap: Snapshot, forwarded: string | undefined): string
   return ns !== undefined && snap.service(serviceKey({ namespace: ns, hostname: host })) !== undefined ? host : undefined;
 }
 
-function flagFor(e: unknown): ResponseFlag {
-  const m = errorMessage(e);
-  if (/certificate|identity|tls|handshake|ssl/i.test(m)) return 'TLS_FAILURE';
-  return 'CONNECT';
-}
-
 /** CONNECT headers as the engine takes them: "name\0value\0...". */
 function joinHeaders(h: Record<string, string>): string {
   let out = '';
@@ -185,7 +127,6 @@ export class PodProxy implements FlowOwner {
   readonly pod: PodInfo;
   readonly #ctx: ProxyContext;
   readonly #servers: Server[] = [];
-  #hbone: HboneListener | undefined;
   readonly #drain = new Drain();
   /** every relay of this pod, inbound and outbound: destroyed at the drain deadline */
   readonly #live = new Set<{ destroy(reason?: string): void }>();
@@ -232,29 +173,15 @@ export class PodProxy implements FlowOwner {
     const open = (port: number) => native.listenInNetns(this.pod.netns, { address: family, port, mark: AGENT_MARK, reusePort: true, transparent: true, backlog: 511 });
     try {
       const engine = this.#ctx.engine;
-      if (engine) {
-        this.#engineIds.push(engine.listenOutbound(open(ports.outbound), this.pod.netns, AGENT_MARK, {
-          outbound: (fid, dip, dport, pip, pport) => this.#engineOutbound(engine, fid, dip, dport, pip, pport),
-        }));
-        await this.#serve(open(ports.inboundPlain), (s) => this.#onInboundPlain(s));
-        await this.#waitForCert();
-        this.#engineIds.push(engine.listenHbone(open(ports.hbone), this.pod.netns, AGENT_MARK, this.#ctx.trustDomain, {
-          context: () => this.#engineContext(engine),
-          inbound: (fid, peer, authority, fwd, rip, rport, lip, lport) => this.#engineInbound(engine, fid, peer, authority, fwd, rip, rport, lip, lport),
-        }));
-        this.#started = true;
-        return;
-      }
-      await this.#serve(open(ports.outbound), (s) => this.#onOutbound(s));
+      this.#engineIds.push(engine.listenOutbound(open(ports.outbound), this.pod.netns, AGENT_MARK, {
+        outbound: (fid, dip, dport, pip, pport) => this.#engineOutbound(engine, fid, dip, dport, pip, pport),
+      }));
       await this.#serve(open(ports.inboundPlain), (s) => this.#onInboundPlain(s));
       await this.#waitForCert();
-      const hbone = this.#ctx.hboneListener({
-        cert: () => this.#ctx.cert(this.#identity()),
-        trustDomain: this.#ctx.trustDomain,
-        onConnect: (req) => this.#onHbone(req),
-      });
-      await hbone.listen(open(ports.hbone));
-      this.#hbone = hbone;
+      this.#engineIds.push(engine.listenHbone(open(ports.hbone), this.pod.netns, AGENT_MARK, this.#ctx.trustDomain, {
+        context: () => this.#engineContext(engine),
+        inbound: (fid, peer, authority, fwd, rip, rport, lip, lport) => this.#engineInbound(engine, fid, peer, authority, fwd, rip, rport, lip, lport),
+      }));
     } catch (e) {
       await this.stop(0);
       throw new MeshError('AMBIT_NETNS', `pod ${this.pod.namespace}/${this.pod.name}: cannot open listeners: ${errorMessage(e)}`, { cause: e });
@@ -297,95 +224,15 @@ export class PodProxy implements FlowOwner {
   async stop(deadlineMs: number): Promise<void> {
     this.#started = false;
     const closing = this.#servers.splice(0).map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
-    const hbone = this.#hbone;
-    this.#hbone = undefined;
-    const hboneClosed = hbone ? hbone.close(deadlineMs) : Promise.resolve();
     const engine = this.#ctx.engine;
     const engineIds = this.#engineIds.splice(0);
-    if (engine) {
-      for (const id of engineIds) engine.unlisten(id);
-      if (this.#engineOpen > 0) this.#drain.track(new Promise<void>((resolve) => { this.#engineIdle = resolve; }));
-    }
+    for (const id of engineIds) engine.unlisten(id);
+    if (this.#engineOpen > 0) this.#drain.track(new Promise<void>((resolve) => { this.#engineIdle = resolve; }));
     await this.#drain.start(deadlineMs, () => {
       for (const r of [...this.#live]) r.destroy('drain deadline');
-      if (engine) for (const id of engineIds) engine.closeFlows(id, 'drain deadline');
+      for (const id of engineIds) engine.closeFlows(id, 'drain deadline');
     });
-    await Promise.all([...closing, hboneClosed]);
-  }
-
-  // === outbound (15001) ===
-
-  #onOutbound(app: Socket): void {
-    app.on('error', () => { /* reported through the relay or the refusal */ });
-    const started = Date.now();
-    const { native } = this.#ctx;
-    let dst: SocketAddr;
-    let peer: SocketAddr;
-    try {
-      const o = native.originalDst(native.socketFd(app));
-      dst = { ip: stripMapped(o.address), port: o.port };
-      // The addon reads the peer in the same call; Node's remoteAddress getter is a second,
-      // dearer round (a visible share of the client agent's CPU per connection).
-      peer = o.peer ? { ip: stripMapped(o.peer.address), port: o.peer.port } : { ip: stripMapped(app.remoteAddress), port: app.remotePort ?? 0 };
-    } catch (e) {
-      log.warn('outbound: no original destination', { pod: this.pod.name, error: errorMessage(e) });
-      app.resetAndDestroy();
-      return;
-    }
-    const src = this.workload();
-    const srcAddr = formatAddr(peer.ip, peer.port);
-    if (!src) {
-      this.#refuse(app, started, 'outbound', srcAddr, formatAddr(dst.ip, dst.port), { reporter: 'source', mtls: false, responseFlags: 'DENY' }, 'pod unknown to the mesh');
-      return;
-    }
-    const req = buildOutboundRequest(this.#ctx.snapshot(), src, dst, this.#route);
-    const desc: ConnectionDescription = {
-      reporter: 'source', source: src, sourcePrincipal: spiffeIdOf(src), destination: req.destWorkload, service: req.service,
-      mtls: req.kind === 'hbone',
-    };
-    if (req.kind === 'deny') {
-      this.#refuse(app, started, 'outbound', srcAddr, formatAddr(dst.ip, dst.port), { ...desc, responseFlags: req.reason.startsWith('no healthy') ? 'NO_HEALTHY_UPSTREAM' : 'DENY' }, req.reason);
-      return;
-    }
-    this.#drain.track(this.#outbound(app, src, req, desc, started, srcAddr, dst, peer));
-  }
-
-  async #outbound(app: Socket, src: Workload, req: OutboundRequest, desc: ConnectionDescription, started: number, srcAddr: string, dst: SocketAddr,
-    peer: SocketAddr): Promise<void> {
-    const dstAddr = formatAddr(dst.ip, dst.port);
-    let upstream: Duplex;
-    try {
-      if (req.kind === 'hbone') {
-        const cert = this.#ctx.cert(identityOf(src));
-        // Fail closed: without our certificate mesh traffic is refused, never sent in plaintext.
-        if (!cert) throw new MeshError('AMBIT_CERT_INVALID', `no valid certificate for ${spiffeIdOf(src)}`);
-        upstream = await this.#ctx.tunnels.open({
-          source: cert,
-          expected: req.expectedIdentities.map(expectedIdentity),
-          address: req.address,
-          authority: req.authority,
-          headers: connectHeaders(src, peer.ip, peer.port, req.service),
-          connect: () => this.#dial(req.address),
-          sourceKey: this.pod.uid,
-        });
-      } else {
-        upstream = await this.#dial(req.address);
-      }
-    } catch (e) {
-      this.#refuse(app, started, 'outbound', srcAddr, dstAddr, { ...desc, responseFlags: flagFor(e) }, errorMessage(e), req.kind === 'hbone' ? formatAddr(req.address.ip, req.address.port) : undefined);
-      return;
-    }
-    if (app.destroyed) { upstream.destroy(); return; }
-    const labels = connectionLabels(desc);
-    this.#ctx.telemetry.opened(labels);
-    const r = relay(app, upstream);
-    this.#live.add(r);
-    const res = await r.done;
-    this.#live.delete(r);
-    this.#ctx.telemetry.closed({
-      direction: 'outbound', srcAddr, dstAddr, hboneAddr: req.kind === 'hbone' ? formatAddr(req.address.ip, req.address.port) : undefined,
-      labels, bytesRecv: res.fromApp, bytesSent: res.toApp, durationMs: Date.now() - started, error: res.error,
-    }, true);
+    await Promise.all(closing);
   }
 
   /** A TCP connection from inside the pod netns, marked so capture leaves it alone. */
@@ -490,73 +337,6 @@ export class PodProxy implements FlowOwner {
       direction: 'inbound', srcAddr: c.srcAddr, dstAddr: c.dstAddr, labels,
       bytesRecv: res.toApp, bytesSent: res.fromApp, durationMs: Date.now() - c.started, error: res.error,
     }, true);
-  }
-
-  // === inbound HBONE (15008) ===
-
-  async #onHbone(req: HboneInboundRequest): Promise<HboneInboundResult> {
-    const started = Date.now();
-    const srcIp = stripMapped(req.remote.ip);
-    const srcAddr = formatAddr(srcIp, req.remote.port);
-    const snap = this.#ctx.snapshot();
-    const w = this.workload();
-    const peerId = `spiffe://${req.peer.trustDomain}/ns/${req.peer.namespace}/sa/${req.peer.serviceAccount}`;
-    // Telemetry may name the source workload only when its address and identity agree.
-    const byIp = snap.workloadByIp(srcIp);
-    const source = byIp && spiffeIdOf(byIp) === peerId ? byIp : undefined;
-    const desc: ConnectionDescription = {
-      reporter: 'destination', source, sourcePrincipal: peerId, destination: w, mtls: true,
-      serviceHost: knownServiceHost(snap, req.headers.forwarded),
-    };
-    const target = parseAuthority(req.authority);
-    const dstAddr = target ? formatAddr(target.ip, target.port) : req.authority.slice(0, 64);
-    const fail = (status: 400 | 401 | 503, reason: string, flag: ResponseFlag): HboneInboundResult => {
-      log.debug('hbone refused', { pod: this.pod.name, status, reason, peer: peerId });
-      this.#ctx.telemetry.closed({ direction: 'inbound', srcAddr, dstAddr, labels: connectionLabels({ ...desc, responseFlags: flag }), bytesRecv: 0, bytesSent: 0, durationMs: Date.now() - started, error: reason }, false);
-      return { status, reason };
-    };
-    if (this.#drain.draining) return fail(503, 'draining', 'CONNECT');
-    if (!target) return fail(400, `bad authority ${JSON.stringify(req.authority.slice(0, 64))}`, 'CONNECT');
-    // The target is never chosen by the client beyond its port: it must be this pod's address,
-    // and the one the connection arrived on.
-    const local = stripMapped(req.local.ip);
-    if (target.ip !== local) return fail(400, `ip mismatch: authority ${target.ip}, connection arrived on ${local}`, 'CONNECT');
-    const bad = this.#checkTarget(target);
-    if (bad) return fail(400, bad, 'CONNECT');
-    if (!w) return fail(503, 'pod unknown to the mesh', 'CONNECT');
-    const decision = evaluateL4(snap.policiesFor(w), { srcIdentity: req.peer, srcIp, dstIp: target.ip, dstPort: target.port });
-    if (!decision.allowed) return fail(401, `policy: ${decision.reason}`, 'DENY');
-    let appSide: Socket;
-    try {
-      appSide = await this.#dial(target, this.pod.spoof ? srcIp : undefined);
-    } catch (e) {
-      return fail(503, `upstream connect failed: ${errorMessage(e)}`, 'CONNECT');
-    }
-    // hbone copies into this socket chunk by chunk (one per TLS record): batch them per tick
-    coalesceWrites(appSide);
-    const labels = connectionLabels(desc);
-    this.#ctx.telemetry.opened(labels);
-    const cut = { destroy: (reason?: string) => { appSide.destroy(reason ? new Error(reason) : undefined); } };
-    this.#live.add(cut);
-    const tracked = this.#ctx.connections.add({
-      direction: 'inbound', podUid: this.pod.uid, srcIdentity: req.peer, srcIp, srcPort: req.remote.port,
-      dstIp: target.ip, dstPort: target.port, close: (reason) => cut.destroy(reason),
-    });
-    let finished!: () => void;
-    this.#drain.track(new Promise<void>((resolve) => { finished = resolve; }));
-    return {
-      status: 200,
-      upstream: appSide,
-      onClose: (end) => {
-        this.#live.delete(cut);
-        this.#ctx.connections.remove(tracked);
-        this.#ctx.telemetry.closed({
-          direction: 'inbound', srcAddr, dstAddr, hboneAddr: formatAddr(local, this.#ctx.ports.hbone), labels,
-          bytesRecv: end.bytesIn, bytesSent: end.bytesOut, durationMs: Date.now() - started, error: end.error,
-        }, true);
-        finished();
-      },
-    };
   }
 
   // === the native data path (15001, 15008 carried by the engine) ===

@@ -7,8 +7,8 @@ import test from 'ava';
 import { Socket } from 'node:net';
 import type { Pod } from '../../src/local/index.js';
 import * as native from '../../src/native/index.js';
-import { createTunnelOpener } from '../../src/node-agent/hbone-adapter.js';
 import type { Authorization } from '../../src/model/index.js';
+import { hboneConnect } from '../helpers/hbone-peer.js';
 import { captureUnderlay } from '../helpers/pcap.js';
 import { createMesh, type Mesh } from '../helpers/mesh.js';
 import { makeForeignPki } from '../helpers/pki.js';
@@ -156,27 +156,20 @@ serial('a DENY applied to an open HBONE connection closes it', async (t) => {
   await mesh.setPolicies([]);
 });
 
-/** An HBONE client run from the test process, dialing from inside the unenrolled pod's netns. */
+/** An HBONE client run from the test process (node:http2), dialing from inside the unenrolled pod's netns. */
 async function directConnect(o: { certFor?: 'mesh' | 'foreign'; expect?: string; authority: string; headers?: Record<string, string> }): Promise<string> {
   const pki = o.certFor === 'foreign' ? makeForeignPki() : mesh.control.pki;
   const source = await pki.issue(pki.id('default', 'tester'));
-  const tunnels = createTunnelOpener();
   try {
-    const s = await tunnels.open({
-      source,
+    const socket = new Socket({ fd: await native.connectInNetns(legacy.netnsPath, { address: v1.ip, port: 15008 }), readable: true, writable: true });
+    const s = await hboneConnect({
+      socket, source, authority: o.authority, headers: o.headers ?? {},
       expected: [{ trustDomain: 'cluster.local', namespace: 'default', serviceAccount: o.expect ?? 'echo' }],
-      address: { ip: v1.ip, port: 15008 },
-      authority: o.authority,
-      headers: o.headers ?? {},
-      connect: async () => new Socket({ fd: await native.connectInNetns(legacy.netnsPath, { address: v1.ip, port: 15008 }), readable: true, writable: true }),
-      sourceKey: 'test',
     });
-    s.destroy();
-    return 'ok';
+    s.close();
+    return s.status === 200 ? 'ok' : `status ${s.status}`;
   } catch (e) {
     return (e as Error).message;
-  } finally {
-    await tunnels.close();
   }
 }
 
@@ -186,7 +179,7 @@ serial('HBONE server: CONNECT to another IP or to an agent port is refused with 
   t.regex(await directConnect({ authority: `${v1.ip}:15006` }), /status 400/);
   t.regex(await directConnect({ authority: `${v1.ip}:15008` }), /status 400/);
   // A malformed authority never leaves the client (the server's 400 for one on the wire is covered
-  // by test/integration/hbone.test.ts with a raw HTTP/2 client).
+  // by test/native/engine.test.ts with a raw HTTP/2 client).
   t.regex(await directConnect({ authority: 'not-an-address' }), /hbone authority "not-an-address"/);
 });
 

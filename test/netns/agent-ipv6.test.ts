@@ -43,7 +43,7 @@ function v6Bytes(ip: string): Buffer {
 test.before(async () => {
   if (!root) return;
   // the engine's data path (the default), named so a change of default does not move this test to the Node path
-  mesh = await createMesh(undefined, { nodes: 2, ipv6: true, agent: { dataPath: 'engine' } });
+  mesh = await createMesh(undefined, { nodes: 2, ipv6: true });
   client = await mesh.pod({ name: 'client', node: 'node-1', ambient: true });
   legacy = await mesh.pod({ name: 'legacy', node: 'node-1' });
   server = await mesh.pod({ name: 'echo', node: 'node-2', ambient: true, labels: { app: 'echo' }, serviceAccount: 'echo' });
