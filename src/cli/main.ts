@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * The `ambit` command. Entry point: parses arguments, owns the process (signals, exit code) and
- * prints errors as one line naming what is wrong. Exit codes: 0 ok, 1 error, 2 not implemented.
+ * prints errors as one line naming what is wrong. Exit codes: 0 ok, 1 error.
  */
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
@@ -13,15 +13,7 @@ import { agentCommand, agentOptions, cniCommand, controlCommand, controlOptions 
 import { resolveDir } from './state-file.js';
 import { runUp, selfCommand } from './up.js';
 import { packageVersion } from './version.js';
-
-const NOT_IMPLEMENTED = 2;
-
-function notYet(name: string): () => void {
-  return () => {
-    process.stderr.write(`ambit ${name}: not implemented yet (the ${name} program has not landed; see README)\n`);
-    process.exitCode = NOT_IMPLEMENTED;
-  };
-}
+import { waypointCommand, waypointRunOptions } from './waypoint.js';
 
 /**
  * Runs a long-lived program to its end and exits: once it has stopped (or failed to start),
@@ -85,7 +77,8 @@ async function main(argv: string[]): Promise<void> {
       (y) => controlOptions(y), (a) => runProgram(() => controlCommand(a)))
     .command('agent', 'run the node agent of one node (until SIGTERM/SIGINT, then drain)',
       (y) => agentOptions(y), (a) => runProgram(() => agentCommand(a)))
-    .command('waypoint', 'run a waypoint proxy (not available yet)', (y) => y, notYet('waypoint'))
+    .command('waypoint', 'run a waypoint (the L7 proxy of the services bound to it), until SIGTERM/SIGINT, then drain',
+      (y) => waypointRunOptions(y), (a) => runProgram(() => waypointCommand(a)))
     .command('cni', 'the CNI plugin: CNI_COMMAND etc. in the environment, network configuration on stdin, result on stdout',
       (y) => y, () => cniCommand())
     .demandCommand(1, 'give a command; see --help')

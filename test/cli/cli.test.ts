@@ -50,10 +50,13 @@ test('--version prints the package version', async (t) => {
   t.is(r.stdout.trim(), pkg.version);
 });
 
-test('waypoint is not wired yet: it says so and exits 2', async (t) => {
-  const r = await cli(['waypoint']);
-  t.is(r.code, 2);
-  t.regex(r.stderr, /ambit waypoint: not implemented yet/);
+test('waypoint: a missing name is named in one line and exits 1; --help lists its options', async (t) => {
+  const r = await cli(['waypoint'], { env: { AMBIT_WAYPOINT_NAME: '' } });
+  t.is(r.code, 1);
+  t.regex(r.stderr, /waypoint: name "" missing or not a DNS label \(--name or AMBIT_WAYPOINT_NAME\)/);
+  const help = await cli(['waypoint', '--help']);
+  t.is(help.code, 0, help.stderr);
+  for (const o of ['--name', '--namespace', '--netns', '--control-url', '--hbone-port', '--metrics-port', '--readiness-port']) t.true(help.stdout.includes(o), `waypoint --help lacks ${o}`);
 });
 
 test('control and agent --help list their options', async (t) => {

@@ -1,0 +1,41 @@
+/**
+ * The waypoint's HTTP side doors (the same shape as the agent's; programs do not share code): admin (`/config_dump`, on 127.0.0.1 only), Prometheus
+ * (`/metrics`, `/stats/prometheus`) and readiness (`/healthz/ready`). Separate listeners, so a
+ * scrape never queues behind a config dump and a readiness probe never waits on either.
+ * Certificates appear with identity and validity only: never keys.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { errorMessage } from '../core/index.js';
+
+export type Route = (req: IncomingMessage) => Promise<{ status: number; type: string; body: string }> | { status: number; type: string; body: string };
+
+export async function serveHttp(host: string, port: number, routes: Record<string, Route>): Promise<{ server: Server; port: number }> {
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? '/').split('?')[0]!;
+    const route = routes[path];
+    if (req.method !== 'GET' || !route) {
+      res.writeHead(req.method !== 'GET' ? 405 : 404, { 'content-type': 'text/plain' }).end(req.method !== 'GET' ? 'method not allowed\n' : 'not found\n');
+      return;
+    }
+    Promise.resolve().then(() => route(req)).then(
+      (r) => { res.writeHead(r.status, { 'content-type': r.type }).end(r.body); },
+      (e: unknown) => { res.writeHead(500, { 'content-type': 'text/plain' }).end(errorMessage(e) + '\n'); },
+    );
+  });
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  server.maxHeadersCount = 64;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => { server.off('error', reject); resolve(); });
+  });
+  return { server, port: (server.address() as AddressInfo).port };
+}
+
+export function closeHttp(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}

@@ -1,0 +1,176 @@
+/**
+ * The waypoint's HTTP layer on loopback (plain sockets stand in for HBONE streams; see
+ * test/helpers/waypoint-harness.ts): HTTP/1.1 keep-alive and pipelining, header hygiene and
+ * limits, trace headers, route-to-self load balancing, h2c with trailers, Upgrade pass-through,
+ * refusal of unbound destinations, connect failures, and Istio's request metrics.
+ */
+import test from 'ava';
+import { createServer, request, type IncomingMessage, type Server } from 'node:http';
+import { connect as h2connect, createServer as createH2Server, type Http2Server } from 'node:http2';
+import { connect as netConnect, type AddressInfo } from 'node:net';
+import { setLogLevel } from '../../src/core/index.js';
+import { CLIENT_ID, harness } from '../helpers/waypoint-harness.js';
+
+setLogLevel('warn');
+
+interface Seen { name: string; method: string; url: string; headers: Record<string, string | string[] | undefined>; body: string }
+
+function backend(name: string): Promise<{ server: Server; port: number; seen: Seen[] }> {
+  const seen: Seen[] = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d: Buffer) => { body += d.toString(); });
+    req.on('end', () => {
+      seen.push({ name, method: req.method ?? '', url: req.url ?? '', headers: req.headers, body });
+      const status = Number(new URL(req.url ?? '/', 'http://x').searchParams.get('status') ?? 200);
+      res.writeHead(status, { 'content-type': 'application/json', connection: 'x-private', 'x-private': 'hop', 'x-from': name });
+      res.end(JSON.stringify({ name, body }));
+    });
+  });
+  server.on('upgrade', (req: IncomingMessage, socket) => {
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nupgrade: ${req.headers.upgrade}\r\nconnection: Upgrade\r\nx-from: ${name}\r\n\r\n`);
+    socket.on('data', (d: Buffer) => socket.write(`${name}:${d.toString()}`));
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ server, port: (server.address() as AddressInfo).port, seen })));
+}
+
+function get(port: number, path: string, headers: Record<string, string> = {}, agent?: import('node:http').Agent): Promise<{ status: number; headers: IncomingMessage['headers']; body: string }> {
+  return new Promise((resolve, reject) => {
+    const r = request({ host: '127.0.0.1', port, path, headers: { host: 'echo', ...headers }, ...(agent ? { agent } : {}) }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => { body += d.toString(); });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+    });
+    r.on('error', reject);
+    r.end();
+  });
+}
+
+test('HTTP/1.1 through the waypoint: keep-alive, hygiene, trace headers, both endpoints, metrics', async (t) => {
+  const [a, b] = await Promise.all([backend('a'), backend('b')]);
+  const h = await harness({ endpoints: [{ name: 'echo-a', ip: '10.244.1.3', port: a.port }, { name: 'echo-b', ip: '10.244.2.2', port: b.port }] });
+  t.teardown(async () => { await h.close(); a.server.close(); b.server.close(); });
+  const port = await h.port('10.96.0.10:80');
+  const { Agent } = await import('node:http');
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(() => agent.destroy());
+  const r1 = await get(port, '/one?x=1', {
+    'x-envoy-original-path': '/forged', 'x-forwarded-client-cert': 'By=forged', 'x-ambit-thing': 'forged', connection: 'x-secret', 'x-secret': 's',
+    traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+  }, agent);
+  const r2 = await get(port, '/two', {}, agent);
+  t.is(r1.status, 200);
+  t.is(r2.status, 200);
+  // round robin over the two endpoints
+  t.deepEqual([JSON.parse(r1.body).name, JSON.parse(r2.body).name].sort(), ['a', 'b']);
+  // response hop-by-hop fields (and the ones `Connection` names) do not reach the client
+  t.is(r1.headers['x-private'], undefined);
+  const seen = [...a.seen, ...b.seen].sort((x, y) => x.url.localeCompare(y.url));
+  const one = seen.find((s) => s.url === '/one?x=1')!;
+  t.truthy(one);
+  t.is(one.headers['x-envoy-original-path'], undefined);
+  t.is(one.headers['x-ambit-thing'], undefined);
+  t.is(one.headers['x-secret'], undefined);
+  t.is(one.headers['x-forwarded-client-cert'], `By=spiffe://cluster.local/ns/default/sa/waypoint;URI=${CLIENT_ID}`);
+  t.is(one.headers.host, 'echo');
+  t.regex(String(one.headers['x-request-id']), /^[0-9a-f-]{36}$/);
+  // same trace, new span; the caller's span is the parent
+  const tp = String(one.headers.traceparent).split('-');
+  t.is(tp[1], '0af7651916cd43dd8448eb211c80319c');
+  t.not(tp[2], 'b7ad6b7169203331');
+  t.is(one.headers['x-b3-parentspanid'], 'b7ad6b7169203331');
+  t.is(one.headers['x-b3-spanid'], tp[2]);
+  // keep-alive: one downstream connection carried both
+  t.is(h.proxy.openConnections, 1);
+  const m = await h.telemetry.metrics();
+  t.regex(m, /istio_requests_total\{reporter="waypoint",source_workload="client",.*source_principal="spiffe:\/\/cluster.local\/ns\/default\/sa\/client".*destination_service="echo.default.svc.cluster.local".*request_protocol="http",response_code="200",grpc_response_status="",response_flags="-",connection_security_policy="mutual_tls"\} 1/);
+  t.regex(m, /istio_request_duration_milliseconds_bucket\{le="\+Inf",reporter="waypoint"/);
+});
+
+test('pipelined HTTP/1.1 requests are answered in order', async (t) => {
+  const a = await backend('a');
+  const h = await harness({ endpoints: [{ name: 'echo-a', ip: '10.244.1.3', port: a.port }] });
+  t.teardown(async () => { await h.close(); a.server.close(); });
+  const port = await h.port('10.96.0.10:80');
+  const s = netConnect({ host: '127.0.0.1', port });
+  s.write('GET /p1 HTTP/1.1\r\nhost: echo\r\n\r\nGET /p2 HTTP/1.1\r\nhost: echo\r\n\r\nGET /p3 HTTP/1.1\r\nhost: echo\r\nconnection: close\r\n\r\n');
+  let out = '';
+  s.on('data', (d: Buffer) => { out += d.toString(); });
+  await new Promise((r) => s.once('close', r));
+  t.is(out.match(/HTTP\/1\.1 200/g)?.length, 3);
+  t.deepEqual(a.seen.map((x) => x.url), ['/p1', '/p2', '/p3']);
+});
+
+test('too many request headers: 431, nothing forwarded', async (t) => {
+  const a = await backend('a');
+  const h = await harness({ endpoints: [{ name: 'echo-a', ip: '10.244.1.3', port: a.port }], limits: { headers: { maxCount: 20, maxBytes: 60 * 1024 } } });
+  t.teardown(async () => { await h.close(); a.server.close(); });
+  const port = await h.port('10.96.0.10:80');
+  const many: Record<string, string> = {};
+  for (let i = 0; i < 30; i++) many[`x-h${i}`] = 'v';
+  const r = await get(port, '/', many);
+  t.is(r.status, 431);
+  t.is(a.seen.length, 0);
+  const ok = await get(port, '/', { 'x-few': '1' });
+  t.is(ok.status, 200);
+});
+
+test('an upstream connect failure is 503 UF; a destination not bound to this waypoint is refused', async (t) => {
+  const a = await backend('a');
+  const h = await harness({ endpoints: [{ name: 'echo-a', ip: '10.244.1.3', port: a.port }] });
+  t.teardown(async () => { await h.close(); a.server.close(); });
+  h.transport.failIps.add('10.244.1.3');
+  const r = await get(await h.port('10.96.0.10:80'), '/');
+  t.is(r.status, 503);
+  t.regex(await h.telemetry.metrics(), /istio_requests_total\{[^}]*response_code="503"[^}]*response_flags="UF"/);
+  // an address that is no Service bound here: the stream is closed, nothing is dialled
+  const before = h.transport.connects.length;
+  const err = await get(await h.port('10.96.0.99:80'), '/').then(() => 'answered', (e: NodeJS.ErrnoException) => e.code);
+  t.is(err, 'ECONNRESET');
+  t.is(h.transport.connects.length, before);
+});
+
+test('Upgrade (WebSocket handshake) passes through and then carries raw bytes both ways', async (t) => {
+  const a = await backend('a');
+  const h = await harness({ endpoints: [{ name: 'echo-a', ip: '10.244.1.3', port: a.port }] });
+  t.teardown(async () => { await h.close(); a.server.close(); });
+  const s = netConnect({ host: '127.0.0.1', port: await h.port('10.96.0.10:80') });
+  s.write('GET /ws HTTP/1.1\r\nhost: echo\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n');
+  let out = '';
+  await new Promise<void>((resolve) => s.on('data', (d: Buffer) => { out += d.toString(); if (out.includes('\r\n\r\n')) resolve(); }));
+  t.regex(out, /^HTTP\/1\.1 101/);
+  out = '';
+  s.write('ping');
+  await new Promise<void>((resolve) => s.on('data', () => { if (out.includes('a:ping')) resolve(); }));
+  t.is(out, 'a:ping');
+  s.destroy();
+});
+
+test('h2c with prior knowledge and gRPC-style trailers', async (t) => {
+  const h2: Http2Server = createH2Server();
+  h2.on('stream', (stream, headers) => {
+    stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+    stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0', 'grpc-message': 'ok' }));
+    stream.end(Buffer.from(`path=${headers[':path']} te=${headers.te}`));
+  });
+  await new Promise<void>((r) => h2.listen(0, '127.0.0.1', r));
+  const h = await harness({ ports: [{ port: 50051, targetPort: 50051, name: 'grpc', appProtocol: 'grpc' }], endpoints: [{ name: 'echo-a', ip: '10.244.1.3', port: (h2.address() as AddressInfo).port }] });
+  t.teardown(async () => { await h.close(); h2.close(); });
+  const port = await h.port('10.96.0.10:50051');
+  const session = h2connect(`http://127.0.0.1:${port}`);
+  t.teardown(() => session.close());
+  const res = await new Promise<{ status: number; body: string; trailers: Record<string, unknown> }>((resolve, reject) => {
+    const s = session.request({ ':method': 'POST', ':path': '/pkg.Svc/Call', 'content-type': 'application/grpc', te: 'trailers' });
+    let status = 0; let body = ''; let trailers: Record<string, unknown> = {};
+    s.on('response', (hd) => { status = Number(hd[':status']); });
+    s.on('trailers', (tr) => { trailers = tr; });
+    s.on('data', (d: Buffer) => { body += d.toString(); });
+    s.on('end', () => resolve({ status, body, trailers }));
+    s.on('error', reject);
+    s.end(Buffer.from([0, 0, 0, 0, 0]));
+  });
+  t.is(res.status, 200);
+  t.is(res.body, 'path=/pkg.Svc/Call te=trailers');
+  t.is(res.trailers['grpc-status'], '0');
+  t.regex(await h.telemetry.metrics(), /istio_requests_total\{[^}]*request_protocol="grpc",response_code="200",grpc_response_status="0"/);
+});
