@@ -1,4 +1,4 @@
 export { evaluateL4, authorizationMatches } from './l4.js';
 export type { L4Connection, L4Decision, DryRunResult, SourceIdentity } from './l4.js';
-export { compileSafeRegex, MAX_REGEX_LENGTH } from './regex.js';
-export type { RegexResult } from './regex.js';
+export { compileRegex, compileSafeRegex, MAX_REGEX_LENGTH } from './regex.js';
+export type { RegexResult, CompiledRegex } from './regex.js';

@@ -1,108 +1,84 @@
 /**
- * User-supplied regular expressions (route matches, header matches) compiled with guards.
- * Users write RE2 (Istio, Gateway API); JavaScript's engine backtracks, so a pattern like `(a+)+$`
- * can pin a CPU on a crafted input. We refuse the constructs that make backtracking explode or
- * that RE2 does not have (backreferences, lookaround), cap the length, and anchor the match to the
- * whole string as RE2 full-match does.
+ * User-supplied regular expressions (path, header, query, authority matches, regex rewrites) with RE2
+ * semantics, as users write them for Istio and the Gateway API: RE2 syntax, whole-string match, and
+ * matching in time linear in the input, whatever the pattern (no backtracking, so no `(a+)+$` blow-up).
+ * The engine is `re2js`, a pure-JavaScript port of RE2 (no native build). Patterns RE2 refuses
+ * (backreferences, lookaround, bad syntax) come back as an error the translator reports with the
+ * resource and field.
  */
+import { RE2JS } from 're2js';
 
-/** Longest pattern accepted, in characters (the anchor's control plane caps it at 1024 too). */
+/** Longest pattern accepted, in characters (the control plane caps it at 1024 too). */
 export const MAX_REGEX_LENGTH = 1024;
 
-export type RegexResult = { readonly regex: RegExp } | { readonly error: string };
-
-interface Group {
-  /** contains a quantifier that can repeat without bound (`*`, `+`, `{n,}`, large `{n,m}`) */
-  unbounded: boolean;
-  /** contains an alternation: `(a|a)*` backtracks exponentially too */
-  alternation: boolean;
+/** A compiled pattern. */
+export interface CompiledRegex {
+  /** the pattern as written */
+  readonly source: string;
+  /** does the WHOLE of `s` match (RE2 FullMatch)? */
+  test(s: string): boolean;
+  /** does the pattern match somewhere in `s`? */
+  find(s: string): boolean;
+  /**
+   * Every (non-overlapping) match in `s` replaced by `replacement`, where `\0`..`\9` stand for the
+   * groups (RE2 GlobalReplace, as VirtualService `uriRegexRewrite` and Envoy's regex_rewrite use).
+   */
+  replaceAll(s: string, replacement: string): string;
 }
 
-const UNBOUNDED_REPEAT = 16;
+export type RegexResult = { readonly regex: CompiledRegex } | { readonly error: string };
 
-/** Returns [isQuantifier, length, unbounded] for the text starting at i. */
-function quantifierAt(p: string, i: number): [boolean, number, boolean] {
-  const c = p[i];
-  if (c === '*' || c === '+') return [true, p[i + 1] === '?' ? 2 : 1, true];
-  if (c === '?') return [true, p[i + 1] === '?' ? 2 : 1, false];
-  if (c === '{') {
-    const m = /^\{(\d+)(,(\d*))?\}\??/.exec(p.slice(i));
-    if (m) {
-      const hi = m[2] === undefined ? Number(m[1]) : m[3] === '' ? Infinity : Number(m[3]);
-      return [true, m[0].length, hi > UNBOUNDED_REPEAT];
-    }
-  }
-  return [false, 0, false];
-}
+const cache = new Map<string, RegexResult>();
+const CACHE_MAX = 4096;
 
 /**
- * Compile `pattern` for a whole-string match, or explain why not. Never throws.
+ * Compile `pattern` with RE2 semantics, or explain why not. Never throws. Results are cached by
+ * pattern (a config's regexes are compiled once however many routes share them).
  * @param maxLength characters; default MAX_REGEX_LENGTH
  */
-export function compileSafeRegex(pattern: unknown, maxLength = MAX_REGEX_LENGTH): RegexResult {
+export function compileRegex(pattern: unknown, maxLength = MAX_REGEX_LENGTH): RegexResult {
   if (typeof pattern !== 'string') return { error: 'regex must be a string' };
   if (pattern.length > maxLength) return { error: `regex is ${pattern.length} characters, longer than the limit of ${maxLength}` };
-  const stack: Group[] = [{ unbounded: false, alternation: false }];
-  let inClass = false;
-  for (let i = 0; i < pattern.length; i++) {
-    const c = pattern[i];
-    if (c === '\\') {
-      const n = pattern[i + 1];
-      if (n === undefined) return { error: 'regex ends with a lone backslash' };
-      if (!inClass && /[1-9]/.test(n)) return { error: 'backreferences are not supported (RE2 syntax)' };
-      if (!inClass && n === 'k') return { error: 'named backreferences are not supported (RE2 syntax)' };
-      i++;
-      continue;
-    }
-    if (inClass) {
-      if (c === ']') inClass = false;
-      continue;
-    }
-    if (c === '[') {
-      inClass = true;
-      // a leading `]` (or `^]`) is a literal in the class
-      if (pattern[i + 1] === '^') i++;
-      if (pattern[i + 1] === ']') i++;
-      continue;
-    }
-    if (c === '(') {
-      if (pattern[i + 1] === '?') {
-        const la = pattern.slice(i + 2, i + 4);
-        if (la.startsWith('=') || la.startsWith('!') || la === '<=' || la === '<!') {
-          return { error: 'lookaround assertions are not supported (RE2 syntax)' };
-        }
-      }
-      if (stack.length > 64) return { error: 'regex nests groups deeper than 64' };
-      stack.push({ unbounded: false, alternation: false });
-      continue;
-    }
-    if (c === '|') {
-      (stack[stack.length - 1] as Group).alternation = true;
-      continue;
-    }
-    if (c === ')') {
-      if (stack.length === 1) return { error: 'unbalanced ")" in regex' };
-      const g = stack.pop() as Group;
-      const [isQ, len, unbounded] = quantifierAt(pattern, i + 1);
-      if (isQ && unbounded && (g.unbounded || g.alternation)) {
-        return { error: 'nested repetition like "(a+)+" or "(a|b)*" can take exponential time; rewrite it without a repeated group that itself repeats or alternates' };
-      }
-      const parent = stack[stack.length - 1] as Group;
-      if (g.unbounded || (isQ && unbounded)) parent.unbounded = true;
-      i += len;
-      continue;
-    }
-    const [isQ, len, unbounded] = quantifierAt(pattern, i);
-    if (isQ) {
-      if (unbounded) (stack[stack.length - 1] as Group).unbounded = true;
-      i += len - 1;
-    }
-  }
-  if (inClass) return { error: 'unterminated character class in regex' };
-  if (stack.length !== 1) return { error: 'unbalanced "(" in regex' };
+  const hit = cache.get(pattern);
+  if (hit) return hit;
+  let out: RegexResult;
   try {
-    return { regex: new RegExp(`^(?:${pattern})$`) };
+    const re = RE2JS.compile(pattern);
+    out = { regex: wrap(pattern, re) };
   } catch (e) {
-    return { error: `invalid regex: ${e instanceof Error ? e.message : String(e)}` };
+    out = { error: `not a valid RE2 regex: ${e instanceof Error ? e.message : String(e)}` };
   }
+  if (cache.size >= CACHE_MAX) cache.clear();
+  cache.set(pattern, out);
+  return out;
+}
+
+/** The former name: same as compileRegex. */
+export const compileSafeRegex = compileRegex;
+
+function wrap(source: string, re: RE2JS): CompiledRegex {
+  return {
+    source,
+    test: (s) => re.matches(s),
+    find: (s) => re.matcher(s).find(),
+    replaceAll: (s, replacement) => {
+      const count = re.groupCount();
+      return re.matcher(s).replaceAll((...args: unknown[]) => expand(replacement, args.slice(0, count + 1)));
+    },
+  };
+}
+
+/** `replacement` with `\0`..`\9` replaced by the groups of one match (`\\` is a backslash). */
+function expand(replacement: string, groups: readonly unknown[]): string {
+  let out = '';
+  for (let i = 0; i < replacement.length; i++) {
+    const c = replacement[i]!;
+    const n = replacement[i + 1];
+    if (c === '\\' && n !== undefined && n >= '0' && n <= '9') {
+      const g = groups[Number(n)];
+      out += typeof g === 'string' ? g : '';
+      i++;
+    } else if (c === '\\' && n === '\\') { out += '\\'; i++; } else out += c;
+  }
+  return out;
 }
