@@ -12,16 +12,16 @@ import { CertManager, type CertBundle, type Identity } from '../identity/index.j
 import { Snapshot } from '../model/index.js';
 import * as realNative from '../native/index.js';
 import { XdsClient, type TokenSource } from '../xds/index.js';
-import { closeHttp, serveHttp } from './admin.js';
-import { applyCapture, removeCapture, type CapturePorts } from './capture.js';
-import { CniServer } from './cni-server.js';
-import { ConnectionRegistry } from './connections.js';
+import { closeHttp, serveHttp } from './admin/admin.js';
+import { applyCapture, removeCapture, type CapturePorts } from './enrol/capture.js';
+import { CniServer } from './enrol/cni-server.js';
+import { ConnectionRegistry } from './proxy/connections.js';
 import type { NativeApi, NetnsHandle } from './deps.js';
-import { AgentEngine } from './engine-adapter.js';
-import { Enrolment } from './enrolment.js';
-import { defaultNetnsCandidates, findNetnsByIp } from './netns-scan.js';
-import { DEFAULT_POD_PORTS, PodProxy, type PodPorts } from './pod-proxy.js';
-import { AgentTelemetry } from './telemetry.js';
+import { AgentEngine } from './proxy/engine-adapter.js';
+import { Enrolment } from './enrol/enrolment.js';
+import { defaultNetnsCandidates, findNetnsByIp } from './enrol/netns-scan.js';
+import { DEFAULT_POD_PORTS, PodProxy, type PodPorts } from './proxy/pod-proxy.js';
+import { AgentTelemetry } from './admin/telemetry.js';
 
 const log = logger('node-agent');
 

@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import * as native from '../../src/native/index.js';
-import { findNetnsByIp, netnsAddresses, netnsIdOfPath } from '../../src/node-agent/netns-scan.js';
+import { findNetnsByIp, netnsAddresses, netnsIdOfPath } from '../../src/node-agent/enrol/netns-scan.js';
 import { addLocalAddrs, addNetns, canUseNetns, cleanupStaleNetns, run, type TeardownHost } from '../helpers/netns-raw.js';
 
 const root = canUseNetns();

@@ -9,7 +9,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
-import { DEFAULT_AGENT_SOCKET } from '../../src/node-agent/cni.js';
+import { DEFAULT_AGENT_SOCKET } from '../../src/node-agent/enrol/cni.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const DIR = join(ROOT, 'daemonset');

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { captureRules, returnRouteCommands, uncaptureRules } from '../../../src/node-agent/capture.js';
+import { captureRules, returnRouteCommands, uncaptureRules } from '../../../src/node-agent/enrol/capture.js';
 
 const GOLDEN = `add table inet ambit-nat
 delete table inet ambit-nat

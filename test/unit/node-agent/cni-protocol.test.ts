@@ -1,5 +1,5 @@
 import test from 'ava';
-import { encodeReply, encodeRequest, MAX_MESSAGE, parseReply, parseRequest } from '../../../src/node-agent/cni-protocol.js';
+import { encodeReply, encodeRequest, MAX_MESSAGE, parseReply, parseRequest } from '../../../src/node-agent/enrol/cni-protocol.js';
 
 test('ADD and DEL round-trip', (t) => {
   t.deepEqual(parseRequest(encodeRequest({ op: 'ADD', name: 'web-1', namespace: 'shop', uid: 'abc-123', ip: '10.244.1.5' })),

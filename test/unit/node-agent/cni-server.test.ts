@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CniServer } from '../../../src/node-agent/cni-server.js';
+import { CniServer } from '../../../src/node-agent/enrol/cni-server.js';
 import type { FdPassing } from '../../../src/node-agent/deps.js';
 
 const root = process.getuid?.() === 0;

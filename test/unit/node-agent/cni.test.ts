@@ -1,5 +1,5 @@
 import test from 'ava';
-import { runCni } from '../../../src/node-agent/cni.js';
+import { runCni } from '../../../src/node-agent/enrol/cni.js';
 
 const native = {
   sendWithFds: () => { throw new Error('no agent in unit tests'); },

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { baggageFor, forwardedFor, forwardedHost, traceparent } from '../../../src/node-agent/headers.js';
+import { baggageFor, forwardedFor, forwardedHost, traceparent } from '../../../src/node-agent/proxy/headers.js';
 import { wl } from './fixtures.js';
 
 test('baggage names namespace, workload, service name and version', (t) => {

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isMeshError } from '../../../src/core/index.js';
-import { findNetnsByIp, parseIpAddrJson, type ScanDeps } from '../../../src/node-agent/netns-scan.js';
+import { findNetnsByIp, parseIpAddrJson, type ScanDeps } from '../../../src/node-agent/enrol/netns-scan.js';
 
 /** Candidate paths must exist (the scan dedupes by inode); plain files do. */
 function candidates(t: { teardown(fn: () => void): void }, names: string[]): string[] {

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { once } from 'node:events';
 import { createServer, connect, type Socket, type AddressInfo } from 'node:net';
-import { coalesceWrites, relay } from '../../../src/node-agent/relay.js';
+import { coalesceWrites, relay } from '../../../src/node-agent/proxy/relay.js';
 
 /** A loopback TCP pair: [client end, server end]. */
 async function pair(t: import('ava').ExecutionContext): Promise<[Socket, Socket]> {

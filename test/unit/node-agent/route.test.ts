@@ -1,6 +1,6 @@
 import test from 'ava';
 import { Snapshot } from '../../../src/model/index.js';
-import { buildOutboundRequest } from '../../../src/node-agent/route.js';
+import { buildOutboundRequest } from '../../../src/node-agent/proxy/route.js';
 import { svc, wl } from './fixtures.js';
 
 const KEY = 'default/echo.default.svc.cluster.local';

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { setLogSink } from '../../../src/core/index.js';
-import { AgentTelemetry, CONNECTION_LABELS, connectionLabels } from '../../../src/node-agent/telemetry.js';
+import { AgentTelemetry, CONNECTION_LABELS, connectionLabels } from '../../../src/node-agent/admin/telemetry.js';
 import { svc, wl } from './fixtures.js';
 
 test('labels follow Istio: every label present, unknown when missing', (t) => {

@@ -6,10 +6,10 @@
  * Direction of bytes follows Istio: "received" = client to server, "sent" = server to client.
  */
 import { Counter, Gauge, Registry } from 'prom-client';
-import { logger } from '../core/index.js';
-import type { Service, Workload } from '../model/index.js';
-import { clusterOf } from './headers.js';
-import { spiffeIdOf } from './route.js';
+import { logger } from '../../core/index.js';
+import type { Service, Workload } from '../../model/index.js';
+import { clusterOf } from '../proxy/headers.js';
+import { spiffeIdOf } from '../proxy/route.js';
 
 export const CONNECTION_LABELS = [
   'reporter',

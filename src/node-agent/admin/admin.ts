@@ -6,7 +6,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { errorMessage } from '../core/index.js';
+import { errorMessage } from '../../core/index.js';
 
 export type Route = (req: IncomingMessage) => Promise<{ status: number; type: string; body: string }> | { status: number; type: string; body: string };
 

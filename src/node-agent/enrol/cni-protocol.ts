@@ -5,7 +5,7 @@
  * answers with one JSON line `{"ok":true}` or `{"ok":false,"error":"..."}` and closes.
  * Parsing is pure and bounded; every rejection names the field.
  */
-import { MeshError } from '../core/index.js';
+import { MeshError } from '../../core/index.js';
 
 export const MAX_MESSAGE = 4096;
 export const PROTOCOL_VERSION = 1;

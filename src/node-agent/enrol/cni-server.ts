@@ -6,9 +6,9 @@
  */
 import { chmodSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
-import { errorMessage, logger, MeshError } from '../core/index.js';
+import { errorMessage, logger, MeshError } from '../../core/index.js';
 import { encodeReply, MAX_MESSAGE, parseRequest, type CniAdd, type CniDel } from './cni-protocol.js';
-import type { FdPassing } from './deps.js';
+import type { FdPassing } from '../deps.js';
 
 const log = logger('node-agent.cni');
 

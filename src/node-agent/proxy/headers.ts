@@ -3,7 +3,7 @@
  * derives identity or a destination from them (security reference, invariant 3).
  */
 import { randomFillSync } from 'node:crypto';
-import type { Service, Workload } from '../model/index.js';
+import type { Service, Workload } from '../../model/index.js';
 import { formatAddr } from './route.js';
 
 const TOKEN = /^[A-Za-z0-9._\-/]+$/;

@@ -12,9 +12,9 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
-import { MeshError, errorMessage } from '../core/index.js';
-import { canonicalIp } from '../model/index.js';
-import type { NetnsHandle } from './deps.js';
+import { MeshError, errorMessage } from '../../core/index.js';
+import { canonicalIp } from '../../model/index.js';
+import type { NetnsHandle } from '../deps.js';
 
 export interface ScanDeps {
   listenInNetns(netns: NetnsHandle, o: { address: string; port: number }): number;

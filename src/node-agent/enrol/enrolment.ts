@@ -11,11 +11,11 @@
  * All changes run one at a time (a reconcile never overlaps another); a snapshot arriving
  * meanwhile triggers one more pass.
  */
-import { errorMessage, logger } from '../core/index.js';
-import type { Identity } from '../identity/index.js';
-import type { Snapshot, Workload } from '../model/index.js';
-import type { NetnsHandle } from './deps.js';
-import type { PodInfo } from './pod-proxy.js';
+import { errorMessage, logger } from '../../core/index.js';
+import type { Identity } from '../../identity/index.js';
+import type { Snapshot, Workload } from '../../model/index.js';
+import type { NetnsHandle } from '../deps.js';
+import type { PodInfo } from '../proxy/pod-proxy.js';
 
 const log = logger('node-agent.enrol');
 

@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { MeshError } from '../core/index.js';
+import { MeshError } from '../../core/index.js';
 
 /** Mark on every socket the agent opens in a pod netns: never redirected. */
 export const AGENT_MARK = 0x539;

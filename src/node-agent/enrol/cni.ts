@@ -5,9 +5,9 @@
  * fails the sandbox (fail closed: a pod never starts outside the mesh by accident). DEL is
  * best-effort and always succeeds, as the CNI spec wants.
  */
-import { errorMessage } from '../core/index.js';
+import { errorMessage } from '../../core/index.js';
 import { sendCniRequest } from './cni-client.js';
-import type { FdPassing } from './deps.js';
+import type { FdPassing } from '../deps.js';
 
 export const CNI_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'];
 export const DEFAULT_AGENT_SOCKET = '/var/run/ambit/agent.sock';

@@ -5,14 +5,14 @@
  * engine says it closed. Identity checks on TLS peers run here, on the DER chain, with the same
  * code the Node data path uses (verifyPeerChain + trust domain / expected identity).
  */
-import { errorMessage, logger } from '../core/index.js';
-import { parseSpiffeUri, requireTrustDomain, spiffeUri, verifyPeerChain, type CertBundle } from '../identity/index.js';
-import { Engine, type EngineOptions, type EngineTls, type InboundTarget, type OutboundPlan } from '../native/index.js';
+import { errorMessage, logger } from '../../core/index.js';
+import { parseSpiffeUri, requireTrustDomain, spiffeUri, verifyPeerChain, type CertBundle } from '../../identity/index.js';
+import { Engine, type EngineOptions, type EngineTls, type InboundTarget, type OutboundPlan } from '../../native/index.js';
 import type { ConnectionRegistry, TrackedConnection } from './connections.js';
-import type { NetnsHandle } from './deps.js';
-import type { SourceIdentity } from '../policy/index.js';
+import type { NetnsHandle } from '../deps.js';
+import type { SourceIdentity } from '../../policy/index.js';
 import { formatAddr } from './route.js';
-import { connectionLabels, type AgentTelemetry, type ConnectionDescription, type ConnectionLabels, type ResponseFlag } from './telemetry.js';
+import { connectionLabels, type AgentTelemetry, type ConnectionDescription, type ConnectionLabels, type ResponseFlag } from '../admin/telemetry.js';
 
 const log = logger('node-agent.engine');
 

@@ -3,8 +3,8 @@
  * connection and its original destination, say where the bytes go and how. The proxy then only
  * executes the plan (STYLE: decide, then do). No sockets here; randomness is injected.
  */
-import type { Service, Snapshot, SpiffeId, Workload } from '../model/index.js';
-import { serviceKey } from '../model/index.js';
+import type { Service, Snapshot, SpiffeId, Workload } from '../../model/index.js';
+import { serviceKey } from '../../model/index.js';
 
 export interface SocketAddr { readonly ip: string; readonly port: number }
 

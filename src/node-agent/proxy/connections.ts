@@ -2,9 +2,9 @@
  * Registry of open inbound connections per agent, so a policy change can re-check them
  * ("connection closed due to policy change") and a drain can wait for them or cut them.
  */
-import { logger } from '../core/index.js';
-import type { Snapshot } from '../model/index.js';
-import { evaluateL4, type SourceIdentity } from '../policy/index.js';
+import { logger } from '../../core/index.js';
+import type { Snapshot } from '../../model/index.js';
+import { evaluateL4, type SourceIdentity } from '../../policy/index.js';
 
 const log = logger('node-agent.conn');
 

@@ -8,19 +8,19 @@
  */
 import { createServer, Socket, type Server } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { Drain, errorMessage, logger, MeshError } from '../core/index.js';
-import type { CertBundle, Identity } from '../identity/index.js';
-import { parseSpiffeUri } from '../identity/index.js';
-import { serviceKey, type Snapshot, type Workload } from '../model/index.js';
-import { evaluateL4 } from '../policy/index.js';
-import { AGENT_MARK } from './capture.js';
+import { Drain, errorMessage, logger, MeshError } from '../../core/index.js';
+import type { CertBundle, Identity } from '../../identity/index.js';
+import { parseSpiffeUri } from '../../identity/index.js';
+import { serviceKey, type Snapshot, type Workload } from '../../model/index.js';
+import { evaluateL4 } from '../../policy/index.js';
+import { AGENT_MARK } from '../enrol/capture.js';
 import type { ConnectionRegistry, TrackedConnection } from './connections.js';
 import { clientTag, FlowRecord, InboundFlowRecord, type AgentEngine, type FlowOwner, type InboundTarget, type OutboundPlan } from './engine-adapter.js';
-import type { NetnsHandle, NetnsSockets } from './deps.js';
+import type { NetnsHandle, NetnsSockets } from '../deps.js';
 import { connectHeaders, forwardedHost } from './headers.js';
 import { RELAY_BUFFER_BYTES, relay } from './relay.js';
 import { buildOutboundRequest, formatAddr, spiffeIdOf, type RouteOptions, type SocketAddr } from './route.js';
-import { connectionLabels, type AgentTelemetry, type ConnectionDescription, type ResponseFlag } from './telemetry.js';
+import { connectionLabels, type AgentTelemetry, type ConnectionDescription, type ResponseFlag } from '../admin/telemetry.js';
 
 export interface PodPorts {
   /** default 15001 */

@@ -3,9 +3,9 @@
  * agent socket, send one request with the netns fd, wait for the ACK/NACK.
  */
 import { connect } from 'node:net';
-import { MeshError } from '../core/index.js';
+import { MeshError } from '../../core/index.js';
 import { encodeRequest, MAX_MESSAGE, parseReply, type CniRequest } from './cni-protocol.js';
-import type { FdPassing } from './deps.js';
+import type { FdPassing } from '../deps.js';
 
 export interface CniClientOptions {
   native: Pick<FdPassing, 'sendWithFds' | 'socketFd'>;
