@@ -91,3 +91,13 @@ export function applyFile(file: string, dir: string): ApplyResult {
   writeFileAtomic(dest, text);
   return { dest, objects };
 }
+
+/** Validates generated manifest text and writes it to `<dir>/config/<name>`; returns the path. */
+export function applyText(text: string, name: string, dir: string): string {
+  validateManifest(text, name);
+  const out = configDir(dir);
+  mkdirSync(out, { recursive: true });
+  const dest = join(out, name);
+  writeFileAtomic(dest, text);
+  return dest;
+}

@@ -6,7 +6,8 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { errorMessage, setLogLevel, type Level } from '../core/index.js';
-import { applyFile } from './apply.js';
+import { applyFile, applyText } from './apply.js';
+import { waypointGatewayYaml } from './local-waypoints.js';
 import { runDown } from './down.js';
 import { runExec } from './exec.js';
 import { agentCommand, agentOptions, cniCommand, controlCommand, controlOptions } from './programs.js';
@@ -77,8 +78,19 @@ async function main(argv: string[]): Promise<void> {
       (y) => controlOptions(y), (a) => runProgram(() => controlCommand(a)))
     .command('agent', 'run the node agent of one node (until SIGTERM/SIGINT, then drain)',
       (y) => agentOptions(y), (a) => runProgram(() => agentCommand(a)))
-    .command('waypoint', 'run a waypoint (the L7 proxy of the services bound to it), until SIGTERM/SIGINT, then drain',
-      (y) => waypointRunOptions(y), (a) => runProgram(() => waypointCommand(a)))
+    .command('waypoint', 'run a waypoint (the L7 proxy of the services bound to it), until SIGTERM/SIGINT, then drain; or apply/generate one',
+      (y) => waypointRunOptions(y)
+        .command(['apply', 'generate'], 'declare a waypoint Gateway (istioctl waypoint apply|generate): apply puts it in the watched config (ambit up starts it), generate prints it',
+          (y2) => y2
+            .option('for', { type: 'string', default: 'service', choices: ['service', 'workload', 'all', 'none'], describe: 'traffic the waypoint takes (istio.io/waypoint-for)' })
+            .option('enroll-namespace', { type: 'boolean', default: false, describe: 'also label the namespace istio.io/use-waypoint=<name>' }),
+          (a) => {
+            const text = waypointGatewayYaml({ name: a.name ?? 'waypoint', namespace: a.namespace ?? 'default', for: a.for, enrollNamespace: a['enroll-namespace'] });
+            if ((a._ as string[]).includes('generate')) { process.stdout.write(text); return; }
+            const dest = applyText(text, `waypoint-${a.namespace ?? 'default'}-${a.name ?? 'waypoint'}.yaml`, resolveDir(a.dir));
+            process.stdout.write(`waypoint ${a.namespace ?? 'default'}/${a.name ?? 'waypoint'} applied: ${dest}\n(ambit up starts its pod and process and prints when it is ready)\n`);
+          }),
+      (a) => runProgram(() => waypointCommand(a)))
     .command('cni', 'the CNI plugin: CNI_COMMAND etc. in the environment, network configuration on stdin, result on stdout',
       (y) => y, () => cniCommand())
     .demandCommand(1, 'give a command; see --help')

@@ -14,7 +14,8 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MeshError, errorMessage, logger } from '../core/index.js';
 import { createCluster, pidAlive, startEchoServer, type Cluster, type EchoHandle, type Pod, type Service } from '../local/index.js';
-import { checkMesh, startMesh, type MeshCheck, type RunningMesh } from './mesh.js';
+import { LocalWaypoints } from './local-waypoints.js';
+import { checkMesh, meshPorts, startMesh, type MeshCheck, type RunningMesh } from './mesh.js';
 import { configDir, readState, removeState, resolveDir, writeFileAtomic, writeState } from './state-file.js';
 
 const log = logger('cli.up');
@@ -184,8 +185,9 @@ async function upUntilSignal(
 
   const cluster = await createCluster({ nodes: opts.nodes ?? 2 });
   let mesh: RunningMesh | undefined;
+  let waypoints: LocalWaypoints | undefined;
   // Safety net: whatever happens below, namespaces and programs do not outlive this process.
-  const onExit = (): void => { mesh?.killSync(); cluster.destroySync(); };
+  const onExit = (): void => { waypoints?.killSync(); mesh?.killSync(); cluster.destroySync(); };
   process.on('exit', onExit);
 
   let failure: Error | undefined;
@@ -193,6 +195,7 @@ async function upUntilSignal(
   const onWakeNow = (): void => { wakeNow?.(); };
   let torn: Promise<void> | undefined;
   const teardown = (): Promise<void> => torn ??= (async () => {
+    try { await waypoints?.stop(); } catch (e) { log.error('stopping the waypoints failed', { err: errorMessage(e) }); }
     try { await mesh?.stop(); } catch (e) { log.error('stopping the mesh failed', { err: errorMessage(e) }); }
     await cluster.destroy();
     removeState(opts.dir);
@@ -205,7 +208,7 @@ async function upUntilSignal(
     writeFileAtomic(clusterYaml, cluster.toYaml());
     const saveState = (): void => writeState(opts.dir, {
       version: 1, pid: process.pid, startedAt: new Date().toISOString(), cluster: cluster.state(),
-      ...(mesh ? { programs: mesh.programs() } : {}),
+      ...(mesh ? { programs: [...mesh.programs(), ...(waypoints?.programs() ?? [])] } : {}),
     });
     saveState();
     let check: MeshCheck | undefined;
@@ -220,6 +223,14 @@ async function upUntilSignal(
       });
       saveState(); // now with the programs' pids, for `ambit down` after a crash
       check = await checkMesh(cluster, mesh, demo.client, demo.service, 80);
+      // waypoints: Gateways of a waypoint class in the watched directory (ambit waypoint apply)
+      waypoints = new LocalWaypoints({
+        cluster, dir: opts.dir, configDir: cfgDir, controlUrl: mesh.controlUrl, tokenFile: join(opts.dir, 'control', 'bootstrap-token'),
+        portBase: meshPorts(opts.portBase ?? 15000).ws - 10, logLevel: opts.logLevel ?? 'info',
+        onFailure: (e) => { failure ??= e; onWakeNow(); },
+        onReady: (w) => { opts.print(`waypoint ${w.key} ready: pod ${w.pod.ip} on ${w.pod.node}, metrics http://127.0.0.1:${w.metricsPort}/metrics, log ${shortPath(w.logFile)}\n`); saveState(); },
+      });
+      await waypoints.start();
     }
     // hints must reach this run: name its directory unless it is the one found by default
     const self = `${opts.self ?? 'ambit'}${resolveDir(undefined) === opts.dir ? '' : ` --dir ${shortPath(opts.dir)}`}`;

@@ -11,6 +11,7 @@ import { serviceKey, Snapshot, waypointKey, type Waypoint } from '../model/index
 import type { ServiceL7 } from '../model/l7.js';
 import { XdsClient, type TokenSource } from '../xds/index.js';
 import { closeHttp, serveHttp } from './admin.js';
+import { resolveBinding } from './bindings.js';
 import { HttpProxy, type ProxyLimits } from './proxy.js';
 import { WaypointTelemetry } from './telemetry.js';
 import type { WaypointTransport } from './transport.js';
@@ -58,6 +59,11 @@ export interface TransportContext {
   certificate(): CertBundle | undefined;
   /** the SO_MARK for sockets in the pod netns */
   readonly mark: number;
+  /**
+   * Before a CONNECT is accepted: 'accept' when its authority is a destination bound to this
+   * waypoint, else the HTTP status to refuse it with (synchronous; the stream waits).
+   */
+  decide(authority: string, peer: string): 'accept' | number;
 }
 
 export interface WaypointOptions {
@@ -120,14 +126,20 @@ export function createWaypoint(o: WaypointOptions): WaypointApp {
   const telemetry = new WaypointTelemetry();
   const key = waypointKey({ namespace: o.namespace, name: o.name });
   let cert: CertBundle | undefined;
+  const me = (): Waypoint | undefined => control.snapshot.waypoint(key);
   const ctx: TransportContext = {
     netns: o.netns, hbonePort: o.ports?.hbone ?? 15008, identity, mark: 0x539,
     certificate: () => certs.peek(identity) ?? cert,
+    decide: (authority) => {
+      const wp = me();
+      if (!wp || stopping) return 503;
+      const v = resolveBinding(control.snapshot, wp, authority);
+      return v.ok ? 'accept' : v.status;
+    },
   };
   if (!o.transport) throw new MeshError('AMBIT_CONFIG_INVALID', 'waypoint: no HBONE transport (the engine transport is not available in this build)');
   const transport = o.transport(ctx);
   const pools = new UpstreamPools(transport);
-  const me = (): Waypoint | undefined => control.snapshot.waypoint(key);
   const proxy = new HttpProxy({
     pools, telemetry, snapshot: () => control.snapshot, l7: (k) => control.l7.get(k), me,
     identity: () => spiffeOf(identity), ...(o.limits ? { limits: o.limits } : {}), ...(o.random ? { random: o.random } : {}),

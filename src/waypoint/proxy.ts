@@ -14,13 +14,13 @@ import type { Duplex, Readable } from 'node:stream';
 import { errorMessage, logger } from '../core/index.js';
 import type { Snapshot, Waypoint, Workload } from '../model/index.js';
 import type { ServiceL7, HeaderModifier } from '../model/l7.js';
-import { resolveBinding, bindingServiceKey, type Binding } from './bindings.js';
+import { resolveBinding, type Binding } from './bindings.js';
 import {
   DEFAULT_HEADER_LIMITS, forwardableRequestHeaders, forwardableResponseHeaders, getHeader, headerListTooLarge, removeHeader, setHeader, toOutgoing,
   upgradeOf, type HeaderLimits, type HeaderList,
 } from './headers.js';
-import { backoffMs, isRetriable, type AttemptOutcome } from './retry.js';
-import { planRequest, type ForwardPlan, type LocalReply, type RequestFacts, type RequestPlan } from './router.js';
+import { attemptTimeoutMs, grpcTimeoutMs, retryBackoffMs, shouldRetry, type AttemptOutcome } from './l7/index.js';
+import { planRequest, planTcp, type ForwardPlan, type LocalReply, type RequestFacts, type RequestPlan } from './router.js';
 import { requestLabels, type WaypointTelemetry } from './telemetry.js';
 import { propagateTrace, type TraceIds } from './trace.js';
 import type { InboundStreamInfo, OutboundTarget } from './transport.js';
@@ -77,16 +77,6 @@ const GRPC_STATUS_OF_HTTP: Record<number, string> = { 400: '13', 401: '16', 403:
 function isGrpc(headers: HeaderList): boolean {
   const ct = getHeader(headers, 'content-type');
   return ct !== undefined && ct.toLowerCase().startsWith('application/grpc');
-}
-
-/** `grpc-timeout` (`<digits><H|M|S|m|u|n>`) in ms; undefined when absent or malformed. */
-export function grpcTimeoutMs(v: string | undefined): number | undefined {
-  if (!v) return undefined;
-  const m = /^([0-9]{1,8})([HMSmun])$/.exec(v);
-  if (!m) return undefined;
-  const n = Number(m[1]);
-  const f: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
-  return Math.max(1, Math.ceil(n * f[m[2]!]!));
 }
 
 function applyModifier(list: HeaderList, m: HeaderModifier | undefined): void {
@@ -262,18 +252,24 @@ export class HttpProxy {
   }
 
   #facts(ex: Exchange, headers: HeaderList): RequestFacts {
-    const q = ex.path.indexOf('?');
     return {
-      method: ex.method, path: q >= 0 ? ex.path.slice(0, q) : ex.path, query: q >= 0 ? ex.path.slice(q + 1) : '', authority: ex.authority,
+      method: ex.method, target: ex.path, authority: ex.authority,
       headers, grpc: ex.grpc, sourcePrincipal: ex.conn.info.peerIdentity, sourceIp: ex.conn.info.remoteIp,
     };
   }
 
+  #plan(conn: Conn, facts: RequestFacts): RequestPlan {
+    return planRequest(this.#d.snapshot(), conn.binding, this.#d.l7, facts, this.#random);
+  }
+
   async #forward(ex: Exchange, headers: HeaderList): Promise<void> {
-    const snap = this.#d.snapshot();
-    const key = bindingServiceKey(ex.conn.binding);
-    const plan = planRequest(snap, ex.conn.binding, key ? this.#d.l7(key) : undefined, this.#facts(ex, headers));
+    const plan = this.#plan(ex.conn, this.#facts(ex, headers));
     ex.plan = plan;
+    if (plan.delayMs !== undefined && plan.delayMs > 0) {
+      ex.flags.add('DI');
+      await new Promise((r) => setTimeout(r, plan.delayMs));
+      if (ex.done) return;
+    }
     if (plan.kind === 'respond') { this.#local(ex, plan); return; }
     // the original client, for the app (the destination's agent only sees the waypoint's identity)
     setHeader(headers, 'x-forwarded-client-cert', `By=${this.#d.identity()};URI=${ex.conn.info.peerIdentity}`);
@@ -281,10 +277,8 @@ export class HttpProxy {
     const fwdFor = getHeader(headers, 'x-forwarded-for');
     setHeader(headers, 'x-forwarded-for', fwdFor ? `${fwdFor}, ${ex.conn.info.remoteIp}` : ex.conn.info.remoteIp);
     for (const m of plan.requestHeaders ?? []) applyModifier(headers, m);
-    let path = ex.path;
-    let authority = ex.authority;
-    if (plan.rewrite?.path !== undefined) path = plan.rewrite.path;
-    if (plan.rewrite?.authority !== undefined) authority = plan.rewrite.authority;
+    const path = plan.path;
+    const authority = plan.authority;
     removeHeader(headers, 'host');
 
     let timeoutMs = plan.timeoutMs ?? (this.#limits.defaultRequestTimeoutMs || undefined);
@@ -292,7 +286,8 @@ export class HttpProxy {
       const g = grpcTimeoutMs(getHeader(headers, 'grpc-timeout'));
       if (g !== undefined) timeoutMs = timeoutMs === undefined ? g : Math.min(timeoutMs, g);
     }
-    const deadline = timeoutMs !== undefined && timeoutMs > 0 ? ex.start + timeoutMs : undefined;
+    if (timeoutMs !== undefined && timeoutMs <= 0) timeoutMs = undefined;
+    const deadline = timeoutMs !== undefined ? ex.start + timeoutMs : undefined;
     const retries = plan.retries && plan.retries.attempts > 0 ? plan.retries : undefined;
     const body = new BodyRecorder(retries ? this.#limits.retryBufferBytes : 0);
     const hasBody = ex.method !== 'GET' && ex.method !== 'HEAD' || getHeader(headers, 'content-length') !== undefined || getHeader(headers, 'transfer-encoding') !== undefined;
@@ -308,7 +303,7 @@ export class HttpProxy {
       if (ex.done) return;
       if (i > 0) {
         if (!retries || !body.replayable && hasBody) break;
-        const wait = backoffMs(retries, i - 1, this.#random);
+        const wait = retryBackoffMs(retries, i, this.#random());
         if (deadline !== undefined && Date.now() + wait >= deadline) break;
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
         if (ex.done) return;
@@ -318,14 +313,12 @@ export class HttpProxy {
       tried.add(ep.uid);
       ex.attempts = i + 1;
       ex.destination = ep;
-      const remaining = deadline !== undefined ? deadline - Date.now() : undefined;
-      if (remaining !== undefined && remaining <= 0) break;
-      const perTry = retries?.perTryTimeoutMs;
-      const tryMs = perTry !== undefined && remaining !== undefined ? Math.min(perTry, remaining) : perTry ?? remaining;
+      const tryMs = attemptTimeoutMs(timeoutMs, retries, ex.start, Date.now());
+      if (tryMs === 0) break;
       const outcome = await this.#attempt(ex, plan, ep, path, authority, headers, body, i === 0 ? down : undefined, tryMs, retries !== undefined && i + 1 < maxAttempts);
       if (outcome === 'committed') return;
       last = outcome;
-      if (!retries || !isRetriable(retries, outcome)) break;
+      if (!shouldRetry(retries, i + 1, outcome)) break;
     }
     if (ex.done) return;
     if (deadline !== undefined && Date.now() >= deadline - 1) {
@@ -395,8 +388,8 @@ export class HttpProxy {
       };
       const onResponse = (status: number, rawHeaders: string[], grpcStatus: string | undefined, upstream: Readable, trailers: () => Record<string, string | string[]> | undefined): void => {
         if (settled) { upstream.destroy(); return; }
-        const outcome: AttemptOutcome = { kind: 'response', status, grpcStatus };
-        if (mayRetry && plan.retries && isRetriable(plan.retries, outcome)) {
+        const outcome: AttemptOutcome = { kind: 'response', status, grpcStatus: grpcStatus !== undefined ? Number(grpcStatus) : undefined };
+        if (mayRetry && shouldRetry(plan.retries, 1, outcome)) {
           upstream.resume();
           cancel?.();
           settle(outcome);
@@ -445,7 +438,7 @@ export class HttpProxy {
           try {
             s = session.request(h, { endStream: false });
           } catch {
-            settle({ kind: 'reset', refused: true });
+            settle({ kind: 'refused-stream' });
             return;
           }
           cancel = () => { if (!s.destroyed) s.close(H2.NGHTTP2_CANCEL); };
@@ -463,7 +456,7 @@ export class HttpProxy {
           });
           s.once('error', () => undefined);
           s.once('close', () => {
-            if (!settled) settle({ kind: 'reset', refused: s.rstCode === H2.NGHTTP2_REFUSED_STREAM });
+            if (!settled) settle(s.rstCode === H2.NGHTTP2_REFUSED_STREAM ? { kind: 'refused-stream' } : { kind: 'reset' });
           });
           sendBody(s as unknown as NodeJS.WritableStream & { end(): void });
         }, () => settle({ kind: 'connect-failure' }));
@@ -500,11 +493,10 @@ export class HttpProxy {
     const trace = propagateTrace(headers);
     const start = Date.now();
     const facts: RequestFacts = {
-      method: req.method ?? 'GET', path: (req.url ?? '/').split('?')[0]!, query: (req.url ?? '').split('?')[1] ?? '', authority: getHeader(headers, 'host') ?? conn.info.authority,
+      method: req.method ?? 'GET', target: req.url ?? '/', authority: getHeader(headers, 'host') ?? conn.info.authority,
       headers, grpc: false, sourcePrincipal: conn.info.peerIdentity, sourceIp: conn.info.remoteIp,
     };
-    const key = bindingServiceKey(conn.binding);
-    const plan = planRequest(this.#d.snapshot(), conn.binding, key ? this.#d.l7(key) : undefined, facts);
+    const plan = this.#plan(conn, facts);
     const finish = (status: number, flags: string, dest: Workload | undefined, upstreamHost: string | undefined): void => {
       const labels = requestLabels({ source: conn.source, sourcePrincipal: conn.info.peerIdentity, destination: dest, service: conn.binding.service, protocol: 'http', status, flags });
       this.#d.telemetry.request(labels, {
@@ -531,7 +523,8 @@ export class HttpProxy {
       return;
     }
     setHeader(headers, 'x-forwarded-client-cert', `By=${this.#d.identity()};URI=${conn.info.peerIdentity}`);
-    let text = `${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/1.1\r\nhost: ${facts.authority}\r\nconnection: Upgrade\r\nupgrade: ${up}\r\n`;
+    for (const m of plan.requestHeaders) applyModifier(headers, m);
+    let text = `${req.method ?? 'GET'} ${plan.path} HTTP/1.1\r\nhost: ${plan.authority}\r\nconnection: Upgrade\r\nupgrade: ${up}\r\n`;
     for (const [k, v] of headers) if (k !== 'host') text += `${k}: ${v.replace(/[\r\n]/g, '')}\r\n`;
     upstream.write(text + '\r\n');
     if (head.length > 0) upstream.write(head);
@@ -551,10 +544,7 @@ export class HttpProxy {
 
   /** Opaque TCP to an endpoint of the bound service (or the bound pod). */
   #tcp(stream: Duplex, conn: Conn): void {
-    const snap = this.#d.snapshot();
-    const plan = planRequest(snap, conn.binding, undefined, {
-      method: '', path: '', query: '', authority: conn.info.authority, headers: [], grpc: false, sourcePrincipal: conn.info.peerIdentity, sourceIp: conn.info.remoteIp,
-    });
+    const plan = planTcp(this.#d.snapshot(), conn.binding);
     const start = Date.now();
     const labelsFor = (dest: Workload | undefined, flags: string) => requestLabels({
       source: conn.source, sourcePrincipal: conn.info.peerIdentity, destination: dest, service: conn.binding.service, protocol: 'tcp', status: 0, flags,

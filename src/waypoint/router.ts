@@ -1,21 +1,19 @@
 /**
- * The waypoint's routing plan for one request, pure: which backend Service (and subset), which
- * endpoints may take it, and how (timeouts, retries, header changes), or a local answer (404
- * NR, 503 UH ...). Route matching, backend weights, load balancing and retry decisions belong
- * to src/waypoint/l7 (pure decision functions); this module composes them with the snapshot.
+ * The waypoint's plan for one request: the L7 decision functions (src/waypoint/l7: normalization,
+ * route selection, backend pick, rewrites, fault injection, timeouts and retries) composed with
+ * the snapshot (which endpoints of the chosen Service, and subset, may take it). Pure.
  */
 import type { Service, ServicePort, Snapshot, Workload } from '../model/index.js';
 import { serviceKey } from '../model/index.js';
 import type { HeaderModifier, RetryPolicy, ServiceL7 } from '../model/l7.js';
 import type { Binding } from './bindings.js';
 import type { HeaderList } from './headers.js';
+import { decideRequest, type RequestFacts as L7Facts } from './l7/index.js';
 
 export interface RequestFacts {
   readonly method: string;
-  /** path without the query */
-  readonly path: string;
-  /** the query string after `?` (without it), '' when none */
-  readonly query: string;
+  /** the raw request target (path and query) */
+  readonly target: string;
   readonly authority: string;
   readonly headers: HeaderList;
   readonly grpc: boolean;
@@ -33,6 +31,9 @@ export interface LocalReply {
   /** response_code_details */
   readonly details: string;
   readonly routeName?: string;
+  /** a gRPC request's status (the HTTP status is then 200) */
+  readonly grpcStatus?: number;
+  readonly delayMs?: number;
 }
 
 export interface ForwardPlan {
@@ -43,13 +44,15 @@ export interface ForwardPlan {
   readonly servicePort?: ServicePort;
   /** endpoints that may take it (healthy, subset applied); the executor picks one per attempt */
   readonly endpoints: readonly Workload[];
-  /** `ns/host[/subset]`: load-balancer and pool key, `upstream_cluster` in the access log */
+  /** `ns/host[/subset]`: load-balancer key, `upstream_cluster` in the access log */
   readonly cluster: string;
+  /** the request target to send (normalized, rewritten, query kept) */
+  readonly path: string;
+  readonly authority: string;
   readonly timeoutMs?: number;
   readonly retries?: RetryPolicy;
-  readonly requestHeaders?: readonly HeaderModifier[];
-  readonly responseHeaders?: readonly HeaderModifier[];
-  readonly rewrite?: { readonly path?: string; readonly authority?: string };
+  readonly requestHeaders: readonly HeaderModifier[];
+  readonly responseHeaders: readonly HeaderModifier[];
   readonly routeName?: string;
   readonly delayMs?: number;
 }
@@ -66,24 +69,78 @@ export function endpointsOf(snap: Snapshot, svc: Service, labels?: Readonly<Reco
     && (!labels || Object.entries(labels).every(([k, v]) => w.labels[k] === v)));
 }
 
-/** A service without routes routes to itself (same port). */
-export function planToSelf(snap: Snapshot, b: Binding): RequestPlan {
-  if (b.kind === 'workload') {
-    return { kind: 'forward', service: b.service ?? pseudoService(b.workload), targetPort: b.targetPort, ...(b.port ? { servicePort: b.port } : {}), endpoints: [b.workload], cluster: `${b.workload.namespace}/${b.workload.name}` };
-  }
-  const eps = endpointsOf(snap, b.service);
-  if (eps.length === 0) return reply(503, 'UH', 'no_healthy_upstream', 'no healthy upstream');
-  return { kind: 'forward', service: b.service, targetPort: b.port.targetPort, servicePort: b.port, endpoints: eps, cluster: serviceKey(b.service) };
+/** Header map for the decision functions: lowercase names, each value of a repeated header on its own. */
+function headerValues(list: HeaderList): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const [k, v] of list) (out[k] ??= []).push(v);
+  return out;
 }
 
-function pseudoService(w: Workload): Service {
-  return { name: w.name, namespace: w.namespace, hostname: w.name, vips: [], ports: [] };
+function routeName(o: { kind: string; namespace: string; name: string; rule: number; ruleName?: string } | undefined): string | undefined {
+  return o ? `${o.kind}/${o.namespace}/${o.name}#${o.ruleName ?? o.rule}` : undefined;
 }
 
 /**
- * The plan for one request. Until the L7 decision functions are wired, a Service routes to
- * itself whatever its routes say.
+ * The plan for one request to `b`. Workload-addressed traffic without a Service port goes to the
+ * pod itself; everything else through the Service's routes (none: to itself).
  */
-export function planRequest(snap: Snapshot, b: Binding, _l7: ServiceL7 | undefined, _r: RequestFacts): RequestPlan {
-  return planToSelf(snap, b);
+export function planRequest(snap: Snapshot, b: Binding, l7: (key: string) => ServiceL7 | undefined, r: RequestFacts, rand: () => number): RequestPlan {
+  const svc = b.service;
+  const port = b.port;
+  if (!svc || !port) {
+    if (b.kind !== 'workload') return reply(500, '', 'no_service_port');
+    const w = b.workload;
+    return {
+      kind: 'forward', service: { name: w.name, namespace: w.namespace, hostname: w.name, vips: [], ports: [] }, targetPort: b.targetPort,
+      endpoints: [w], cluster: `${w.namespace}/${w.name}`, path: r.target, authority: r.authority, requestHeaders: [], responseHeaders: [],
+    };
+  }
+  const key = serviceKey(svc);
+  const destIp = b.kind === 'workload' ? b.workload.addresses[0] : svc.vips[0];
+  const facts: L7Facts = {
+    method: r.method, path: r.target, authority: r.authority, scheme: 'http', headers: headerValues(r.headers), port: port.port,
+    sourcePrincipal: r.sourcePrincipal || undefined, sourceIp: r.sourceIp, destinationIp: destIp, isGrpc: r.grpc,
+  };
+  const plan = decideRequest(l7(key), facts, key, svc.hostname, rand);
+  if (plan.kind === 'respond') {
+    return {
+      kind: 'respond', status: plan.status, flags: plan.flag === '-' ? '' : plan.flag, details: plan.details,
+      headers: plan.headers.map(([k, v]) => [k, v] as [string, string]), ...(plan.body !== undefined ? { body: plan.body } : {}),
+      ...(plan.grpcStatus !== undefined ? { grpcStatus: plan.grpcStatus } : {}), ...(plan.delayMs !== undefined ? { delayMs: plan.delayMs } : {}),
+      ...(plan.origin ? { routeName: routeName(plan.origin)! } : {}),
+    };
+  }
+  const backend = snap.service(plan.backend.service);
+  if (!backend) return reply(500, '', 'backend_service_unknown', `no service ${plan.backend.host}\n`);
+  const bport = backend.ports.find((p) => p.port === plan.backend.port);
+  if (!bport) return reply(500, '', 'backend_port_unknown', `service ${plan.backend.host} has no port ${plan.backend.port}\n`);
+  let labels: Readonly<Record<string, string>> | undefined;
+  if (plan.backend.subset !== undefined) {
+    const subset = l7(plan.backend.service)?.destination?.subsets.find((s) => s.name === plan.backend.subset);
+    if (!subset) return reply(503, 'NR', 'subset_not_found', `no subset ${plan.backend.subset} of ${plan.backend.host}\n`);
+    labels = subset.labels;
+  }
+  // workload-addressed traffic stays on the addressed pod when the route keeps the same Service
+  const endpoints = b.kind === 'workload' && plan.backend.service === key ? [b.workload] : endpointsOf(snap, backend, labels);
+  if (endpoints.length === 0) return reply(503, 'UH', 'no_healthy_upstream', 'no healthy upstream');
+  const rn = routeName(plan.origin);
+  return {
+    kind: 'forward', service: backend, targetPort: bport.targetPort, servicePort: bport, endpoints,
+    cluster: `${plan.backend.service}${plan.backend.subset !== undefined ? `/${plan.backend.subset}` : ''}`,
+    path: plan.path, authority: plan.authority, requestHeaders: plan.requestHeaders, responseHeaders: plan.responseHeaders,
+    ...(plan.timeoutMs !== undefined ? { timeoutMs: plan.timeoutMs } : {}), ...(plan.retry ? { retries: plan.retry } : {}),
+    ...(rn ? { routeName: rn } : {}), ...(plan.delayMs !== undefined ? { delayMs: plan.delayMs } : {}),
+  };
+}
+
+/** Opaque TCP: to the bound Service's endpoints (or the bound pod), same target port. */
+export function planTcp(snap: Snapshot, b: Binding): RequestPlan {
+  const base = { path: '', authority: '', requestHeaders: [], responseHeaders: [] };
+  if (b.kind === 'workload') {
+    const w = b.workload;
+    return { kind: 'forward', service: b.service ?? { name: w.name, namespace: w.namespace, hostname: w.name, vips: [], ports: [] }, targetPort: b.targetPort, endpoints: [w], cluster: `${w.namespace}/${w.name}`, ...base };
+  }
+  const eps = endpointsOf(snap, b.service);
+  if (eps.length === 0) return reply(503, 'UH', 'no_healthy_upstream');
+  return { kind: 'forward', service: b.service, targetPort: b.port.targetPort, servicePort: b.port, endpoints: eps, cluster: serviceKey(b.service), ...base };
 }

@@ -9,6 +9,7 @@ import { createServer, request, type IncomingMessage, type Server } from 'node:h
 import { connect as h2connect, createServer as createH2Server, type Http2Server } from 'node:http2';
 import { connect as netConnect, type AddressInfo } from 'node:net';
 import { setLogLevel } from '../../src/core/index.js';
+import type { HttpRoute, RetryPolicy, ServiceL7 } from '../../src/model/l7.js';
 import { CLIENT_ID, harness } from '../helpers/waypoint-harness.js';
 
 setLogLevel('warn');
@@ -17,12 +18,19 @@ interface Seen { name: string; method: string; url: string; headers: Record<stri
 
 function backend(name: string): Promise<{ server: Server; port: number; seen: Seen[] }> {
   const seen: Seen[] = [];
+  const failed = new Set<string>();
   const server = createServer((req, res) => {
     let body = '';
     req.on('data', (d: Buffer) => { body += d.toString(); });
     req.on('end', () => {
       seen.push({ name, method: req.method ?? '', url: req.url ?? '', headers: req.headers, body });
-      const status = Number(new URL(req.url ?? '/', 'http://x').searchParams.get('status') ?? 200);
+      const q = new URL(req.url ?? '/', 'http://x').searchParams;
+      let status = Number(q.get('status') ?? 200);
+      // flaky: the first time this server sees a request id it answers 503
+      const rid = String(req.headers['x-request-id']);
+      if (q.get('fail') === 'first' && !failed.has(rid)) { failed.add(rid); status = 503; }
+      const delay = Number(q.get('delayMs') ?? 0);
+      if (delay > 0) { setTimeout(() => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(JSON.stringify({ name, body })); }, delay); return; }
       res.writeHead(status, { 'content-type': 'application/json', connection: 'x-private', 'x-private': 'hop', 'x-from': name });
       res.end(JSON.stringify({ name, body }));
     });
@@ -173,4 +181,51 @@ test('h2c with prior knowledge and gRPC-style trailers', async (t) => {
   t.is(res.body, 'path=/pkg.Svc/Call te=trailers');
   t.is(res.trailers['grpc-status'], '0');
   t.regex(await h.telemetry.metrics(), /istio_requests_total\{[^}]*request_protocol="grpc",response_code="200",grpc_response_status="0"/);
+});
+
+const KEY = 'default/echo.default.svc.cluster.local';
+const HOST = 'echo.default.svc.cluster.local';
+const origin = (rule: number) => ({ kind: 'VirtualService' as const, namespace: 'default', name: 'echo', rule });
+const to = (subset: string, weight = 1) => ({ host: HOST, service: KEY, subset, weight });
+const RETRY: RetryPolicy = { attempts: 3, perTryTimeoutMs: 2000, retryOn: ['5xx', 'reset', 'connect-failure', 'retriable-4xx'], retriableStatusCodes: [], backoffBaseMs: 25 };
+
+/** The seed's VirtualService + DestinationRule, as the control plane translates them. */
+function seedL7(o: { retries?: RetryPolicy; timeoutMs?: number } = {}): ServiceL7 {
+  const http: HttpRoute[] = [
+    { origin: origin(0), match: { headers: [{ name: 'end-user', match: { exact: 'jason' }, invert: false }], queryParams: [] }, action: { backends: [to('v2')], mirrors: [] } },
+    { origin: origin(1), action: { backends: [to('v1', 90), to('v2', 10)], mirrors: [], ...(o.retries ? { retries: o.retries } : {}), ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}) } },
+  ];
+  return {
+    service: KEY, http, grpc: [],
+    destination: {
+      origin: { kind: 'DestinationRule', namespace: 'default', name: 'echo', rule: 0 }, trafficPolicy: {},
+      subsets: [{ name: 'v1', labels: { version: 'v1' }, trafficPolicy: {} }, { name: 'v2', labels: { version: 'v2' }, trafficPolicy: {} }],
+    },
+  };
+}
+
+test('the seed VirtualService: header canary, 90/10 split, retries turn 503s into 200s, route timeout gives 504 UT', async (t) => {
+  const [a, b] = await Promise.all([backend('v1'), backend('v2')]);
+  const h = await harness({ endpoints: [{ name: 'echo-v1', ip: '10.244.1.3', port: a.port, labels: { version: 'v1' } }, { name: 'echo-v2', ip: '10.244.2.2', port: b.port, labels: { version: 'v2' } }] });
+  t.teardown(async () => { await h.close(); a.server.close(); b.server.close(); });
+  const port = await h.port('10.96.0.10:80');
+  h.set(seedL7());
+  for (let i = 0; i < 5; i++) t.is(JSON.parse((await get(port, '/', { 'end-user': 'jason' })).body).name, 'v2');
+  const counts = { v1: 0, v2: 0 };
+  for (let i = 0; i < 200; i++) counts[JSON.parse((await get(port, '/')).body).name as 'v1' | 'v2']++;
+  t.true(counts.v1 > counts.v2 * 3, JSON.stringify(counts));
+  t.true(counts.v2 > 0, JSON.stringify(counts));
+  // flaky backends: without a retry policy the 503 reaches the client
+  t.is((await get(port, '/?fail=first')).status, 503);
+  h.set(seedL7({ retries: RETRY }));
+  for (let i = 0; i < 5; i++) t.is((await get(port, '/?fail=first')).status, 200);
+  t.regex(await h.telemetry.metrics(), /istio_requests_total\{[^}]*response_code="503"[^}]*\} 1\n/);
+  h.set(seedL7({ timeoutMs: 100 }));
+  const slow = await get(port, '/?delayMs=2000');
+  t.is(slow.status, 504);
+  t.regex(await h.telemetry.metrics(), /istio_requests_total\{[^}]*response_code="504"[^}]*response_flags="UT"/);
+  // no rule matches: 404 NR
+  h.set({ service: KEY, http: [{ origin: origin(0), match: { path: { type: 'exact', value: '/only', segmented: false, ignoreCase: false }, headers: [], queryParams: [] }, action: { backends: [to('v1')], mirrors: [] } }], grpc: [], ...{ destination: seedL7().destination! } });
+  t.is((await get(port, '/other')).status, 404);
+  t.is((await get(port, '/only')).status, 200);
 });

@@ -1,0 +1,223 @@
+/**
+ * Waypoints in the local mesh: what istiod's deployment controller does in Kubernetes. For every
+ * Gateway of a waypoint class in the watched YAML (`ambit waypoint apply`, or `ambit apply` of a
+ * Gateway), `ambit up` adds its pod (a network namespace on a node, labelled with the Gateway's
+ * name, outside the ambient capture) and its Service to the cluster, and runs `ambit waypoint`
+ * for it in the root namespace with `--netns` naming the pod's namespace. A Gateway annotated
+ * `ambit.dev/enroll-namespace: "true"` (`--enroll-namespace`) also labels its namespace
+ * `istio.io/use-waypoint=<name>`. A Gateway removed from the directory stops its waypoint.
+ */
+import { readFileSync, readdirSync, watch, type FSWatcher } from 'node:fs';
+import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import { MeshError, errorMessage, logger } from '../core/index.js';
+import type { Cluster, Pod, Service } from '../local/index.js';
+import { Program, httpGet, waitFor } from './children.js';
+import { writeFileAtomic } from './state-file.js';
+
+const log = logger('cli.waypoints');
+
+export const WAYPOINT_CLASSES = ['ambit-waypoint', 'istio-waypoint'];
+export const GATEWAY_NAME_LABEL = 'gateway.networking.k8s.io/gateway-name';
+export const ENROLL_ANNOTATION = 'ambit.dev/enroll-namespace';
+export const USE_WAYPOINT = 'istio.io/use-waypoint';
+const MAX_WAYPOINTS = 16;
+
+export interface DeclaredWaypoint {
+  readonly namespace: string;
+  readonly name: string;
+  readonly enrollNamespace: boolean;
+}
+
+/** Waypoint Gateways declared in the YAML files of `dir` (cluster.yaml excluded). Bad files are skipped (the control plane reports them). */
+export function declaredWaypoints(dir: string): DeclaredWaypoint[] {
+  const out = new Map<string, DeclaredWaypoint>();
+  let names: string[];
+  try { names = readdirSync(dir).filter((n) => /\.ya?ml$/.test(n) && n !== 'cluster.yaml').sort(); } catch { return []; }
+  for (const n of names) {
+    let docs;
+    try { docs = parseAllDocuments(readFileSync(join(dir, n), 'utf8')); } catch { continue; }
+    for (const d of docs) {
+      if (d.errors.length > 0) continue;
+      const o = d.toJS({ maxAliasCount: 100 }) as { kind?: unknown; metadata?: { name?: unknown; namespace?: unknown; annotations?: Record<string, unknown> }; spec?: { gatewayClassName?: unknown } } | null;
+      if (!o || o.kind !== 'Gateway' || typeof o.metadata?.name !== 'string') continue;
+      if (!WAYPOINT_CLASSES.includes(String(o.spec?.gatewayClassName))) continue;
+      const namespace = typeof o.metadata.namespace === 'string' ? o.metadata.namespace : 'default';
+      const enroll = String(o.metadata.annotations?.[ENROLL_ANNOTATION] ?? '') === 'true';
+      out.set(`${namespace}/${o.metadata.name}`, { namespace, name: o.metadata.name, enrollNamespace: enroll });
+    }
+  }
+  return [...out.values()];
+}
+
+export interface LocalWaypointOptions {
+  readonly cluster: Cluster;
+  readonly dir: string;
+  readonly configDir: string;
+  readonly controlUrl: string;
+  readonly tokenFile: string;
+  /** admin/metrics/readiness of waypoint k: base + 100*(150+k) + {0, 20, 21} */
+  readonly portBase: number;
+  readonly logLevel: string;
+  /** node the waypoint pods go to; default the last node */
+  readonly node?: string;
+  readonly onFailure: (e: Error) => void;
+  /** a waypoint became ready */
+  readonly onReady?: (w: RunningWaypoint) => void;
+}
+
+export interface RunningWaypoint {
+  readonly key: string;
+  readonly pod: Pod;
+  readonly service: Service;
+  readonly program: Program;
+  readonly metricsPort: number;
+  readonly adminPort: number;
+  readonly readinessPort: number;
+  readonly logFile: string;
+}
+
+/** Keeps the running waypoints in line with the Gateways in the watched directory. */
+export class LocalWaypoints {
+  readonly #o: LocalWaypointOptions;
+  readonly #running = new Map<string, RunningWaypoint>();
+  #watcher: FSWatcher | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #chain: Promise<void> = Promise.resolve();
+  #slot = 0;
+  #stopped = false;
+
+  constructor(o: LocalWaypointOptions) { this.#o = o; }
+
+  get running(): readonly RunningWaypoint[] { return [...this.#running.values()]; }
+
+  /** First pass now (resolves when those waypoints are ready), then follow the directory. */
+  async start(): Promise<void> {
+    await this.reconcile();
+    this.#watcher = watch(this.#o.configDir, () => {
+      clearTimeout(this.#timer);
+      this.#timer = setTimeout(() => { void this.reconcile(); }, 200);
+    });
+    this.#watcher.on('error', (e) => log.warn('config directory watch failed', { error: errorMessage(e) }));
+  }
+
+  /** One pass; passes are serialised. */
+  reconcile(): Promise<void> {
+    this.#chain = this.#chain.then(() => this.#pass()).catch((e: unknown) => {
+      log.error('waypoint reconcile failed', { error: errorMessage(e) });
+    });
+    return this.#chain;
+  }
+
+  async #pass(): Promise<void> {
+    if (this.#stopped) return;
+    const want = declaredWaypoints(this.#o.configDir).slice(0, MAX_WAYPOINTS);
+    const keys = new Set(want.map((w) => `${w.namespace}/${w.name}`));
+    for (const [k, r] of this.#running) if (!keys.has(k)) await this.#remove(k, r);
+    let changedNs = false;
+    const c = this.#o.cluster;
+    for (const w of want) {
+      if (!w.enrollNamespace) continue;
+      const cur = c.state().namespaces.find((n) => n.name === w.namespace)?.labels ?? {};
+      if (cur[USE_WAYPOINT] !== w.name) { c.setNamespaceLabels(w.namespace, { ...cur, [USE_WAYPOINT]: w.name }); changedNs = true; }
+    }
+    const added: DeclaredWaypoint[] = want.filter((w) => !this.#running.has(`${w.namespace}/${w.name}`));
+    if (added.length === 0) {
+      if (changedNs) this.#writeCluster();
+      return;
+    }
+    for (const w of added) await this.#add(w);
+  }
+
+  #writeCluster(): void {
+    writeFileAtomic(join(this.#o.configDir, 'cluster.yaml'), this.#o.cluster.toYaml());
+  }
+
+  async #add(w: DeclaredWaypoint): Promise<void> {
+    const c = this.#o.cluster;
+    const node = this.#o.node ?? c.nodes[c.nodes.length - 1]!.name;
+    const podName = `${w.name}-wp`;
+    const pod = await c.addPod({
+      name: podName, namespace: w.namespace, node, serviceAccount: w.name,
+      labels: { [GATEWAY_NAME_LABEL]: w.name, 'istio.io/dataplane-mode': 'none' },
+    });
+    const service = c.addService({
+      name: w.name, namespace: w.namespace, selector: { [GATEWAY_NAME_LABEL]: w.name },
+      ports: [{ name: 'mesh', port: 15008, targetPort: 15008 }],
+    });
+    this.#writeCluster();
+    const k = this.#slot++;
+    const base = this.#o.portBase + 100 * (150 + k);
+    const logFile = join(this.#o.dir, 'logs', `waypoint-${w.namespace}-${w.name}.log`);
+    const program = new Program({
+      name: `waypoint ${w.namespace}/${w.name}`, logFile,
+      args: ['waypoint', '--log-level', this.#o.logLevel, '--name', w.name, '--namespace', w.namespace, '--service-account', w.name,
+        '--netns', pod.netnsPath, '--node', node, '--control-url', this.#o.controlUrl, '--token-file', this.#o.tokenFile,
+        '--admin-port', String(base), '--metrics-port', String(base + 20), '--readiness-port', String(base + 21), '--public-host', '127.0.0.1', '--drain-ms', '3000'],
+    });
+    const r: RunningWaypoint = { key: `${w.namespace}/${w.name}`, pod, service, program, adminPort: base, metricsPort: base + 20, readinessPort: base + 21, logFile };
+    this.#running.set(r.key, r);
+    void program.exited.then((how) => {
+      if (program.stopping || this.#stopped) return;
+      this.#o.onFailure(program.failure(how));
+    });
+    await waitFor(`waypoint ${r.key} ready (/healthz/ready)`, [program],
+      async () => ((await httpGet('127.0.0.1', r.readinessPort, '/healthz/ready')).status === 200 ? true : undefined), { timeoutMs: 60_000 });
+    log.info('waypoint ready', { waypoint: r.key, ip: pod.ip, metrics: r.metricsPort });
+    this.#o.onReady?.(r);
+  }
+
+  async #remove(key: string, r: RunningWaypoint): Promise<void> {
+    this.#running.delete(key);
+    await r.program.stop(5_000);
+    const c = this.#o.cluster;
+    c.removeService(r.service.namespace, r.service.name);
+    await c.removePod(r.pod.name);
+    const [ns, name] = key.split('/') as [string, string];
+    const cur = c.state().namespaces.find((n) => n.name === ns)?.labels;
+    if (cur?.[USE_WAYPOINT] === name) {
+      const { [USE_WAYPOINT]: _drop, ...rest } = cur;
+      c.setNamespaceLabels(ns, rest);
+    }
+    this.#writeCluster();
+  }
+
+  programs(): Array<{ name: string; pid: number }> {
+    return this.running.filter((r) => r.program.running).map((r) => ({ name: r.program.name, pid: r.program.pid! }));
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    this.#watcher?.close();
+    await this.#chain;
+    await Promise.all(this.running.map((r) => r.program.stop(5_000)));
+  }
+
+  killSync(): void { for (const r of this.running) r.program.killSync(); }
+}
+
+/** The YAML `ambit waypoint apply` writes (istioctl waypoint generate's shape). */
+export function waypointGatewayYaml(o: { name: string; namespace: string; for: string; enrollNamespace: boolean }): string {
+  if (!['service', 'workload', 'all', 'none'].includes(o.for)) throw new MeshError('AMBIT_CONFIG_INVALID', `--for: "${o.for}" is not one of service, workload, all, none`);
+  for (const [flag, v] of [['--name', o.name], ['-n', o.namespace]] as const) {
+    if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(v)) throw new MeshError('AMBIT_CONFIG_INVALID', `${flag}: ${JSON.stringify(v)} is not a DNS label`);
+  }
+  return [
+    'apiVersion: gateway.networking.k8s.io/v1',
+    'kind: Gateway',
+    'metadata:',
+    `  name: ${o.name}`,
+    `  namespace: ${o.namespace}`,
+    '  labels:',
+    `    istio.io/waypoint-for: ${o.for}`,
+    ...(o.enrollNamespace ? ['  annotations:', `    ${ENROLL_ANNOTATION}: "true"`] : []),
+    'spec:',
+    '  gatewayClassName: istio-waypoint',
+    '  listeners:',
+    '    - name: mesh',
+    '      port: 15008',
+    '      protocol: HBONE',
+    '',
+  ].join('\n');
+}
