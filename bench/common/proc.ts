@@ -3,7 +3,7 @@
  * Every wait has a deadline, and every output buffer is capped, so a stuck tool fails the step
  * instead of hanging the suite.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 import { BenchError } from './errors.js';
 
@@ -101,4 +101,32 @@ export function waitExit(child: ChildProcess, what: string, timeoutMs: number): 
     const timer = setTimeout(() => reject(new BenchError(what, `still running after ${timeoutMs} ms`)), timeoutMs);
     child.once('exit', (code) => { clearTimeout(timer); resolve(code); });
   });
+}
+
+/** Clock ticks per second of /proc/<pid>/stat times (USER_HZ; 100 on every Linux architecture Node runs on). */
+export const USER_HZ = 100;
+
+/**
+ * CPU seconds (user + system) of a process, or of one of its threads when `tid` is given (the
+ * JS thread of a Node process is the thread whose id is the pid). From /proc/<pid>/stat fields 14
+ * and 15, counted after the `)` that ends the command name (which may hold spaces).
+ */
+export function cpuSeconds(pid: number, tid?: number): number {
+  const path = tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`;
+  return parseStatCpuSeconds(readFileSync(path, 'utf8'));
+}
+
+/** utime + stime of a /proc stat line, in seconds. Pure. */
+export function parseStatCpuSeconds(stat: string): number {
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // rest[0] is field 3 (state); utime and stime are fields 14 and 15
+  const utime = Number(rest[11]);
+  const stime = Number(rest[12]);
+  if (!Number.isFinite(utime) || !Number.isFinite(stime)) throw new BenchError('cpu', `unreadable stat line: ${stat.slice(0, 80)}`);
+  return (utime + stime) / USER_HZ;
+}
+
+/** Open file descriptors of a process (entries of /proc/<pid>/fd). */
+export function fdCount(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
 }

@@ -1,8 +1,9 @@
 /**
- * The L4 data-plane bench: pod to pod across two nodes, over three paths side by side.
+ * The L4 data-plane bench: pod to pod across two nodes, over four paths side by side.
  *
  *   direct   client pod -> server pod IP (namespace not enrolled)
  *   stunnel  client -> stunnel4 (client pod) ==mTLS 1.3==> stunnel4 (server pod) -> 127.0.0.1
+ *   haproxy  client -> haproxy, TCP mode (client pod) ==mTLS 1.3==> haproxy (server pod) -> 127.0.0.1
  *   ambit    both pods ambient: captured in the client pod, HBONE between the two node agents
  *
  * The selected paths are started one after the other, each followed at once by the RSS of its
@@ -10,22 +11,26 @@
  * path at a time: single-stream throughput (iperf3), requests/s at c=16 (wrk against haproxy's
  * fixed 1 kB body), new connections/s. Last, 1 kB request/response latency at c=1 (p50/p90),
  * alternating between all the paths in rounds so they are compared under the same background
- * load (latency.ts). The servers are the same processes for every path of a pod pair. Prints the
- * table and writes bench/results/l4.json.
+ * load (latency.ts). The servers are the same processes for every path of a pod pair; stunnel and
+ * haproxy present the same certificates. Prints the table (with the CPU model) and writes
+ * bench/results/l4.json.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { cpus, release, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createCluster, installExitCleanup, type Cluster, type Pod } from '../../src/local/index.js';
 import { messageOf } from '../common/errors.js';
+import { machineInfo, machineLine } from '../common/machine.js';
 import { writeResults } from '../common/results.js';
 import type { BenchOptions, BenchSuite, SuiteReport } from '../common/suite.js';
 import { ensureTools } from '../common/tools.js';
 import { APP_PORTS, startApps, type Apps } from './apps.js';
+import { issuePairFiles, type PairFiles } from './certs.js';
+import { startHaproxyPair } from './haproxy-pair.js';
 import { measureLatencyInterleaved } from './latency.js';
 import { FULL, QUICK, emptyMetrics, measurePath, type MeasureSettings, type PathTarget, type StepName } from './measure.js';
 import { startAmbit, type AmbitMesh } from './mesh.js';
-import { formatL4Table, formatTargets, l4Targets, type Outcomes, type PathName, type PathOutcome } from './report.js';
+import { PATHS, formatL4Table, formatTargets, l4Targets, type Outcomes, type PathName, type PathOutcome } from './report.js';
 import { startStunnelPair } from './stunnel.js';
 
 export const L4_TOOLS = { iperf3: 'iperf3', wrk: 'wrk', stunnel4: 'stunnel4', haproxy: 'haproxy' } as const;
@@ -34,7 +39,7 @@ const AMBIENT = 'istio.io/dataplane-mode';
 export interface L4Options extends BenchOptions {
   /** override the measurement settings (tests, experiments) */
   readonly settings?: MeasureSettings;
-  /** only these paths; default all three */
+  /** only these paths; default all four */
   readonly paths?: readonly PathName[];
   /** where l4.json goes; default bench/results */
   readonly resultsDir?: string;
@@ -56,19 +61,21 @@ interface LivePath {
   readonly client: Pod;
   readonly target: PathTarget;
   readonly memoryPids: () => readonly number[];
+  readonly jsPids?: () => readonly number[];
   readonly beforeRss?: () => Promise<unknown>;
 }
 
 export async function runL4(opts: L4Options = {}): Promise<L4Report> {
   const log = opts.log ?? ((l: string) => process.stderr.write(`[bench l4] ${l}\n`));
   const settings = opts.settings ?? (opts.quick ? QUICK : FULL);
-  const wanted = new Set<PathName>(opts.paths ?? ['direct', 'stunnel', 'ambit']);
+  const wanted = new Set<PathName>(opts.paths ?? PATHS);
   if (process.getuid?.() !== 0) throw new Error('bench l4: needs root (network namespaces, nftables)');
   const tools = await ensureTools(L4_TOOLS, log);
   const started = new Date();
   const outcomes: Record<PathName, PathOutcome> = {
     direct: { metrics: null, error: 'not selected' },
     stunnel: { metrics: null, error: 'not selected' },
+    haproxy: { metrics: null, error: 'not selected' },
     ambit: { metrics: null, error: 'not selected' },
   };
 
@@ -109,7 +116,7 @@ export async function runL4(opts: L4Options = {}): Promise<L4Report> {
       if (picked.size === 0) return;
       await measurePath(p.name, {
         only: picked, cluster: c, client: p.client, target: p.target, tools, settings, memoryPids: p.memoryPids, log,
-        ...(p.beforeRss ? { beforeRss: p.beforeRss } : {}),
+        ...(p.beforeRss ? { beforeRss: p.beforeRss } : {}), ...(p.jsPids ? { jsPids: p.jsPids } : {}),
       }, outcomes[p.name].metrics!);
     };
     const add = async (p: LivePath) => {
@@ -121,14 +128,26 @@ export async function runL4(opts: L4Options = {}): Promise<L4Report> {
     if (wanted.has('direct')) {
       await add({ name: 'direct', client: plain.client, target: { host: plain.server.ip, ports: APP_PORTS }, memoryPids: () => [] });
     }
-    if (wanted.has('stunnel')) {
+    let files: PairFiles | undefined;
+    if (wanted.has('stunnel') || wanted.has('haproxy')) files = await issuePairFiles({ client: plain.client, server: plain.server, dir });
+    if (wanted.has('stunnel') && files) {
       try {
-        const st = await startStunnelPair({ cluster: c, client: plain.client, server: plain.server, dir, stunnel: tools.stunnel4! });
+        const st = await startStunnelPair({ cluster: c, client: plain.client, server: plain.server, dir, stunnel: tools.stunnel4!, files });
         stops.push(() => st.stop());
         await add({ name: 'stunnel', client: plain.client, target: st.target, memoryPids: st.pids });
       } catch (e) {
         outcomes.stunnel = { metrics: null, error: messageOf(e) };
         log(`stunnel path failed: ${messageOf(e)}`);
+      }
+    }
+    if (wanted.has('haproxy') && files) {
+      try {
+        const hp = await startHaproxyPair({ cluster: c, client: plain.client, server: plain.server, dir, haproxy: tools.haproxy!, files });
+        stops.push(() => hp.stop());
+        await add({ name: 'haproxy', client: plain.client, target: hp.target, memoryPids: hp.pids });
+      } catch (e) {
+        outcomes.haproxy = { metrics: null, error: messageOf(e) };
+        log(`haproxy path failed: ${messageOf(e)}`);
       }
     }
     let hboneBefore = 0;
@@ -140,7 +159,7 @@ export async function runL4(opts: L4Options = {}): Promise<L4Report> {
         stops.push(() => up.stop());
         hboneBefore = await up.tunnelled();
         am = up;
-        await add({ name: 'ambit', client: mesh.client, target: up.target, memoryPids: up.agentPids, beforeRss: up.collectGarbage });
+        await add({ name: 'ambit', client: mesh.client, target: up.target, memoryPids: up.agentPids, jsPids: up.agentPids, beforeRss: up.collectGarbage });
       } catch (e) {
         outcomes.ambit = { metrics: null, error: messageOf(e) };
         log(`ambit path failed: ${messageOf(e)}`);
@@ -164,6 +183,7 @@ export async function runL4(opts: L4Options = {}): Promise<L4Report> {
         if (r.ok) {
           m.rrP50Us = r.summary.p50;
           m.rrP90Us = r.summary.p90;
+          m.rrP99Us = r.summary.p99;
           m.rrRoundP50Us = r.summary.roundP50s;
           if (name === 'ambit') ambitLatencyOk = true;
         } else {
@@ -196,16 +216,18 @@ export async function runL4(opts: L4Options = {}): Promise<L4Report> {
     rmSync(dir, { recursive: true, force: true });
   }
 
-  const table = formatL4Table(outcomes);
+  const machine = machineInfo();
+  const table = `${machineLine(machine)}\n${formatL4Table(outcomes)}`;
   const targets = l4Targets(outcomes);
   const resultsPath = writeResults('l4', {
     suite: 'l4',
     started: started.toISOString(),
     finished: new Date().toISOString(),
-    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', kernel: release(), node: process.version },
+    machine,
     settings,
     units: {
-      throughputGbps: 'Gbit/s', rrP50Us: 'microseconds', rrP90Us: 'microseconds', rps: 'requests/s', connPerSec: 'connections/s',
+      throughputGbps: 'Gbit/s', rrP50Us: 'microseconds', rrP90Us: 'microseconds', rrP99Us: 'microseconds', rps: 'requests/s', connPerSec: 'connections/s',
+      cpuUsPerConn: 'CPU microseconds of the proxy processes per new connection (all threads)', jsUsPerConn: 'of that, the JS threads of Node processes',
       memKbPerConn: 'kB RSS of the proxy processes per extra idle connection',
     },
     paths: outcomes,
@@ -216,7 +238,7 @@ export async function runL4(opts: L4Options = {}): Promise<L4Report> {
 
 export const l4Suite: BenchSuite = {
   name: 'l4',
-  description: 'L4 data plane pod to pod across two nodes: direct TCP vs stunnel4 mTLS vs ambit HBONE',
+  description: 'L4 data plane pod to pod across two nodes: direct TCP vs stunnel4 mTLS vs haproxy mTLS (TCP mode) vs ambit HBONE',
   run: (opts) => runL4(opts),
 };
 

@@ -34,6 +34,7 @@ export interface LatencySummary {
   /** nearest-rank percentiles over all rounds' samples together, microseconds; NaN when none */
   readonly p50: number;
   readonly p90: number;
+  readonly p99: number;
   /** p50 of each round on its own (the spread shows how much the conditions moved), microseconds */
   readonly roundP50s: number[];
 }
@@ -46,5 +47,5 @@ export interface LatencySummary {
 export function summarizeRounds(rounds: readonly (readonly number[])[]): LatencySummary {
   const all = rounds.flat().sort((a, b) => a - b);
   const roundP50s = rounds.filter((r) => r.length > 0).map((r) => percentile([...r].sort((a, b) => a - b), 50));
-  return { n: all.length, p50: percentile(all, 50), p90: percentile(all, 90), roundP50s };
+  return { n: all.length, p50: percentile(all, 50), p90: percentile(all, 90), p99: percentile(all, 99), roundP50s };
 }

@@ -1,6 +1,6 @@
 /**
  * Runs the L4 bench alone:
- *   node --import tsx bench/l4/main.ts [--quick] [--paths direct,stunnel,ambit] [--profile <dir>]
+ *   node --import tsx bench/l4/main.ts [--quick] [--paths direct,stunnel,haproxy,ambit] [--profile <dir>]
  *     [--only memory,throughput,latency,rps,conn]
  * (or `node dist/bench/l4/main.js` after the build). Exit code 0 even when a target is missed:
  * the numbers are the result; 1 when the bench itself could not run.

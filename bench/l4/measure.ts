@@ -6,7 +6,7 @@
  */
 import type { Cluster, Pod } from '../../src/local/index.js';
 import { BenchError, messageOf } from '../common/errors.js';
-import { rssKb, stopChild, waitExit, waitForLine, OutputTail } from '../common/proc.js';
+import { cpuSeconds, rssKb, stopChild, waitExit, waitForLine, OutputTail } from '../common/proc.js';
 import { CONN_CLIENT, HOLD_CLIENT } from './pod-scripts.js';
 import { parseHeld, parseIperfJson, parseScriptJson, parseWrk } from './parse.js';
 
@@ -58,12 +58,19 @@ export interface PathMetrics {
   /** 1 kB request/response at c=1, microseconds, over all rounds of the interleaved step */
   rrP50Us: number | null;
   rrP90Us: number | null;
+  rrP99Us: number | null;
   /** p50 of each latency round on its own, microseconds (how much the conditions moved) */
   rrRoundP50Us?: number[];
   /** wrk requests per second at c=16 */
   rps: number | null;
   /** completed connect/1 byte/close exchanges per second */
   connPerSec: number | null;
+  /**
+   * CPU of the path's proxies per new connection during the connection-rate step, microseconds:
+   * all their threads, and (Node processes) the JS thread alone; null when not measured
+   */
+  cpuUsPerConn?: number | null;
+  jsUsPerConn?: number | null;
   /** RSS growth of the path's proxies per extra idle connection, kB; null when nothing proxies */
   memKbPerConn: number | null;
   /** what went wrong or looked odd, per measurement */
@@ -84,6 +91,8 @@ export interface MeasureContext {
   readonly settings: MeasureSettings;
   /** pids whose RSS is the path's memory cost (agents, stunnels); empty: not measured */
   readonly memoryPids: () => readonly number[];
+  /** Node processes among memoryPids: their JS thread's CPU is reported apart; default none */
+  readonly jsPids?: () => readonly number[];
   /** run before each RSS reading (e.g. a full GC in the agents); default nothing */
   readonly beforeRss?: () => Promise<unknown>;
   readonly log: (line: string) => void;
@@ -112,10 +121,10 @@ export async function measureRps(ctx: MeasureContext): Promise<{ rps: number; er
   return { rps: w.requestsPerSec, errors: w.errors };
 }
 
-export async function measureConnRate(ctx: MeasureContext): Promise<{ rate: number; failed: number; errors: string[] }> {
+export async function measureConnRate(ctx: MeasureContext): Promise<{ ok: number; rate: number; failed: number; errors: string[] }> {
   const { host, ports } = ctx.target;
   const st = ctx.settings;
-  return execJson<{ rate: number; failed: number; errors: string[] }>(ctx, 'connections',
+  return execJson<{ ok: number; rate: number; failed: number; errors: string[] }>(ctx, 'connections',
     [process.execPath, '-e', CONN_CLIENT, host, String(ports.echo), String(st.connMs), String(st.connConcurrency)], st.connMs + 30_000);
 }
 
@@ -181,7 +190,7 @@ export async function measureMemory(ctx: MeasureContext): Promise<{ kbPerConn: n
 
 /** A row with nothing measured yet. */
 export function emptyMetrics(): PathMetrics {
-  return { throughputGbps: null, rrP50Us: null, rrP90Us: null, rps: null, connPerSec: null, memKbPerConn: null, notes: [] };
+  return { throughputGbps: null, rrP50Us: null, rrP90Us: null, rrP99Us: null, rps: null, connPerSec: null, memKbPerConn: null, notes: [] };
 }
 
 /**
@@ -217,8 +226,17 @@ export async function measurePath(name: string, ctx: MeasureContext, m: PathMetr
     if (r.errors > 0) m.notes.push(`wrk: ${r.errors} errors`);
   }, 'rps');
   await step('new connections/s', async () => {
+    const pids = ctx.memoryPids();
+    const js = ctx.jsPids?.() ?? [];
+    const cpu = () => ({ all: pids.reduce((a, p) => a + cpuSeconds(p), 0), js: js.reduce((a, p) => a + cpuSeconds(p, p), 0) });
+    const before = cpu();
     const r = await measureConnRate(ctx);
+    const after = cpu();
     m.connPerSec = r.rate;
+    if (pids.length > 0 && r.ok > 0) {
+      m.cpuUsPerConn = ((after.all - before.all) * 1e6) / r.ok;
+      if (js.length > 0) m.jsUsPerConn = ((after.js - before.js) * 1e6) / r.ok;
+    }
     if (r.failed > 0) m.notes.push(`connections: ${r.failed} failed (${r.errors.join(', ')})`);
   }, 'conn');
   return m;

@@ -7,10 +7,10 @@
 import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CertificateAuthority, generateKeyAndCsr, type Identity } from '../../src/identity/index.js';
 import type { Cluster, Pod } from '../../src/local/index.js';
 import { OutputTail, stopChild } from '../common/proc.js';
 import { APP_PORTS, waitEcho, waitPort } from './apps.js';
+import type { TlsFiles, PairFiles } from './certs.js';
 import type { PathTarget } from './measure.js';
 
 /** client-side accept ports (127.0.0.1 in the client pod) */
@@ -26,17 +26,7 @@ export interface StunnelPair {
   stop(): Promise<void>;
 }
 
-interface Files { cert: string; key: string; ca: string }
-
-async function issue(ca: CertificateAuthority, id: Identity, dir: string, name: string): Promise<Files> {
-  const { keyPem, csrPem } = await generateKeyAndCsr(id);
-  const chain = ca.sign(csrPem, id);
-  const f: Files = { cert: join(dir, `${name}-chain.pem`), key: join(dir, `${name}-key.pem`), ca: join(dir, 'roots.pem') };
-  writeFileSync(f.cert, chain.join(''));
-  writeFileSync(f.key, keyPem, { mode: 0o600 });
-  writeFileSync(f.ca, ca.rootsPem);
-  return f;
-}
+type Files = Pick<TlsFiles, 'cert' | 'key' | 'ca'>;
 
 /** stunnel.conf text. Service-level options in the global section are defaults for every service. */
 export function stunnelConfig(o: { client: boolean; files: Files; services: ReadonlyArray<{ name: string; accept: string; connect: string }> }): string {
@@ -61,14 +51,10 @@ export function stunnelConfig(o: { client: boolean; files: Files; services: Read
 }
 
 export async function startStunnelPair(o: {
-  cluster: Cluster; client: Pod; server: Pod; dir: string; stunnel: string; trustDomain?: string;
+  cluster: Cluster; client: Pod; server: Pod; dir: string; stunnel: string; files: PairFiles;
 }): Promise<StunnelPair> {
-  const td = o.trustDomain ?? 'cluster.local';
-  const ca = CertificateAuthority.generate({ trustDomain: td });
-  const [cf, sf] = await Promise.all([
-    issue(ca, { trustDomain: td, namespace: o.client.namespace, serviceAccount: o.client.serviceAccount }, o.dir, 'stunnel-client'),
-    issue(ca, { trustDomain: td, namespace: o.server.namespace, serviceAccount: o.server.serviceAccount }, o.dir, 'stunnel-server'),
-  ]);
+  const cf = o.files.client;
+  const sf = o.files.server;
   const serverCfg = join(o.dir, 'stunnel-server.conf');
   const clientCfg = join(o.dir, 'stunnel-client.conf');
   writeFileSync(serverCfg, stunnelConfig({

@@ -44,7 +44,12 @@ test('summarizeRounds: percentiles are over all samples merged, not an average o
   const k = summarizeRounds([[5, 3, 1, 9, 7], [10, 2, 8, 6, 4]]);
   t.is(k.p50, 5);
   t.is(k.p90, 9);
+  t.is(k.p99, 10);
   t.deepEqual(k.roundP50s, [5, 6]);
+  // p99 of 200 samples is the 198th: one slow outlier does not reach it, three do
+  const base = Array.from({ length: 200 }, (_, i) => i % 100);
+  t.is(summarizeRounds([base.slice(0, 100), [...base.slice(100, 199), 5000]]).p99, 98);
+  t.is(summarizeRounds([base.slice(0, 100), [...base.slice(100, 197), 5000, 6000, 7000]]).p99, 5000);
 });
 
 test('summarizeRounds: empty rounds are skipped; no samples at all is NaN with n 0', (t) => {
