@@ -219,9 +219,28 @@ export interface OutlierDetection {
   readonly minHealthPercent: number;
 }
 
+/**
+ * DestinationRule `loadBalancer.consistentHash`: requests with the same key go to the same endpoint, and most
+ * keys stay put when endpoints come and go. A request without the key is load balanced at random.
+ */
+export interface ConsistentHash {
+  readonly key:
+    | { readonly header: string }
+    /** `ttlMs`/`path` are kept for a later cookie-issuing step; today a missing cookie means a random pick */
+    | { readonly cookie: string; readonly ttlMs?: number; readonly path?: string }
+    | { readonly sourceIp: true }
+    | { readonly queryParameter: string };
+  /** `ring` (ringHash, the default) or `maglev` */
+  readonly algorithm: 'ring' | 'maglev';
+  /** ring hash only: points on the ring, at least this many; default 1024 */
+  readonly minimumRingSize?: number;
+}
+
 /** Fields left out mean the defaults of the reference (LEAST_REQUEST, unlimited pools, no outlier detection). */
 export interface TrafficPolicy {
   readonly loadBalancer?: LoadBalancer;
+  /** when set, replaces `loadBalancer` (they are one-of in the DestinationRule) */
+  readonly consistentHash?: ConsistentHash;
   readonly connectionPool?: ConnectionPool;
   readonly outlierDetection?: OutlierDetection;
 }

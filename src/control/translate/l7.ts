@@ -19,7 +19,7 @@ import { compileRegex } from '../../policy/index.js';
 import type {
   DestinationPolicy, GrpcMatch, GrpcRoute, HeaderMatch, HeaderModifier, HttpAction, HttpMatch, HttpRoute,
   L7Origin, L7StringMatch, LoadBalancer, Mirror, OutlierDetection, PathMatch, QueryParamMatch, Redirect,
-  RetryPolicy, Rewrite, ServiceL7, Subset, TrafficPolicy, WeightedBackend, ConnectionPool, FaultPolicy,
+  RetryPolicy, Rewrite, ServiceL7, Subset, TrafficPolicy, WeightedBackend, ConnectionPool, FaultPolicy, ConsistentHash,
 } from '../../model/l7.js';
 import type { KubeObject, Rejection } from '../config/types.js';
 
@@ -1102,20 +1102,23 @@ function trafficPolicyOf(r: Reader, raw: unknown, f: string): TrafficPolicy {
     retryBudget: 'retryBudget is not supported; ignored',
   });
   let loadBalancer: LoadBalancer | undefined;
+  let consistentHash: ConsistentHash | undefined;
   const lb = r.optObj(o.loadBalancer, join(f, 'loadBalancer'));
   if (lb) {
     const lf = join(f, 'loadBalancer');
-    r.fields(lb, lf, ['simple'], {
-      consistentHash: 'consistentHash is not supported yet; the default algorithm is used',
+    r.fields(lb, lf, ['simple', 'consistentHash'], {
       localityLbSetting: 'locality load balancing is not supported (single locality); ignored',
       warmupDurationSecs: 'slow start is not supported; ignored',
       warmup: 'slow start is not supported; ignored',
     });
+    if (lb.simple !== undefined && lb.simple !== null && lb.consistentHash !== undefined && lb.consistentHash !== null) r.fail(lf, 'simple and consistentHash are mutually exclusive');
     const simple = r.optStr(lb.simple, join(lf, 'simple'));
     if (simple === 'ROUND_ROBIN' || simple === 'LEAST_REQUEST' || simple === 'RANDOM') loadBalancer = simple;
     else if (simple === 'LEAST_CONN') { r.warn(join(lf, 'simple'), 'LEAST_CONN is deprecated; using LEAST_REQUEST'); loadBalancer = 'LEAST_REQUEST'; }
     else if (simple === 'PASSTHROUGH') r.warn(join(lf, 'simple'), 'PASSTHROUGH is not supported; using the default LEAST_REQUEST');
     else if (simple !== undefined && simple !== 'UNSPECIFIED') r.fail(join(lf, 'simple'), `must be ROUND_ROBIN, LEAST_REQUEST or RANDOM, got ${JSON.stringify(simple)}`);
+    const chRaw = r.optObj(lb.consistentHash, join(lf, 'consistentHash'));
+    if (chRaw) consistentHash = consistentHashOf(r, chRaw, join(lf, 'consistentHash'));
   }
   let connectionPool: ConnectionPool | undefined;
   const cp = r.optObj(o.connectionPool, join(f, 'connectionPool'));
@@ -1177,5 +1180,60 @@ function trafficPolicyOf(r: Reader, raw: unknown, f: string): TrafficPolicy {
     };
     if (gw !== undefined && gw > 0 && five > 0 && gw >= five) r.warn(join(of, 'consecutiveGatewayErrors'), 'has no effect when not below consecutive5xxErrors');
   }
-  return { ...(loadBalancer ? { loadBalancer } : {}), ...(connectionPool ? { connectionPool } : {}), ...(outlierDetection ? { outlierDetection } : {}) };
+  return {
+    ...(loadBalancer ? { loadBalancer } : {}), ...(consistentHash ? { consistentHash } : {}),
+    ...(connectionPool ? { connectionPool } : {}), ...(outlierDetection ? { outlierDetection } : {}),
+  };
+}
+
+/** `loadBalancer.consistentHash`: exactly one key (header, cookie, source IP, query parameter); ring or maglev. */
+function consistentHashOf(r: Reader, o: Obj, f: string): ConsistentHash {
+  r.fields(o, f, ['httpHeaderName', 'httpCookie', 'useSourceIp', 'httpQueryParameterName', 'ringHash', 'maglev', 'minimumRingSize'], {
+    localityLbSetting: 'locality load balancing is not supported (single locality); ignored',
+  });
+  const keys = ['httpHeaderName', 'httpCookie', 'useSourceIp', 'httpQueryParameterName'].filter((k) => o[k] !== undefined && o[k] !== null && o[k] !== false);
+  if (keys.length !== 1) r.fail(f, `exactly one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName is required, got ${keys.length === 0 ? 'none' : keys.join(', ')}`);
+  let key: ConsistentHash['key'];
+  switch (keys[0]) {
+    case 'httpHeaderName': {
+      const h = r.str(o.httpHeaderName, join(f, 'httpHeaderName')).toLowerCase();
+      if (!/^[!#$%&'*+\-.^_`|~0-9a-z]+$/.test(h)) r.fail(join(f, 'httpHeaderName'), `invalid header name ${JSON.stringify(h)}`);
+      key = { header: h };
+      break;
+    }
+    case 'httpCookie': {
+      const cf = join(f, 'httpCookie');
+      const c = r.obj(o.httpCookie, cf);
+      r.fields(c, cf, ['name', 'path', 'ttl'], { attributes: 'cookie attributes are not supported; ignored' });
+      const name = r.str(c.name, join(cf, 'name'));
+      if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name)) r.fail(join(cf, 'name'), `invalid cookie name ${JSON.stringify(name)}`);
+      const path = r.optStr(c.path, join(cf, 'path'));
+      const ttlMs = r.optDuration(c.ttl, join(cf, 'ttl'));
+      if (ttlMs !== undefined && ttlMs > 0) r.warn(join(cf, 'ttl'), 'the waypoint does not issue the cookie; requests without it are balanced at random');
+      key = { cookie: name, ...(ttlMs !== undefined ? { ttlMs } : {}), ...(path !== undefined ? { path } : {}) };
+      break;
+    }
+    case 'useSourceIp':
+      if (r.bool(o.useSourceIp, join(f, 'useSourceIp')) !== true) r.fail(join(f, 'useSourceIp'), 'must be true when set');
+      key = { sourceIp: true };
+      break;
+    default: {
+      const q = r.str(o.httpQueryParameterName, join(f, 'httpQueryParameterName'));
+      if (q === '') r.fail(join(f, 'httpQueryParameterName'), 'must not be empty');
+      key = { queryParameter: q };
+    }
+  }
+  if (o.ringHash !== undefined && o.maglev !== undefined) r.fail(f, 'ringHash and maglev are mutually exclusive');
+  let minimumRingSize = r.optInt(o.minimumRingSize, join(f, 'minimumRingSize'), 1, 8_388_608);
+  const ring = r.optObj(o.ringHash, join(f, 'ringHash'));
+  if (ring) {
+    r.fields(ring, join(f, 'ringHash'), ['minimumRingSize']);
+    minimumRingSize = r.optInt(ring.minimumRingSize, join(f, 'ringHash.minimumRingSize'), 1, 8_388_608) ?? minimumRingSize;
+  }
+  const mg = r.optObj(o.maglev, join(f, 'maglev'));
+  if (mg) {
+    r.fields(mg, join(f, 'maglev'), ['tableSize']);
+    if (mg.tableSize !== undefined) r.warn(join(f, 'maglev.tableSize'), 'the table size is fixed at 65537; ignored');
+  }
+  return { key, algorithm: mg ? 'maglev' : 'ring', ...(minimumRingSize !== undefined ? { minimumRingSize } : {}) };
 }

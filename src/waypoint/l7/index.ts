@@ -27,3 +27,7 @@ export { planRoute, pickWeighted, redirectLocation, rewriteTarget, applyHeaderMo
 export type { AttemptOutcome } from './retry.js';
 export { shouldRetry, isRetriableStatus, retryBackoffMs, attemptTimeoutMs, grpcTimeoutMs, BACKOFF_CAP_FACTOR } from './retry.js';
 export { decideRequest } from './decide.js';
+export type { EndpointLike, Admission, EndpointStatus } from './cluster.js';
+export { Cluster, ClusterTable, subsetEndpoints, policyFor, hashKeyOf } from './cluster.js';
+export type { HashTable } from './hash.js';
+export { ringHash, maglev, hash32 } from './hash.js';
