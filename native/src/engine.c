@@ -69,6 +69,12 @@ void eng_msg_free(jmsg *m) {
 }
 
 void eng_cmd_free(jcmd *c) {
+  if (c->fd >= 0) {
+    /* an adopted socket nobody took (the flow died before the answer, or the engine did) */
+    if (c->link) link_publish(c->link, LINK_FAILED, FAIL_LOCAL, 0, "hbone: the stream was gone before it was taken");
+    flow_reset_fd(c->fd);
+  }
+  if (c->link) link_unref(c->link);
   free(c->ip);
   free(c->spoof);
   free(c->key);
@@ -103,7 +109,30 @@ static void post_pending(engine *e) {
   uv_async_send(&e->async);
 }
 
+uint32_t eng_next_id(engine *e) {
+  uint32_t id;
+  do id = __atomic_add_fetch(&e->next_id, 1, __ATOMIC_RELAXED);
+  while (id == 0);
+  return id;
+}
+
+void link_unref(flowlink *k) {
+  if (__atomic_sub_fetch(&k->refs, 1, __ATOMIC_ACQ_REL) == 0) free(k);
+}
+
+void link_publish(flowlink *k, uint8_t state, uint8_t fail, uint16_t status, const char *reason) {
+  uint8_t cur = __atomic_load_n(&k->state, __ATOMIC_ACQUIRE);
+  if (cur == LINK_FAILED || cur == LINK_DONE || cur >= state) return;
+  if (state == LINK_FAILED) {
+    k->fail = fail;
+    k->status = status;
+    snprintf(k->reason, sizeof k->reason, "%s", reason ? reason : "hbone: stream failed");
+  }
+  __atomic_store_n(&k->state, state, __ATOMIC_RELEASE);
+}
+
 void eng_event(engine *e, int kind, flow *f) {
+  if (kind == 1 && f->link) __atomic_store_n(&f->link->established, 1, __ATOMIC_RELEASE);
   jmsg *m = eng_msg(J_EVENT);
   if (m == NULL) return;
   m->kind = (uint8_t)kind;
@@ -240,6 +269,7 @@ static void outbound_plan(engine *e, flow *f, jcmd *c) {
   if (tc == NULL) {
     char msg[300];
     snprintf(msg, sizeof msg, "hbone: %s", why);
+    flow_fail(f, FAIL_CONNECT);
     flow_abort(f, msg);
     return;
   }
@@ -248,6 +278,32 @@ static void outbound_plan(engine *e, flow *f, jcmd *c) {
     return;
   }
   tconn_enqueue(tc, f);
+}
+
+static listener *find_listener(engine *e, uint32_t id);
+
+/* engineOpen: a socket JS holds the other end of becomes the app side of a new HBONE flow. */
+static void open_flow(engine *e, jcmd *c) {
+  listener *l = find_listener(e, c->id);
+  flow *f = l != NULL ? flow_new_id(e, l, M_H2, c->fd, c->fid) : NULL;
+  if (f == NULL) {
+    const char *why = l == NULL ? "hbone: the source is closed" : "out of memory";
+    if (c->link) link_publish(c->link, LINK_FAILED, FAIL_LOCAL, 0, why);
+    flow_reset_fd(c->fd);
+    c->fd = -1;
+    jmsg *m = eng_msg(J_EVENT);
+    if (m != NULL) {
+      m->kind = 2;
+      m->id = c->fid;
+      m->s[0] = strdup(why);
+      eng_post(e, m);
+    }
+    return;
+  }
+  c->fd = -1;
+  f->link = c->link;
+  c->link = NULL;
+  outbound_plan(e, f, c);
 }
 
 static void accept_outbound(engine *e, listener *l, int fd, const ambit_addr *peer) {
@@ -324,7 +380,7 @@ static listener *find_listener(engine *e, uint32_t id) {
 
 static void close_listener(engine *e, listener *l) {
   l->closed = true;
-  close(l->fd);
+  if (l->fd >= 0) close(l->fd);
   l->fd = -1;
   __atomic_sub_fetch(&e->nlisteners, 1, __ATOMIC_RELAXED);
   for (tconn *tc = e->tconns; tc != NULL; tc = tc->next) {
@@ -347,6 +403,7 @@ static void destroy_all(engine *e) {
   for (flow *f = e->flows; f != NULL; f = f->next) {
     if (!f->dead) {
       f->silent = 1;
+      flow_fail(f, FAIL_LOCAL);
       flow_abort(f, "engine destroyed");
     }
   }
@@ -369,6 +426,16 @@ static void run_command(engine *e, jcmd *c) {
     case C_INBOUND: {
       flow *f = fmap_get(e, c->id);
       if (f != NULL) h2_inbound_decision(f, c);
+      if (c->fd >= 0) {
+        /* an adopted socket for a stream that went meanwhile: JS still hears of its end, once */
+        jmsg *m = eng_msg(J_EVENT);
+        if (m != NULL) {
+          m->kind = 2;
+          m->id = c->id;
+          m->s[0] = strdup("hbone: the stream was gone before it was taken");
+          eng_post(e, m);
+        }
+      }
       break;
     }
     case C_VERIFIED: {
@@ -387,7 +454,7 @@ static void run_command(engine *e, jcmd *c) {
       struct epoll_event ev = {.events = EPOLLIN, .data.ptr = l};
       l->next = e->listeners;
       e->listeners = l;
-      if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, l->fd, &ev) != 0) {
+      if (l->kind != L_SOURCE && epoll_ctl(e->epfd, EPOLL_CTL_ADD, l->fd, &ev) != 0) {
         fprintf(stderr, "ambit engine: listener %u: epoll_ctl: %s\n", l->id, ambit_errno_name(errno));
         close_listener(e, l);
       }
@@ -400,12 +467,18 @@ static void run_command(engine *e, jcmd *c) {
     }
     case C_CLOSE_FLOW: {
       flow *f = fmap_get(e, c->id);
-      if (f != NULL) flow_abort(f, c->reason ? c->reason : "closed");
+      if (f != NULL) {
+        flow_fail(f, FAIL_LOCAL);
+        flow_abort(f, c->reason ? c->reason : "closed");
+      }
       break;
     }
     case C_CLOSE_FLOWS: {
       for (flow *f = e->flows; f != NULL; f = f->next) {
-        if (!f->dead && (c->id == 0 || f->l->id == c->id)) flow_abort(f, c->reason ? c->reason : "closed");
+        if (!f->dead && (c->id == 0 || f->l->id == c->id)) {
+          flow_fail(f, FAIL_LOCAL);
+          flow_abort(f, c->reason ? c->reason : "closed");
+        }
       }
       for (tconn *tc = e->tconns; tc != NULL; tc = tc->next) {
         if (!tc->dead && (c->id == 0 || tc->l->id == c->id)) tconn_kill(tc, c->reason ? c->reason : "closed");
@@ -414,6 +487,9 @@ static void run_command(engine *e, jcmd *c) {
     }
     case C_DESTROY:
       destroy_all(e);
+      break;
+    case C_OPEN:
+      open_flow(e, c);
       break;
   }
 }

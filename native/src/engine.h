@@ -30,7 +30,7 @@ enum { EV_LISTENER = 1, EV_TCONN, EV_APP, EV_UP };
 #define TLS_READ_BATCH (128 * 1024)
 /* DATA payload per frame when the peer allows it (SETTINGS_MAX_FRAME_SIZE; ours is the same). */
 #define DATA_FRAME_MAX (64 * 1024)
-enum { L_OUTBOUND = 1, L_HBONE };
+enum { L_OUTBOUND = 1, L_HBONE, L_SOURCE }; /* L_SOURCE: no socket, only a netns and a mark (engineOpen) */
 enum { M_PLAIN = 1, M_H2 };
 
 typedef struct engine engine;
@@ -54,6 +54,23 @@ typedef struct {
   char *roots;
   int refs;
 } tlsctx;
+
+/*
+ * What JS learns of an adopted flow (a socket JS holds the other end of: engineOpen, or an inbound
+ * answer {fd}) without waiting for the event queue. The engine writes it BEFORE it shuts or
+ * closes its end, so when JS reads EOF it finds here whether the far side ended cleanly or the
+ * flow failed, and why. Shared by both threads: refs, state, established are atomics; fail,
+ * status and reason are written before state's release store and read after its acquire load.
+ */
+enum { LINK_OPEN = 0, LINK_PEER_EOF, LINK_DONE, LINK_FAILED };
+/* Why a flow failed; the first four mean nothing reached the target, so a retry is safe. */
+enum { FAIL_NONE = 0, FAIL_CONNECT, FAIL_TLS, FAIL_STATUS, FAIL_REFUSED, FAIL_LOST, FAIL_RESET, FAIL_LOCAL };
+typedef struct {
+  int refs;
+  uint8_t state, fail, established;
+  uint16_t status;
+  char reason[200];
+} flowlink;
 
 typedef struct listener {
   evsrc ev;
@@ -97,6 +114,9 @@ struct flow {
   unsigned silent : 1;     /* JS already accounted for it (refused): no close event */
   unsigned dead : 1;
   unsigned is_connect : 1, saw_method : 1, too_big : 1, queued : 1;
+  unsigned retried : 1;    /* client: the stream was refused once and reopened */
+  uint8_t fail;            /* FAIL_*, set where an error is known (flow_fail) */
+  flowlink *link;          /* adopted socket: what JS reads at EOF */
   uint16_t status;         /* client: the CONNECT answer */
   uint16_t hdr_pairs;
   uint32_t hdr_bytes;
@@ -150,11 +170,14 @@ typedef struct jmsg {
 } jmsg;
 
 /* JS -> engine thread: the answers, and the API calls. */
-enum { C_PLAN = 1, C_INBOUND, C_VERIFIED, C_CONTEXT, C_LISTEN, C_UNLISTEN, C_CLOSE_FLOW, C_CLOSE_FLOWS, C_DESTROY };
+enum { C_PLAN = 1, C_INBOUND, C_VERIFIED, C_CONTEXT, C_LISTEN, C_UNLISTEN, C_CLOSE_FLOW, C_CLOSE_FLOWS, C_DESTROY, C_OPEN };
 typedef struct jcmd {
   struct jcmd *next;
   uint8_t type;
-  uint32_t id;
+  uint32_t id;          /* C_OPEN: the source listener */
+  uint32_t fid;         /* C_OPEN: the new flow's id (allocated on the JS thread) */
+  int fd;               /* an adopted socket (inbound answer, C_OPEN), owned; -1 when none */
+  flowlink *link;       /* with fd: a reference */
   int32_t t, port, status;
   char *ip, *spoof, *key, *tag, *hdrs, *peer, *reason;
   uint32_t hdrs_len;
@@ -193,7 +216,7 @@ struct engine {
   uint32_t ndead;       /* dead flows, tconns and unreferenced listeners waiting for eng_reap */
   flow *dead_flows;
   tconn *dead_tconns;
-  uint32_t next_id;
+  uint32_t next_id;     /* flow and tconn ids (atomic: engineOpen allocates on the JS thread) */
   uint64_t next_tick;
   /* settings */
   uint32_t connect_ms, handshake_ms, idle_ms, streams_per_conn, max_streams, window, conn_window;
@@ -218,10 +241,18 @@ void *engine_main(void *arg);
 /* Index a new flow by id (answers from JS name flows by id). */
 void eng_fmap_add(engine *e, flow *f);
 void eng_cmd_free(jcmd *c);
+/* A fresh flow or tconn id (never 0); any thread. */
+uint32_t eng_next_id(engine *e);
+void link_unref(flowlink *k);
+/* Publish an adopted flow's end (or its peer's clean half-close) before its socket says so. */
+void link_publish(flowlink *k, uint8_t state, uint8_t fail, uint16_t status, const char *reason);
 void eng_msg_free(jmsg *m);
 
 /* engine_flow.c */
 flow *flow_new(engine *e, listener *l, uint8_t mode, int app_fd);
+flow *flow_new_id(engine *e, listener *l, uint8_t mode, int app_fd, uint32_t id);
+/* Record why the flow fails (the first reason wins). */
+void flow_fail(flow *f, uint8_t kind);
 bool flow_watch_app(flow *f);
 void flow_abort(flow *f, const char *reason);
 void flow_set_err(flow *f, const char *reason);

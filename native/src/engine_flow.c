@@ -47,6 +47,10 @@ static bool watch(engine *e, int fd, evsrc *src) {
 }
 
 flow *flow_new(engine *e, listener *l, uint8_t mode, int app_fd) {
+  return flow_new_id(e, l, mode, app_fd, eng_next_id(e));
+}
+
+flow *flow_new_id(engine *e, listener *l, uint8_t mode, int app_fd, uint32_t id) {
   flow *f = calloc(1, sizeof *f);
   if (f == NULL) return NULL;
   f->app_ev.kind = EV_APP;
@@ -58,8 +62,7 @@ flow *flow_new(engine *e, listener *l, uint8_t mode, int app_fd) {
   f->app_fd = app_fd;
   f->up_fd = -1;
   f->app_w = 1;
-  if (++e->next_id == 0) ++e->next_id;
-  f->id = e->next_id;
+  f->id = id;
   eng_fmap_add(e, f);
   f->next = e->flows;
   if (e->flows) e->flows->prev = f;
@@ -71,6 +74,10 @@ flow *flow_new(engine *e, listener *l, uint8_t mode, int app_fd) {
 /* Start watching the app socket (after the decision, so no event comes before there is a plan). */
 bool flow_watch_app(flow *f) {
   return watch(f->e, f->app_fd, &f->app_ev);
+}
+
+void flow_fail(flow *f, uint8_t kind) {
+  if (f->fail == FAIL_NONE) f->fail = kind;
 }
 
 void flow_set_err(flow *f, const char *reason) {
@@ -99,6 +106,10 @@ static void flow_end(flow *f, bool reset) {
       eng_dirty(tc);
     }
   }
+  if (f->link != NULL) {
+    uint8_t kind = f->fail != FAIL_NONE ? f->fail : f->established ? FAIL_RESET : FAIL_LOCAL;
+    link_publish(f->link, reset ? LINK_FAILED : LINK_DONE, kind, f->status, f->err);
+  }
   if (reset) {
     flow_reset_fd(f->app_fd);
     flow_reset_fd(f->up_fd);
@@ -121,6 +132,7 @@ void flow_abort(flow *f, const char *reason) {
 
 void flow_free(flow *f) {
   listener_unref(f->l);
+  if (f->link) link_unref(f->link);
   buf_reset(&f->to_app);
   buf_reset(&f->to_up);
   free(f->authority);
@@ -168,6 +180,7 @@ void flow_flush_to_app(flow *f) {
   if (b->len > b->off) return;
   buf_reset(b);
   if (f->peer_eof && !f->app_shut) {
+    if (f->link != NULL) link_publish(f->link, LINK_PEER_EOF, FAIL_NONE, 0, NULL);
     shutdown(f->app_fd, SHUT_WR);
     f->app_shut = 1;
   }

@@ -61,8 +61,7 @@ static tconn *tconn_alloc(engine *e, listener *l, int fd, bool client) {
     return NULL;
   }
   l->refs++;
-  if (++e->next_id == 0) ++e->next_id;
-  tc->id = e->next_id;
+  tc->id = eng_next_id(e);
   tc->next = e->tconns;
   if (e->tconns) e->tconns->prev = tc;
   e->tconns = tc;
@@ -125,18 +124,23 @@ void tconn_kill(tconn *tc, const char *reason) {
   engine *e = tc->e;
   char why[256];
   snprintf(why, sizeof why, "hbone: %s", reason ? reason : "connection closed");
+  /* what the flows learn: the TCP dial failed, TLS (handshake or identity) failed, or the
+   * connection was lost under them */
+  uint8_t kind = tc->tcp_connecting ? FAIL_CONNECT : !tc->ready ? FAIL_TLS : FAIL_LOST;
   while (tc->waiting) {
     flow *f = tc->waiting;
     tc->waiting = f->wnext;
     f->wnext = NULL;
     f->queued = 0;
     f->tc = NULL;
+    flow_fail(f, kind);
     flow_abort(f, why);
   }
   tc->queued = 0;
   while (tc->flows) {
     flow *f = tc->flows;
     h2_detach(f);
+    if (!f->established) flow_fail(f, kind);
     flow_abort(f, why);
   }
   if (tc->fd >= 0) {
@@ -357,6 +361,19 @@ void h2_inbound_decision(flow *f, jcmd *c) {
     return;
   }
   f->silent = 0;
+  if (c->fd >= 0) {
+    /* JS holds the other end of this socket: it is the app, already connected */
+    f->app_fd = c->fd;
+    c->fd = -1;
+    f->link = c->link;
+    c->link = NULL;
+    if (!flow_watch_app(f)) {
+      h2_server_connected(f, false, "epoll");
+      return;
+    }
+    h2_server_connected(f, true, NULL);
+    return;
+  }
   char why[200];
   int fd = -1;
   if (flow_dial(f, c->ip ? c->ip : "", c->port, c->spoof, &fd, why, sizeof why) != 0) {
@@ -415,6 +432,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *fr, void *user
         char why[64];
         snprintf(why, sizeof why, "hbone: CONNECT answered %u", f->status);
         flow_set_err(f, why);
+        flow_fail(f, FAIL_STATUS);
         nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->sid, NGHTTP2_CANCEL);
         h2_detach(f);
         flow_abort(f, why);
@@ -480,6 +498,7 @@ static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t code, void 
   if (f == NULL) return 0;
   h2_detach(f);
   if (code != NGHTTP2_NO_ERROR || !f->established) {
+    if (!f->established) flow_fail(f, code == NGHTTP2_REFUSED_STREAM ? FAIL_REFUSED : FAIL_LOST);
     char why[96];
     if (f->too_big) snprintf(why, sizeof why, "hbone: request headers over the limit");
     else if (code != NGHTTP2_NO_ERROR) snprintf(why, sizeof why, "hbone: stream reset (%s)", nghttp2_http2_strerror(code));

@@ -92,8 +92,18 @@ static jcmd *cmd(uint8_t type, uint32_t id) {
   if (c) {
     c->type = type;
     c->id = id;
+    c->fd = -1;
   }
   return c;
+}
+
+/* A flow link from a JS value (an external made by engineLink), or NULL. */
+static flowlink *link_of(napi_env env, napi_value v) {
+  napi_valuetype t = napi_undefined;
+  flowlink *k = NULL;
+  napi_typeof(env, v, &t);
+  if (t != napi_external || napi_get_value_external(env, v, (void **)&k) != napi_ok) return NULL;
+  return k;
 }
 
 /* A plan object into a C_PLAN command (t 0 = refuse). */
@@ -170,6 +180,24 @@ static jcmd *handle(engine *e, jmsg *m) {
         napi_get_value_int32(env, result, &c->status);
         if (c->status < 400 || c->status > 599) c->status = 500;
       } else if (t == napi_object) {
+        napi_value v;
+        napi_valuetype ft = napi_undefined;
+        if (napi_get_named_property(env, result, "fd", &v) == napi_ok) napi_typeof(env, v, &ft);
+        if (ft == napi_number) {
+          /* {fd, link}: a connected socket JS holds the other end of; the engine owns fd from here */
+          int32_t fd = -1;
+          napi_get_value_int32(env, v, &fd);
+          flowlink *k = napi_get_named_property(env, result, "link", &v) == napi_ok ? link_of(env, v) : NULL;
+          if (fd >= 0 && k != NULL) {
+            __atomic_add_fetch(&k->refs, 1, __ATOMIC_RELAXED);
+            c->link = k;
+            c->fd = fd;
+            c->status = 0;
+          } else if (fd >= 0) {
+            close(fd);
+          }
+          return c;
+        }
         c->ip = prop_str(env, result, "ip", 63);
         c->port = prop_int(env, result, "port");
         c->spoof = prop_str(env, result, "spoof", 63);
@@ -488,6 +516,137 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
   return id;
 }
 
+/* engineSource(engine, netns, {mark}) -> id: a netns and a mark to open HBONE flows from (engineOpen);
+ * no socket. Closed with engineUnlisten like a listener. */
+static napi_value js_source(napi_env env, napi_callback_info info) {
+  static const char *fn = "engineSource";
+  napi_value argv[3];
+  if (!ambit_args(env, info, fn, argv, 3, "engine, netns, opts")) return NULL;
+  engine *e = arg_engine(env, argv[0], fn);
+  if (e == NULL) return NULL;
+  int nsfd;
+  bool owned;
+  int64_t mark;
+  if (!ambit_opt_int(env, argv[2], fn, "mark", 0, UINT32_MAX, 0, &mark)) return NULL;
+  if (!ambit_arg_netns(env, argv[1], fn, &nsfd, &owned)) return NULL;
+  if (!owned) nsfd = fcntl(nsfd, F_DUPFD_CLOEXEC, 3);
+  listener *l = calloc(1, sizeof *l);
+  jcmd *c = cmd(C_LISTEN, 0);
+  if (l == NULL || c == NULL || nsfd < 0) {
+    int err = errno ? errno : ENOMEM;
+    if (nsfd >= 0) close(nsfd);
+    free(l);
+    free(c);
+    ambit_throw_errno(env, "fcntl", err, "source");
+    return NULL;
+  }
+  l->ev.kind = EV_LISTENER;
+  l->e = e;
+  l->fd = -1;
+  l->nsfd = nsfd;
+  l->kind = L_SOURCE;
+  l->mark = (uint32_t)mark;
+  l->refs = 1;
+  if (++e->next_lid == 0) ++e->next_lid;
+  l->id = e->next_lid;
+  c->l = l;
+  __atomic_add_fetch(&e->nlisteners, 1, __ATOMIC_RELAXED);
+  if (e->js_listeners++ == 0) uv_ref((uv_handle_t *)&e->async);
+  send_cmd(e, c);
+  napi_value id;
+  AMBIT_NAPI(napi_create_uint32(env, l->id, &id));
+  return id;
+}
+
+static void link_finalize(napi_env env, void *data, void *hint) { link_unref(data); }
+
+/* engineLink() -> link: the shared record of one adopted flow (see flowlink in engine.h). */
+static napi_value js_link(napi_env env, napi_callback_info info) {
+  flowlink *k = calloc(1, sizeof *k);
+  if (k == NULL) {
+    napi_throw_error(env, "AMBIT_BUG", "engineLink: out of memory");
+    return NULL;
+  }
+  k->refs = 1;
+  napi_value ext;
+  if (napi_create_external(env, k, link_finalize, NULL, &ext) != napi_ok) {
+    free(k);
+    return NULL;
+  }
+  return ext;
+}
+
+/* engineLinkState(link) -> {state, fail, status, established, reason?} */
+static napi_value js_link_state(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!ambit_args(env, info, "engineLinkState", argv, 1, "link")) return NULL;
+  flowlink *k = link_of(env, argv[0]);
+  if (k == NULL) {
+    ambit_type_error(env, "engineLinkState", "link", "must be a link");
+    return NULL;
+  }
+  uint8_t state = __atomic_load_n(&k->state, __ATOMIC_ACQUIRE);
+  napi_value out, v;
+  AMBIT_NAPI(napi_create_object(env, &out));
+  napi_create_uint32(env, state, &v);
+  napi_set_named_property(env, out, "state", v);
+  napi_get_boolean(env, __atomic_load_n(&k->established, __ATOMIC_ACQUIRE) != 0, &v);
+  napi_set_named_property(env, out, "established", v);
+  if (state == LINK_FAILED) {
+    napi_create_uint32(env, k->fail, &v);
+    napi_set_named_property(env, out, "fail", v);
+    napi_create_uint32(env, k->status, &v);
+    napi_set_named_property(env, out, "status", v);
+    napi_set_named_property(env, out, "reason", str(env, k->reason));
+  }
+  return out;
+}
+
+/* engineOpen(engine, sourceId, fd, plan, link) -> flowId: fd (one end of a connected socket pair)
+ * becomes the app side of a new flow carried as the HBONE plan says, as if captured and answered
+ * with that plan. A valid fd is the engine's even when this throws (it is closed then). */
+static napi_value js_open(napi_env env, napi_callback_info info) {
+  static const char *fn = "engineOpen";
+  napi_value argv[5];
+  if (!ambit_args(env, info, fn, argv, 5, "engine, sourceId, fd, plan, link")) return NULL;
+  int64_t lid;
+  int fd;
+  if (!ambit_arg_fd(env, argv[2], fn, "fd", &fd)) return NULL;
+  engine *e = arg_engine(env, argv[0], fn);
+  flowlink *k = e != NULL && ambit_arg_int(env, argv[1], fn, "sourceId", 1, UINT32_MAX, &lid) ? link_of(env, argv[4]) : NULL;
+  if (e == NULL || k == NULL) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    close(fd);
+    if (pending) return NULL;
+    close(fd);
+    ambit_type_error(env, fn, "link", "must be a link (engineLink)");
+    return NULL;
+  }
+  jcmd *c = cmd(C_OPEN, (uint32_t)lid);
+  if (c == NULL) {
+    close(fd);
+    napi_throw_error(env, "AMBIT_BUG", "engineOpen: out of memory");
+    return NULL;
+  }
+  read_plan(env, argv[3], c);
+  if (c->t != 2 || c->ctx == NULL || c->key == NULL || c->tag == NULL || c->hdrs == NULL || c->ip == NULL) {
+    close(fd);
+    eng_cmd_free(c);
+    ambit_type_error(env, fn, "plan", "must be an HBONE plan {t: 2, ctx, key, tag, ip, port, authority, headers}");
+    return NULL;
+  }
+  c->fd = fd;
+  c->fid = eng_next_id(e);
+  c->link = k;
+  __atomic_add_fetch(&k->refs, 1, __ATOMIC_RELAXED);
+  uint32_t fid = c->fid;
+  send_cmd(e, c);
+  napi_value id;
+  AMBIT_NAPI(napi_create_uint32(env, fid, &id));
+  return id;
+}
+
 /* engineUnlisten(engine, id): stop accepting; HBONE sessions get GOAWAY (open streams go on). */
 static napi_value js_unlisten(napi_env env, napi_callback_info info) {
   static const char *fn = "engineUnlisten";
@@ -596,6 +755,10 @@ bool ambit_engine_init(napi_env env, napi_value exports) {
       {"engineCloseFlows", NULL, js_close_flows, NULL, NULL, NULL, napi_enumerable, NULL},
       {"engineCloseFlow", NULL, js_close_flow, NULL, NULL, NULL, napi_enumerable, NULL},
       {"engineStats", NULL, js_stats, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"engineSource", NULL, js_source, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"engineLink", NULL, js_link, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"engineLinkState", NULL, js_link_state, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"engineOpen", NULL, js_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"engineDestroy", NULL, js_destroy, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props) == napi_ok;

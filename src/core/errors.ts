@@ -24,6 +24,15 @@ export type ErrorCode =
   // data plane
   | 'AMBIT_HBONE_BAD_REQUEST'
   | 'AMBIT_HBONE_STATUS'
+  // an HBONE stream of the engine failed (src/hbone HboneError): the TCP dial to the peer, TLS
+  // (handshake or peer identity), refused by GOAWAY / REFUSED_STREAM, lost before the CONNECT was
+  // answered, reset after it was, or ended on our side (closeFlow, shutdown)
+  | 'AMBIT_HBONE_CONNECT_FAILED'
+  | 'AMBIT_HBONE_TLS'
+  | 'AMBIT_HBONE_REFUSED'
+  | 'AMBIT_HBONE_LOST'
+  | 'AMBIT_HBONE_RESET'
+  | 'AMBIT_HBONE_ABORTED'
   | 'AMBIT_CONNECT_TIMEOUT'
   | 'AMBIT_CONNECT_REFUSED'
   | 'AMBIT_NO_HEALTHY_UPSTREAM'

@@ -5,9 +5,48 @@
 import { createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
 import { constants as cryptoConstants } from 'node:crypto';
 import type { CertBundle } from '../identity/index.js';
+import type { EngineOptions } from '../native/index.js';
 
 export const MiB = 1024 * 1024;
 export const KiB = 1024;
+
+/**
+ * The HBONE settings of the mesh: the one table the engine's client and server both read
+ * (handed to it at creation; the C code keeps no defaults of its own). Every agent and waypoint
+ * speaks HBONE with these unless its operator overrides one.
+ */
+export interface HboneSettings {
+  /** HTTP/2 SETTINGS_INITIAL_WINDOW_SIZE we announce: bytes one stream may have in flight to us. 64 KiB..2 GiB-1 */
+  streamWindow: number;
+  /** our HTTP/2 connection window: bytes all streams of a connection may have in flight to us, 64 KiB..2 GiB-1 */
+  connectionWindow: number;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS of our HBONE server: open streams per client connection */
+  maxConcurrentStreams: number;
+  /** streams one pooled client connection carries in its life; then a fresh connection is opened */
+  streamsPerConnection: number;
+  /** a pooled client connection unused this long is closed, ms (a server session unused twice as long) */
+  idleMs: number;
+  /** TLS handshake (and peer identity check) of an HBONE connection, ms */
+  handshakeTimeoutMs: number;
+  /** TCP connect to an HBONE peer or to the app, ms */
+  connectTimeoutMs: number;
+}
+
+export const HBONE_SETTINGS: Readonly<HboneSettings> = Object.freeze({
+  streamWindow: 4 * MiB,
+  // four stream windows, so one stalled stream cannot starve the others
+  connectionWindow: 16 * MiB,
+  maxConcurrentStreams: 200,
+  streamsPerConnection: 100,
+  idleMs: 60_000,
+  handshakeTimeoutMs: 10_000,
+  connectTimeoutMs: 10_000,
+});
+
+/** The engine's creation options: the table, with the caller's overrides. */
+export function engineOptions(over: Partial<HboneSettings> = {}): EngineOptions {
+  return { ...HBONE_SETTINGS, ...over };
+}
 
 export const DEFAULTS = Object.freeze({
   streamWindow: 4 * MiB,

@@ -32,12 +32,44 @@ export type OutboundPlan =
 /** Where an allowed HBONE stream goes: the app, dialed from the pod netns (source `spoof` if set). */
 export interface InboundTarget { ip: string; port: number; spoof?: string }
 
+/**
+ * The shared record of a flow whose app side is a socket JS holds the other end of (an inbound
+ * answer `{ fd, link }`, or `open`). Opaque; read it with `Engine.linkState`.
+ */
+export type EngineLink = { readonly __engineLink: unique symbol };
+
+/** An inbound answer handing the engine one end of a connected socket pair as the app (no dial). */
+export interface InboundAdopt { fd: number; link: EngineLink }
+
+/** LinkState.state */
+export const LINK = Object.freeze({ OPEN: 0, PEER_EOF: 1, DONE: 2, FAILED: 3 });
+/** LinkState.fail: why a flow failed (native/src/engine.h FAIL_*). */
+export const FAIL = Object.freeze({ CONNECT: 1, TLS: 2, STATUS: 3, REFUSED: 4, LOST: 5, RESET: 6, LOCAL: 7 });
+
+/**
+ * What the engine published about an adopted flow before it shut or closed its end of the socket:
+ * so at EOF, JS knows whether the far side ended cleanly (PEER_EOF, DONE) or the flow failed.
+ */
+export interface LinkState {
+  state: 0 | 1 | 2 | 3;
+  /** the stream was established (CONNECT answered 200 / the inbound stream accepted) */
+  established: boolean;
+  /** FAILED: one of FAIL */
+  fail?: number;
+  /** FAILED after a CONNECT answer other than 200: that status */
+  status?: number;
+  /** FAILED: the engine's reason */
+  reason?: string;
+}
+
+export type HbonePlan = Extract<OutboundPlan, { t: 2 }>;
+
 export interface EngineCallbacks {
   /** A captured connection: a plan, or null to refuse it (the connection is reset). */
   outbound(listenerId: number, flowId: number, dstIp: string, dstPort: number, peerIp: string, peerPort: number): OutboundPlan | null;
   /** A CONNECT stream: where to carry it, or the HTTP status to refuse it with. */
   inbound(listenerId: number, flowId: number, peer: string, authority: string, forwarded: string | undefined,
-    remoteIp: string, remotePort: number, localIp: string, localPort: number): InboundTarget | number;
+    remoteIp: string, remotePort: number, localIp: string, localPort: number): InboundTarget | InboundAdopt | number;
   /** The peer's DER chain (leaf first) after OpenSSL verified it: its SPIFFE id, or throw. */
   verify(chain: Buffer[], rootsPem: string, tag: string): string;
   /** The current TLS context of an HBONE listener, or null to refuse the handshake (fail closed). */
@@ -81,6 +113,10 @@ interface RawEngineAddon {
   engineCloseFlows(e: object, listenerId: number, reason: string): void;
   engineCloseFlow(e: object, flowId: number, reason: string): void;
   engineStats(e: object): EngineStats;
+  engineSource(e: object, netns: Netns, o: { mark: number }): number;
+  engineLink(): EngineLink;
+  engineLinkState(link: EngineLink): LinkState;
+  engineOpen(e: object, sourceId: number, fd: number, plan: HbonePlan, link: EngineLink): number;
   engineDestroy(e: object): void;
 }
 
@@ -102,8 +138,38 @@ export class Engine {
   /** Hand a listening socket (the engine owns it from here) and the pod netns it serves. */
   listen(fd: number, netns: Netns, o: EngineListenOptions): number {
     // The addon frees the engine once its uv handles have closed after destroy: never pass it on.
-    if (this.#destroyed) throw Object.assign(new Error('engine: already destroyed'), { code: 'AMBIT_ENGINE_CLOSED' });
+    if (this.#destroyed) throw closedError();
     return this.#raw.engineListen(this.#e, fd, netns, { kind: o.kind === 'outbound' ? 1 : 2, mark: o.mark, ...(o.tag !== undefined ? { tag: o.tag } : {}) });
+  }
+
+  /**
+   * A source to open flows from (`open`): the netns the engine dials HBONE peers from, and the
+   * SO_MARK of those sockets. No socket of its own; closed with `unlisten`. Pooled connections
+   * are shared only between flows of one source (and one TLS context and pool key).
+   */
+  source(netns: Netns, o: { mark: number }): number {
+    if (this.#destroyed) throw closedError();
+    return this.#raw.engineSource(this.#e, netns, { mark: o.mark });
+  }
+
+  /** A fresh link for an adopted flow (answer `{ fd, link }` to `inbound`, or pass to `open`). */
+  link(): EngineLink {
+    return this.#raw.engineLink();
+  }
+
+  /** What the engine published about the link's flow (see LinkState); valid after destroy too. */
+  linkState(link: EngineLink): LinkState {
+    return this.#raw.engineLinkState(link);
+  }
+
+  /**
+   * A new flow whose app side is `fd` (one end of a connected, non-blocking socket pair; the
+   * engine owns it from here, also when this throws), carried by the HBONE plan from the
+   * source's netns, as if captured and answered with that plan. Returns the flow id its
+   * established and closed events carry.
+   */
+  open(sourceId: number, fd: number, plan: HbonePlan, link: EngineLink): number {
+    return this.#raw.engineOpen(this.#e, sourceId, fd, plan, link);
   }
 
   /** Stop accepting; HBONE sessions get GOAWAY, open flows go on. */
@@ -131,4 +197,8 @@ export class Engine {
     this.#destroyed = true;
     this.#raw.engineDestroy(this.#e);
   }
+}
+
+function closedError(): Error {
+  return Object.assign(new Error('engine: already destroyed'), { code: 'AMBIT_ENGINE_CLOSED' });
 }

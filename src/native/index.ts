@@ -16,7 +16,10 @@ import { wrapNative } from './errors.js';
 
 export { SyscallError, isSyscallError } from './errors.js';
 export { nativeAvailable } from './addon.js';
-export { Engine, type EngineCallbacks, type EngineOptions, type EngineListenOptions, type EngineStats, type EngineTls, type InboundTarget, type OutboundPlan } from './engine.js';
+export {
+  Engine, FAIL, LINK, type EngineCallbacks, type EngineOptions, type EngineListenOptions, type EngineStats, type EngineTls, type InboundTarget,
+  type OutboundPlan, type EngineLink, type InboundAdopt, type LinkState, type HbonePlan,
+} from './engine.js';
 
 export interface SockAddr { address: string; port: number; family: 4 | 6 }
 
