@@ -46,7 +46,11 @@ export interface XdsClientOptions {
   caPem?: string;
   /** SPIFFE id the server certificate must carry; default: any trust domain, ns ambit-system, sa ambit-control */
   serverIdentity?: string;
-  /** reconnect delays; default 10 ms doubling to 15 s, jitter 0.2 */
+  /**
+   * reconnect delays; default 10 ms doubling to a 2 s cap, each shortened by up to half at random
+   * (so a restarted control plane has every agent back within about 2 s, and agents that lost it
+   * together do not return in step). The delay never exceeds the cap.
+   */
   backoff?: BackoffOptions;
   /** largest frame accepted, bytes; default 64 MiB */
   maxMessageBytes?: number;
@@ -69,6 +73,8 @@ export interface XdsClientStats {
 interface Held<T> { version: string; value: T }
 
 const MAX_PENDING_CERTS = 64;
+/** Reconnect delays of the control channel (see XdsClientOptions.backoff). */
+export const RECONNECT_BACKOFF = Object.freeze({ initialMs: 10, maxMs: 2_000, jitter: 0.5 });
 const CONTROL_PATH_SUFFIX = '/ns/ambit-system/sa/ambit-control';
 
 export interface XdsClientEvents {
@@ -97,6 +103,8 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
   readonly #l7 = new Map<string, Held<ServiceL7>>();
   readonly #rejected = new Map<TypeUrl, Set<string>>();
   readonly #acked = new Set<TypeUrl>();
+  /** types answered (and ACKed) on the present connection */
+  readonly #answered = new Set<TypeUrl>();
   #l7View: ReadonlyMap<string, ServiceL7> = new Map();
   #nextRequestId = 0;
   readonly #certs = new Map<number, { resolve: (g: { chainPem: string[]; rootsPem: string }) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
@@ -110,7 +118,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     super();
     this.#o = o;
     this.#log = o.log ?? logger('xds.client');
-    this.#backoff = new Backoff({ initialMs: 10, maxMs: 15_000, jitter: 0.2, ...o.backoff });
+    this.#backoff = new Backoff({ ...RECONNECT_BACKOFF, ...o.backoff });
     this.#types = o.role === 'waypoint' ? [ADDRESS_TYPE, AUTHORIZATION_TYPE, WAYPOINT_CONFIG_TYPE] : [ADDRESS_TYPE, AUTHORIZATION_TYPE];
     for (const t of this.#types) this.#rejected.set(t, new Set());
     this.ready = new Promise<void>((res, rej) => { this.#readyResolve = res; this.#readyReject = rej; });
@@ -121,6 +129,11 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
   get snapshot(): Snapshot { return this.#snapshot; }
   get l7(): ReadonlyMap<string, ServiceL7> { return this.#l7View; }
   get connected(): boolean { return this.#ws?.readyState === WebSocket.OPEN; }
+  /**
+   * The snapshot is current: connected, and every subscribed type was answered (and ACKed) on
+   * this connection. False while disconnected or between a reconnect and its first answers.
+   */
+  get current(): boolean { return this.connected && this.#answered.size === this.#types.length; }
 
   start(): void {
     if (this.#closed || this.#started) return;
@@ -237,6 +250,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     this.#ws = ws;
     ws.binaryType = 'nodebuffer';
     ws.on('open', () => {
+      this.#answered.clear();
       this.stats.connects++;
       this.#log.info('control channel connected', { url: o.url });
       for (const t of this.#types) this.#subscribe(ws, t);
@@ -329,6 +343,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
       this.#log.warn('rejected resources from the control plane', { type: t, message: errorDetail.message });
     }
     ws.send(encodeControlMessage({ kind: 'deltaRequest', deltaRequest: { typeUrl: t, responseNonce: r.nonce, errorDetail, initialResourceVersions: {}, subscribe: [], unsubscribe: [] } }));
+    this.#answered.add(t);
     if (!this.#acked.has(t)) {
       this.#acked.add(t);
       if (this.#acked.size === this.#types.length) this.#readyResolve();

@@ -1,7 +1,10 @@
 /**
  * Connection telemetry with Istio's names and labels, so existing dashboards keep working:
  * istio_tcp_connections_opened_total / _closed_total / istio_tcp_sent_bytes_total /
- * istio_tcp_received_bytes_total, plus one JSON access-log line per finished connection.
+ * istio_tcp_received_bytes_total, istio_tcp_connections_failed_total, plus one JSON access-log line
+ * per finished connection. A connection that failed before it was carried (refused by policy, no
+ * certificate, upstream unreachable) counts as failed only: "opened" counts connections that
+ * were established, so opened - closed is what is open.
  * Bytes are counted once, when the connection closes, from the socket's own counters.
  * Direction of bytes follows Istio: "received" = client to server, "sent" = server to client.
  */
@@ -134,9 +137,9 @@ export interface AccessRecord {
 }
 
 /** Counts of one label set not yet handed to prom-client. */
-interface Pending { labels: ConnectionLabels; opened: number; closed: number; sent: number; received: number }
+interface Pending { labels: ConnectionLabels; opened: number; closed: number; failed: number; sent: number; received: number }
 
-type PendingField = 'opened' | 'closed' | 'sent' | 'received';
+type PendingField = 'opened' | 'closed' | 'failed' | 'sent' | 'received';
 
 /**
  * The agent's metrics: one Registry per agent (several agents can share a process in tests).
@@ -170,6 +173,7 @@ export class AgentTelemetry {
     };
     counter('istio_tcp_connections_opened_total', 'TCP connections opened', 'opened');
     counter('istio_tcp_connections_closed_total', 'TCP connections closed', 'closed');
+    counter('istio_tcp_connections_failed_total', 'TCP connections that failed before they were established (refused, no certificate, upstream unreachable)', 'failed');
     counter('istio_tcp_sent_bytes_total', 'Bytes sent towards the client (response direction)', 'sent');
     counter('istio_tcp_received_bytes_total', 'Bytes received from the client (request direction)', 'received');
     this.#open = new Gauge({ name: 'istio_tcp_sockets_open', help: 'Open proxied connections', labelNames: ['reporter'], registers });
@@ -189,7 +193,7 @@ export class AgentTelemetry {
     if (p === undefined) {
       // prom-client would throw on a bad value at increment time; keep that failure here.
       for (const n of CONNECTION_LABELS) if (typeof labels[n] !== 'string') throw new TypeError(`connection label ${n} must be a string`);
-      p = { labels, opened: 0, closed: 0, sent: 0, received: 0 };
+      p = { labels, opened: 0, closed: 0, failed: 0, sent: 0, received: 0 };
       this.#pending.set(key, p);
     }
     this.#byLabels.set(labels, p);
@@ -202,15 +206,18 @@ export class AgentTelemetry {
   }
 
   /**
-   * Counts the close and its bytes, and writes the access-log line. A connection refused before
-   * it was carried (`wasOpened` false) is counted as opened and closed at once, with its
-   * response flag, so dashboards see denials.
+   * Counts the end of a connection and its bytes, and writes the access-log line. One that was
+   * opened (`wasOpened`) counts as closed; one refused or failed before it was carried counts as
+   * failed only (never as opened), with its response flag, so dashboards see denials.
    */
   closed(r: AccessRecord, wasOpened: boolean): void {
     const p = this.#entry(r.labels);
-    if (wasOpened) this.#open.dec({ reporter: r.labels.reporter });
-    else p.opened++;
-    p.closed++;
+    if (wasOpened) {
+      this.#open.dec({ reporter: r.labels.reporter });
+      p.closed++;
+    } else {
+      p.failed++;
+    }
     if (r.bytesSent > 0 && Number.isFinite(r.bytesSent)) p.sent += r.bytesSent;
     if (r.bytesRecv > 0 && Number.isFinite(r.bytesRecv)) p.received += r.bytesRecv;
     // one access-log line per connection; its record is built only when it will be written

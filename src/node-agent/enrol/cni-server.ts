@@ -24,7 +24,11 @@ export interface CniServerOptions {
   handlers: CniHandlers;
   /** how long a client may take to send its request, ms; default 5_000 */
   recvTimeoutMs?: number;
-  /** concurrent connections served; more are refused; default 64 */
+  /**
+   * concurrent connections served; one more is answered with a refusal naming the limit (the
+   * runtime retries the ADD) and logged; default 256 (a node of 250 pods can hand them all over
+   * at once). Each costs two fds while open: the connection and the pod's netns.
+   */
   maxConnections?: number;
 }
 
@@ -43,6 +47,18 @@ export function isNetnsFd(native: Pick<FdPassing, 'openNetns' | 'closeFd'>, fd: 
   }
 }
 
+/**
+ * Sends the one answer and closes. The socket stays paused (the addon reads from it, Node never
+ * does), so the client's FIN would never be seen: the connection is destroyed as soon as the
+ * answer is flushed instead of waiting for the client to close first.
+ */
+function finish(socket: Socket, answer: Buffer): void {
+  if (socket.destroyed) return;
+  socket.end(answer, () => socket.destroy());
+  // a client that stopped reading must not hold the connection either
+  socket.setTimeout(5_000, () => socket.destroy());
+}
+
 /** Sets the process umask, returning the old one; undefined where that is not allowed. */
 function setUmask(mask: number): number | undefined {
   try {
@@ -56,15 +72,22 @@ export class CniServer {
   readonly #o: Required<CniServerOptions>;
   #server: Server | undefined;
   readonly #sockets = new Set<Socket>();
+  /** connections refused at the limit since the last warning, and when that was (rate limit) */
+  #refused = 0;
+  #lastWarn = 0;
 
   constructor(o: CniServerOptions) {
-    this.#o = { recvTimeoutMs: 5_000, maxConnections: 64, ...o };
+    this.#o = { recvTimeoutMs: 5_000, maxConnections: 256, ...o };
   }
+
+  /** CNI connections being served now. */
+  get activeConnections(): number { return this.#sockets.size; }
 
   async listen(): Promise<void> {
     rmSync(this.#o.path, { force: true }); // a stale socket file of a previous agent
-    const server = createServer({ pauseOnConnect: true }, (s) => { void this.#serve(s); });
-    server.maxConnections = this.#o.maxConnections;
+    // No server.maxConnections: Node closes connections past it without a word. The limit is
+    // kept in #accept, which answers them.
+    const server = createServer({ pauseOnConnect: true }, (s) => this.#accept(s));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       // Whoever can connect can hand us a netns to capture: root only. bind() happens inside
@@ -96,14 +119,32 @@ export class CniServer {
     rmSync(this.#o.path, { force: true });
   }
 
+  #accept(socket: Socket): void {
+    socket.on('error', () => { /* the peer went away; nothing to answer */ });
+    const max = this.#o.maxConnections;
+    if (this.#sockets.size >= max) {
+      // Refused with a reason, never dropped: the runtime sees why and retries the ADD. Any fd
+      // the client sent is closed with the socket (it was never received).
+      this.#refused++;
+      const now = Date.now();
+      if (now - this.#lastWarn >= 1_000) {
+        log.warn('cni request refused: too many at once', { limit: max, refused: this.#refused });
+        this.#lastWarn = now;
+        this.#refused = 0;
+      }
+      finish(socket, encodeReply({ ok: false, error: `agent busy: ${max} CNI requests in progress (the limit); retry` }));
+      return;
+    }
+    void this.#serve(socket);
+  }
+
   async #serve(socket: Socket): Promise<void> {
     this.#sockets.add(socket);
-    socket.on('error', () => { /* the peer went away; nothing to answer */ });
     socket.on('close', () => this.#sockets.delete(socket));
     const { native } = this.#o;
     let fds: number[] = [];
     const reply = (ok: boolean, error?: string) => {
-      if (!socket.destroyed) socket.end(encodeReply(error === undefined ? { ok } : { ok, error }));
+      finish(socket, encodeReply(error === undefined ? { ok } : { ok, error }));
     };
     try {
       const fd = native.socketFd(socket);

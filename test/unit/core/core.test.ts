@@ -9,11 +9,22 @@ test('backoff grows by the factor, stays under the cap, and resets', (t) => {
   t.is(b.next(), 10);
 });
 
-test('backoff jitter stays within its band', (t) => {
-  const lo = new Backoff({ initialMs: 1000, jitter: 0.2, random: () => 0 });
-  const hi = new Backoff({ initialMs: 1000, jitter: 0.2, random: () => 1 });
+test('backoff jitter only shortens a delay: its band is [base * (1 - jitter), base]', (t) => {
+  const lo = new Backoff({ initialMs: 1000, jitter: 0.2, random: () => 1 });
+  const hi = new Backoff({ initialMs: 1000, jitter: 0.2, random: () => 0 });
   t.is(lo.next(), 800);
-  t.is(hi.next(), 1200);
+  t.is(hi.next(), 1000);
+});
+
+test('no backoff delay exceeds the stated cap, whatever the jitter draws', (t) => {
+  // the control channel's reconnect delays once went up to 17.7 s under a stated 15 s cap
+  for (const r of [0, 0.25, 0.5, 0.75, 0.999, 1]) {
+    const b = new Backoff({ initialMs: 10, maxMs: 2_000, jitter: 0.5, random: () => r });
+    const delays = Array.from({ length: 80 }, () => b.next());
+    t.true(delays.every((d) => d >= 0 && d <= 2_000), `random ${r}: ${delays.join(',')}`);
+    t.true(delays.slice(-10).every((d) => d >= 1_000), 'at the cap the delay stays in its jitter band');
+  }
+  t.is(new Backoff({ initialMs: 5_000, maxMs: 2_000, jitter: 0 }).next(), 5_000, 'a larger first delay raises the cap');
 });
 
 test('drain waits for tracked work and reports success', async (t) => {

@@ -25,7 +25,7 @@ test('mTLS connection labels name both sides and the service', (t) => {
   t.is(l.connection_security_policy, 'mutual_tls');
 });
 
-test('bytes are counted at close; denials count as opened+closed; one access-log line each', async (t) => {
+test('bytes are counted at close; a denial counts as failed, never as opened or closed; one access-log line each', async (t) => {
   const lines: string[] = [];
   const prev = setLogSink((l) => lines.push(l));
   try {
@@ -37,8 +37,13 @@ test('bytes are counted at close; denials count as opened+closed; one access-log
     const m = await tel.metrics();
     t.regex(m, /istio_tcp_received_bytes_total\{[^}]*response_flags="-"[^}]*\} 10/);
     t.regex(m, /istio_tcp_sent_bytes_total\{[^}]*\} 20/);
-    t.regex(m, /istio_tcp_connections_opened_total\{[^}]*response_flags="DENY"[^}]*\} 1/);
-    t.regex(m, /istio_tcp_connections_closed_total\{[^}]*response_flags="DENY"[^}]*\} 1/);
+    t.regex(m, /istio_tcp_connections_opened_total\{[^}]*response_flags="-"[^}]*\} 1/);
+    t.regex(m, /istio_tcp_connections_closed_total\{[^}]*response_flags="-"[^}]*\} 1/);
+    t.regex(m, /istio_tcp_connections_failed_total\{[^}]*response_flags="DENY"[^}]*\} 1/);
+    // the failure is not an opened (nor a closed) connection: opened - closed stays what is open
+    t.notRegex(m, /istio_tcp_connections_opened_total\{[^}]*response_flags="DENY"/);
+    t.notRegex(m, /istio_tcp_connections_closed_total\{[^}]*response_flags="DENY"/);
+    t.notRegex(m, /istio_tcp_connections_failed_total\{[^}]*response_flags="-"/);
     t.regex(m, /istio_tcp_sockets_open\{reporter="destination"\} 0/);
     const access = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'connection complete');
     t.is(access.length, 2);
