@@ -8,6 +8,8 @@ export interface BenchOptions {
   readonly log?: (line: string) => void;
   /** shorter measurements (smoke run); default false */
   readonly quick?: boolean;
+  /** length of the soak step, seconds (`--soak-seconds`); default the soak suite's own */
+  readonly soakSeconds?: number;
 }
 
 export interface TargetCheck {

@@ -59,8 +59,29 @@ function parseGcLine(line: string): AgentMemory {
   }
 }
 
+/** How an agent is replaced (restart step): `restart` stops it (SIGTERM, its drain) and then starts a new one. */
+export type ReplaceMode = 'restart';
+
+/** What one agent replacement took, milliseconds from its start. */
+export interface Replacement {
+  readonly node: string;
+  readonly mode: ReplaceMode;
+  /** wall clock (Date.now()) when the replacement began */
+  readonly startedAt: number;
+  /** the old agent had exited (restart mode) */
+  readonly oldGoneMs: number | null;
+  /** the new agent printed READY */
+  readonly newReadyMs: number;
+}
+
 export interface AmbitMesh {
   readonly target: PathTarget;
+  /** the node agents' processes by node name (the current ones, after replacements) */
+  agentsByNode(): ReadonlyMap<string, number>;
+  /** replaces the agent of `node` by a new process; resolves when the new one is ready */
+  replaceAgent(node: string, mode?: ReplaceMode): Promise<Replacement>;
+  /** the control plane's process */
+  controlPid(): number | undefined;
   /** the agent processes (their RSS is the path's memory cost) */
   agentPids(): number[];
   /** full garbage collection in every agent; resolves when all are done, with their memory after it */
@@ -85,6 +106,8 @@ export async function startAmbit(o: {
   profileDir?: string;
   /** extra node flags for the agents (experiments, e.g. --heapsnapshot-signal=SIGUSR1) */
   agentNodeFlags?: readonly string[];
+  /** more YAML for the control plane next to the cluster's (waypoint Gateways, routes); file name -> text */
+  extraYaml?: Readonly<Record<string, string>>;
 }): Promise<AmbitMesh> {
   const { cluster } = o;
   const controlDir = join(o.dir, 'control');
@@ -92,6 +115,10 @@ export async function startAmbit(o: {
   mkdirSync(controlDir, { recursive: true, mode: 0o700 });
   mkdirSync(configDir, { recursive: true });
   writeFileSync(join(configDir, 'cluster.yaml'), clusterToYaml(cluster.state()));
+  for (const [name, text] of Object.entries(o.extraYaml ?? {})) {
+    if (!/^[a-z0-9][-a-z0-9]*\.yaml$/.test(name) || name === 'cluster.yaml') throw new BenchError('ambit', `extra YAML file name "${name}"`);
+    writeFileSync(join(configDir, name), text);
+  }
 
   const level = o.logLevel ?? 'warn';
   const host = cluster.underlay.hostIP;
@@ -112,20 +139,23 @@ export async function startAmbit(o: {
     await waitPort(cluster, { underlay: true }, host, CONTROL_WS_PORT, 'control plane', 30_000);
 
     const netns = [o.client, o.server].map((p) => p.netnsPath);
-    const agents = await Promise.all(cluster.nodes.map(async (n) => {
-      const stateDir = join(o.dir, `agent-${n.name}`);
+    let generation = 0;
+    const spawnAgent = async (node: string): Promise<ChildProcess> => {
+      const stateDir = join(o.dir, `agent-${node}`);
       mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-      const agent = cluster.spawn({ node: n.name }, [
-        'env', `AMBIT_NODE_NAME=${n.name}`, `AMBIT_CONTROL_URL=ws://${host}:${CONTROL_WS_PORT}`,
+      const agent = cluster.spawn({ node }, [
+        'env', `AMBIT_NODE_NAME=${node}`, `AMBIT_CONTROL_URL=ws://${host}:${CONTROL_WS_PORT}`,
         `AMBIT_TOKEN_FILE=${join(controlDir, 'bootstrap-token')}`, `AMBIT_STATE_DIR=${stateDir}`, `AMBIT_LOG_LEVEL=${level}`,
         ...nodeArgv('bench/l4/agent-proc.ts', ['--expose-gc', ...AGENT_NODE_FLAGS, ...(o.agentNodeFlags ?? []), ...(o.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] : [])]),
         ...netns,
       ], { cwd: root });
       children.push(agent);
-      tails.set(n.name, new OutputTail(agent));
-      await waitForLine(agent, /^READY$/, `node agent ${n.name}`, 60_000);
+      tails.set(`${node}#${generation++}`, new OutputTail(agent));
+      await waitForLine(agent, /^READY$/, `node agent ${node}`, 60_000);
       return agent;
-    }));
+    };
+    const agents = new Map<string, ChildProcess>();
+    await Promise.all(cluster.nodes.map(async (n) => { agents.set(n.name, await spawnAgent(n.name)); }));
     o.log('ambit: agents ready; probing the path');
     // Ready means listening; the first connection may still wait for a workload certificate.
     await waitEcho(cluster, o.client, o.server.ip, APP_PORTS.echo, 'ambit path', 30_000);
@@ -134,9 +164,22 @@ export async function startAmbit(o: {
     if (tunnelled < 1) throw new BenchError('ambit', `the probe reached the server but not over HBONE (agent on ${o.server.node} counted no mutual_tls connection)`);
     return {
       target: { host: o.server.ip, ports: APP_PORTS },
-      agentPids: () => agents.map((a) => a.pid!).filter((p) => p !== undefined),
+      agentPids: () => [...agents.values()].map((a) => a.pid!).filter((p) => p !== undefined),
+      agentsByNode: () => new Map([...agents].flatMap(([n, a]) => (a.pid === undefined ? [] : [[n, a.pid] as [string, number]]))),
+      controlPid: () => control.pid,
+      replaceAgent: async (node, mode = 'restart') => {
+        const old = agents.get(node);
+        if (!old) throw new BenchError('ambit: replace agent', `no agent on node ${node}`);
+        const startedAt = Date.now();
+        // restart: SIGTERM (the agent drains and exits), then a new process on the same state
+        await stopChild(old, 30_000);
+        const oldGoneMs = Date.now() - startedAt;
+        const fresh = await spawnAgent(node);
+        agents.set(node, fresh);
+        return { node, mode, startedAt, oldGoneMs, newReadyMs: Date.now() - startedAt };
+      },
       tunnelled: () => hboneInboundCount(cluster, o.server.node),
-      collectGarbage: async () => Promise.all(agents.map(async (a) => {
+      collectGarbage: async () => Promise.all([...agents.values()].map(async (a) => {
         const done = waitForLine(a, /^GC( |$)/, 'agent garbage collection', 10_000);
         process.kill(a.pid!, 'SIGUSR2');
         return parseGcLine(await done);
