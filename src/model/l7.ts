@@ -7,6 +7,7 @@
  * (exact path, longest prefix, method, header count ...) and VirtualService order are both resolved by the
  * translator, so a waypoint never re-sorts.
  */
+import type { Cidr, StringMatch } from './types.js';
 
 /** Where a route or policy came from, for logs, metrics and `ambit` status output. */
 export interface L7Origin {
@@ -268,6 +269,11 @@ export interface ServiceL7 {
   readonly grpc: readonly GrpcRoute[];
   /** from the DestinationRule whose host is this Service */
   readonly destination?: DestinationPolicy;
+  /**
+   * AuthorizationPolicies with targetRefs that apply to this Service at its waypoint (targeting the waypoint's
+   * Gateway, or the Service). Absent or empty: no L7 policy, every request is allowed by L7 policy.
+   */
+  readonly authorization?: readonly L7Authorization[];
 }
 
 export const DEFAULT_LOAD_BALANCER: LoadBalancer = 'LEAST_REQUEST';
@@ -333,4 +339,77 @@ export function replacePrefix(path: string, prefix: string, replacement: string,
 export function backendShares(weights: readonly number[]): number[] {
   const sum = weights.reduce((a, b) => a + b, 0);
   return weights.map((w) => (sum > 0 ? w / sum : 0));
+}
+
+// === L7 authorization (AuthorizationPolicy with targetRefs, enforced by the waypoint) ===
+
+/**
+ * A path pattern of an L7 policy: Istio's string forms (`/a` exact, `/a*` prefix, `*.jpg` suffix, `*` any
+ * non-empty path) or a template with `{*}` (one segment) and `{**}` (zero or more segments, last operator).
+ */
+export type L7PathPattern = StringMatch | { readonly template: string };
+
+/**
+ * One `from.source`. Fields are ANDed, the values of one field ORed; a `not*` field holds when no value matches.
+ * Principals are compared without `spiffe://` (`<td>/ns/<ns>/sa/<sa>`; serviceAccounts arrive here as exact
+ * principals). An empty source matches every request.
+ */
+export interface L7Source {
+  readonly principals?: readonly StringMatch[];
+  readonly notPrincipals?: readonly StringMatch[];
+  readonly namespaces?: readonly StringMatch[];
+  readonly notNamespaces?: readonly StringMatch[];
+  readonly trustDomains?: readonly StringMatch[];
+  readonly notTrustDomains?: readonly StringMatch[];
+  /** the client IP (the original source, from the HBONE tunnel) */
+  readonly ipBlocks?: readonly Cidr[];
+  readonly notIpBlocks?: readonly Cidr[];
+  /** the waypoint trusts no X-Forwarded-For hop: the remote IP is the client IP */
+  readonly remoteIpBlocks?: readonly Cidr[];
+  readonly notRemoteIpBlocks?: readonly Cidr[];
+  /** JWT principals: the waypoint validates no JWT, so these can never be evaluated (fail closed) */
+  readonly requestPrincipals?: readonly StringMatch[];
+  readonly notRequestPrincipals?: readonly StringMatch[];
+}
+
+/** One `to.operation`; same AND/OR rules as L7Source. An empty operation matches every request. */
+export interface L7Operation {
+  /** lowercase; compared with the request authority lowercased, port included (use `h:*` for any port) */
+  readonly hosts?: readonly StringMatch[];
+  readonly notHosts?: readonly StringMatch[];
+  /** the service port the request was sent to */
+  readonly ports?: readonly number[];
+  readonly notPorts?: readonly number[];
+  readonly methods?: readonly StringMatch[];
+  readonly notMethods?: readonly StringMatch[];
+  /** matched against the normalized path (no query) */
+  readonly paths?: readonly L7PathPattern[];
+  readonly notPaths?: readonly L7PathPattern[];
+}
+
+/**
+ * A `when` condition as written (key checked by the translator); values in Istio's string forms (CIDRs for
+ * ip keys, numbers for `destination.port`). Holds when some value matches and no notValue does.
+ */
+export interface L7Condition {
+  readonly key: string;
+  readonly values?: readonly string[];
+  readonly notValues?: readonly string[];
+}
+
+/** A rule: from AND to AND every when. An absent list does not constrain. */
+export interface L7Rule {
+  readonly from?: readonly L7Source[];
+  readonly to?: readonly L7Operation[];
+  readonly when?: readonly L7Condition[];
+}
+
+/** An AuthorizationPolicy as a waypoint enforces it on one Service. Rules are ORed; no rules: never matches. */
+export interface L7Authorization {
+  readonly name: string;
+  readonly namespace: string;
+  readonly action: 'allow' | 'deny';
+  /** `istio.io/dry-run: "true"`: evaluated and reported, never enforced */
+  readonly dryRun: boolean;
+  readonly rules: readonly L7Rule[];
 }

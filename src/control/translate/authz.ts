@@ -11,6 +11,7 @@
  * Policies with targetRefs belong to waypoints and are not sent to the node agent.
  */
 import type { Authorization, AuthzClause, AuthzMatch, AuthzRule, Cidr, StringMatch } from '../../model/index.js';
+import type { L7Authorization, L7Condition, L7Operation, L7PathPattern, L7Rule, L7Source } from '../../model/l7.js';
 import { parseCidr } from '../../model/index.js';
 import type { KubeObject } from '../config/types.js';
 import type { Check, Obj } from './check.js';
@@ -27,6 +28,19 @@ export interface AuthzInfo {
   readonly selector?: Readonly<Record<string, string>>;
   /** undefined: not for the node agent (targetRefs, AUDIT) */
   readonly authorization?: Authorization;
+  /** targetRefs policies: enforced by the waypoints of what they target (see attachL7Authorizations) */
+  readonly waypoint?: { readonly targets: readonly PolicyTarget[]; readonly policy: L7Authorization };
+}
+
+/**
+ * What a targetRefs policy applies to: a waypoint Gateway (every Service bound to it), a GatewayClass (every
+ * waypoint of the class; root namespace only), a Service. `Namespace` only comes from a rejected policy whose
+ * targets cannot be read: every waypoint-bound Service of the namespace then denies (fail closed).
+ */
+export interface PolicyTarget {
+  readonly kind: 'Gateway' | 'GatewayClass' | 'Service' | 'Namespace';
+  readonly namespace: string;
+  readonly name: string;
 }
 
 const SPEC_FIELDS = ['selector', 'targetRef', 'targetRefs', 'action', 'provider', 'rules'];
@@ -87,7 +101,8 @@ export function readAuthorizationPolicy(o: KubeObject, namespace: string, rootNa
   }
 
   const { given: hasSelector, selector } = readSelector(spec, c);
-  const targeted = readTargetRefs(spec, c);
+  const targets = readTargetRefs(spec, namespace, rootNamespace, c);
+  const targeted = targets !== undefined;
   if (hasSelector && targeted) c.reject('spec.selector', 'selector and targetRefs are mutually exclusive');
 
   const actionRaw = c.str(spec['action'], 'spec.action') ?? 'ALLOW';
@@ -98,10 +113,12 @@ export function readAuthorizationPolicy(o: KubeObject, namespace: string, rootNa
     case 'ALLOW': action = 'allow'; break;
     case 'DENY': action = 'deny'; break;
     case 'AUDIT':
-      if (!targeted) c.warn('spec.action', 'AUDIT is not supported by the node agent; the policy is ignored there');
+      c.warn('spec.action', `AUDIT is not supported by ${targeted ? 'waypoints' : 'the node agent'}; the policy never changes a decision and is ignored`);
       break;
     case 'CUSTOM':
-      if (!targeted) c.reject('spec.action', 'CUSTOM is not supported by the node agent; attach the policy to a waypoint with targetRefs');
+      c.reject('spec.action', targeted
+        ? 'CUSTOM is not supported: ambit has no external authorizer; what the policy targets denies every request until it is changed (fail closed)'
+        : 'CUSTOM is not supported by the node agent (and ambit has no external authorizer); what it selects denies every connection until it is changed (fail closed)');
       break;
     default:
       c.reject('spec.action', `"${actionRaw}" is not one of ALLOW, DENY, AUDIT, CUSTOM`);
@@ -157,16 +174,22 @@ export function readAuthorizationPolicy(o: KubeObject, namespace: string, rootNa
     rules.push({ clauses });
   });
 
-  if (action === 'allow' && dropped.length > 0) {
+  if (!targeted && action === 'allow' && dropped.length > 0) {
     c.warn('spec.rules', `HTTP-only fields cannot be enforced by the node agent; dropped ${dropped.join('; ')}, so this ALLOW policy allows less (fail closed)${rules.length === 0 ? ' and now allows nothing' : ''}`);
   }
-  if (action === 'deny' && stripped.length > 0) {
+  if (!targeted && action === 'deny' && stripped.length > 0) {
     if (neverFires === rules.length) c.warn('spec.rules', `has no enforceable rules at the node agent and will have no effect there: ${stripped.join('; ')} match only HTTP attributes`);
     else c.warn('spec.rules', `enforced at the node agent without the HTTP rules: ${stripped.join('; ')}`);
   }
 
   if (!c.ok) return undefined;
-  if (targeted || action === undefined) return { name, namespace };
+  if (targeted) {
+    if (action === undefined) return { name, namespace };
+    const policy: L7Authorization = { name, namespace, action, dryRun, rules: readL7Rules(spec, namespace, trustDomain) };
+    if (targets.length === 0) c.warn('spec.targetRefs', 'no target ambit can enforce this policy at; it has no effect');
+    return { name, namespace, waypoint: { targets, policy } };
+  }
+  if (action === undefined) return { name, namespace };
   const scope: Authorization['scope'] = selector ? 'workload' : namespace === rootNamespace ? 'global' : 'namespace';
   return {
     name, namespace, ...(selector ? { selector } : {}),
@@ -174,7 +197,8 @@ export function readAuthorizationPolicy(o: KubeObject, namespace: string, rootNa
   };
 }
 
-function readTargetRefs(spec: Obj, c: Check): boolean {
+function readTargetRefs(spec: Obj, namespace: string, rootNamespace: string, c: Check): PolicyTarget[] | undefined {
+  const out: PolicyTarget[] = [];
   const refs: Obj[] = [];
   const single = c.obj(spec['targetRef'], 'spec.targetRef');
   if (single) refs.push(single);
@@ -192,9 +216,17 @@ function readTargetRefs(spec: Obj, c: Check): boolean {
     else if (!TARGET_KINDS.includes(kind)) c.reject(`${f}.kind`, `"${kind}" is not one of ${TARGET_KINDS.join(', ')}`);
     const n = c.str(r['name'], `${f}.name`);
     if (!n) c.reject(`${f}.name`, 'is required');
-    c.str(r['group'], `${f}.group`);
+    const group = c.str(r['group'], `${f}.group`);
+    const ns = c.str(r['namespace'], `${f}.namespace`);
+    if (ns !== undefined && ns !== namespace) c.reject(`${f}.namespace`, `must be the policy's own namespace ${namespace}, got "${ns}"`);
+    if (kind === undefined || !n) return;
+    const wantGroup = kind === 'Service' ? '' : kind === 'ServiceEntry' ? 'networking.istio.io' : 'gateway.networking.k8s.io';
+    if (group !== undefined && group !== wantGroup && !(kind === 'Service' && group === 'core')) c.reject(`${f}.group`, `a ${kind} target has group "${wantGroup}", got "${group}"`);
+    if (kind === 'ServiceEntry') { c.warn(f, 'ServiceEntry targets are not supported (ambit has no ServiceEntry); this target is ignored'); return; }
+    if (kind === 'GatewayClass' && namespace !== rootNamespace) { c.reject(`${f}.kind`, `a GatewayClass target is only allowed in the root namespace ${rootNamespace}`); return; }
+    if (kind === 'Gateway' || kind === 'GatewayClass' || kind === 'Service') out.push({ kind, namespace, name: n });
   });
-  return refs.length > 0;
+  return refs.length > 0 ? out : undefined;
 }
 
 function stringValues(o: Obj, key: string, field: string, c: Check): string[] | undefined {
@@ -350,6 +382,80 @@ function readCondition(w: Obj, f: string, c: Check): Part | undefined {
   return { match: m, l7: [] };
 }
 
+// === waypoint (L7) form of a targetRefs policy; the spec has been validated by readAuthorizationPolicy ===
+
+function strs(o: Obj, key: string): string[] | undefined {
+  const v = o[key];
+  return Array.isArray(v) && v.length > 0 ? v.filter((x): x is string => typeof x === 'string') : undefined;
+}
+
+function cidrsOf(o: Obj, key: string): Cidr[] | undefined {
+  const xs = strs(o, key);
+  if (!xs) return undefined;
+  const out: Cidr[] = [];
+  for (const x of xs) { const r = parseCidr(x); if (!('error' in r)) out.push(r); }
+  return out;
+}
+
+/** Policy path syntax: `{*}` / `{**}` templates (whole segments), else Istio's string forms. */
+function pathPattern(p: string): L7PathPattern {
+  return p.includes('{') ? { template: p } : stringMatch(p);
+}
+
+function readL7Rules(spec: Obj, namespace: string, trustDomain: string): L7Rule[] {
+  const raw = spec['rules'];
+  if (!Array.isArray(raw)) return [];
+  return raw.map((r0): L7Rule => {
+    const r = isObj(r0) ? r0 : {};
+    const rule: { from?: L7Source[]; to?: L7Operation[]; when?: L7Condition[] } = {};
+    if (Array.isArray(r['from']) && r['from'].length > 0) {
+      rule.from = r['from'].map((e) => {
+        const s = isObj(e) && isObj(e['source']) ? e['source'] : {};
+        const sas = (k: string): StringMatch[] => (strs(s, k) ?? []).map((x) => {
+          const parts = x.split('/');
+          const [ns, sa] = parts.length === 1 ? [namespace, parts[0]] : [parts[0], parts[1]];
+          return { exact: `${trustDomain}/ns/${ns}/sa/${sa}` };
+        });
+        const principals = [...(strs(s, 'principals') ?? []).map(principalMatch), ...sas('serviceAccounts')];
+        const notPrincipals = [...(strs(s, 'notPrincipals') ?? []).map(principalMatch), ...sas('notServiceAccounts')];
+        const src: { -readonly [K in keyof L7Source]: L7Source[K] } = {};
+        if (principals.length) src.principals = principals;
+        if (notPrincipals.length) src.notPrincipals = notPrincipals;
+        const m = (k: 'namespaces' | 'notNamespaces' | 'trustDomains' | 'notTrustDomains' | 'requestPrincipals' | 'notRequestPrincipals'): void => {
+          const xs = strs(s, k);
+          if (xs) src[k] = xs.map(stringMatch);
+        };
+        m('namespaces'); m('notNamespaces'); m('trustDomains'); m('notTrustDomains'); m('requestPrincipals'); m('notRequestPrincipals');
+        for (const k of ['ipBlocks', 'notIpBlocks', 'remoteIpBlocks', 'notRemoteIpBlocks'] as const) { const xs = cidrsOf(s, k); if (xs?.length) src[k] = xs; }
+        return src;
+      });
+    }
+    if (Array.isArray(r['to']) && r['to'].length > 0) {
+      rule.to = r['to'].map((e) => {
+        const o = isObj(e) && isObj(e['operation']) ? e['operation'] : {};
+        const op: { -readonly [K in keyof L7Operation]: L7Operation[K] } = {};
+        const hosts = (k: 'hosts' | 'notHosts'): void => { const xs = strs(o, k); if (xs) op[k] = xs.map((x) => stringMatch(x.toLowerCase())); };
+        hosts('hosts'); hosts('notHosts');
+        for (const k of ['methods', 'notMethods'] as const) { const xs = strs(o, k); if (xs) op[k] = xs.map(stringMatch); }
+        for (const k of ['paths', 'notPaths'] as const) { const xs = strs(o, k); if (xs) op[k] = xs.map(pathPattern); }
+        for (const k of ['ports', 'notPorts'] as const) {
+          const v = o[k];
+          if (Array.isArray(v) && v.length > 0) op[k] = v.map((x) => Number(x)).filter((x) => Number.isInteger(x));
+        }
+        return op;
+      });
+    }
+    if (Array.isArray(r['when']) && r['when'].length > 0) {
+      rule.when = r['when'].filter(isObj).map((w) => {
+        const values = strs(w, 'values');
+        const notValues = strs(w, 'notValues');
+        return { key: String(w['key']), ...(values ? { values } : {}), ...(notValues ? { notValues } : {}) };
+      });
+    }
+    return rule;
+  });
+}
+
 /**
  * `spec.selector` of an Istio security policy (`{matchLabels: {...}}`), checked field by field.
  * `given`: the field is there (even if empty); `selector`: its labels, undefined when none (the
@@ -377,6 +483,19 @@ export function looseSelector(spec: unknown): Record<string, string> | undefined
   return Object.keys(out).length > 0 ? out : undefined;
 }
 
+/** Targets of a possibly malformed policy; the whole namespace when they cannot be read. */
+function looseTargets(spec: Obj, namespace: string, rootNamespace: string): PolicyTarget[] {
+  const raw = [spec['targetRef'], ...(Array.isArray(spec['targetRefs']) ? spec['targetRefs'] : [spec['targetRefs']])].filter((x) => x !== undefined && x !== null);
+  const out: PolicyTarget[] = [];
+  for (const r of raw) {
+    if (!isObj(r) || typeof r['name'] !== 'string' || typeof r['kind'] !== 'string') return [{ kind: 'Namespace', namespace, name: namespace }];
+    const kind = r['kind'];
+    if (kind === 'Gateway' || kind === 'Service' || (kind === 'GatewayClass' && namespace === rootNamespace)) out.push({ kind, namespace, name: r['name'] });
+    else if (kind !== 'ServiceEntry') return [{ kind: 'Namespace', namespace, name: namespace }];
+  }
+  return out;
+}
+
 /**
  * What a rejected policy becomes at the node agent: DENY everything in its scope. A selector that
  * cannot be read widens the scope to the namespace. Waypoint-only policies (targetRefs without a
@@ -387,8 +506,13 @@ export function failClosedAuthorization(o: KubeObject, namespace: string, rootNa
   const spec = isObj(o.spec) ? o.spec : {};
   const targeted = spec['targetRefs'] !== undefined || spec['targetRef'] !== undefined;
   const sel = looseSelector(spec);
-  if (targeted && sel === undefined) return undefined;
   if (spec['action'] === 'AUDIT') return undefined;
+  if (targeted && sel === undefined) {
+    // A waypoint policy: what it targets denies every request until it is fixed.
+    const name = o.metadata.name;
+    const dryRun = annotationsOf(o)[DRY_RUN_ANNOTATION] === 'true';
+    return { name, namespace, waypoint: { targets: looseTargets(spec, namespace, rootNamespace), policy: { name, namespace, action: 'deny', dryRun, rules: [{}] } } };
+  }
   const selector = sel === 'unreadable' ? undefined : sel;
   const name = o.metadata.name;
   const scope: Authorization['scope'] = selector ? 'workload' : namespace === rootNamespace ? 'global' : 'namespace';

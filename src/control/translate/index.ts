@@ -19,6 +19,7 @@ import { isWaypointGateway, readWaypoint } from './gateway.js';
 import type { Identified } from './kinds.js';
 import { identify, L7_KINDS } from './kinds.js';
 import { translateL7 } from './l7.js';
+import { attachL7Authorizations } from './waypoint-authz.js';
 import type { PeerAuthnInfo } from './peer-authn.js';
 import { failClosedPeerAuthentication, readPeerAuthentication } from './peer-authn.js';
 import { reuse } from './reuse.js';
@@ -136,7 +137,9 @@ export class Translator {
     const authorizations = prev ? out.authorizations.map((a) => reuse(prev.snapshot.authorization(authorizationKey(a)), a)) : out.authorizations;
     const waypoints = prev ? out.waypoints.map((w) => reuse(prev.snapshot.waypoint(waypointKey(w)), w)) : out.waypoints;
     const l7 = new Map<string, ServiceL7>();
-    for (const [k, v] of this.#translateL7(l7Objects, services, nextGood, rejected, warnings)) l7.set(k, prev ? reuse(prev.l7.get(k), v) : v);
+    const routed = this.#translateL7(l7Objects, services, nextGood, rejected, warnings);
+    // targetRefs AuthorizationPolicies travel with the waypoint config of each Service they apply to
+    for (const [k, v] of attachL7Authorizations(routed, services, out.waypoints, col.authz, warnings)) l7.set(k, prev ? reuse(prev.l7.get(k), v) : v);
 
     this.#lastGood = nextGood;
     const snapshot = Snapshot.build({ workloads, services: services.values(), authorizations, waypoints }, ++this.#version);

@@ -31,3 +31,6 @@ export type { EndpointLike, Admission, EndpointStatus } from './cluster.js';
 export { Cluster, ClusterTable, subsetEndpoints, policyFor, hashKeyOf } from './cluster.js';
 export type { HashTable } from './hash.js';
 export { ringHash, maglev, hash32 } from './hash.js';
+export { authorizeL7, authzRequest, rbacDenied } from './authz.js';
+export { evaluateL7 } from '../../policy/index.js';
+export type { L7Decision, L7Request } from '../../policy/index.js';
