@@ -5,7 +5,11 @@
  *
  * HTTP on --port answers every request with JSON describing who answered (name, version, pod
  * addresses) and what arrived (client address, method, path, headers, body size). Query
- * parameters `status=<code>` and `delayMs=<ms>` shape the answer for fault tests. Raw TCP on
+ * parameters `status=<code>` and `delayMs=<ms>` shape the answer for fault tests; `fail=first`
+ * makes a flaky backend: the first time the server sees a request's `x-request-id` it answers
+ * 503 (a request without one always gets 503), so a retry that carries the id succeeds. A
+ * WebSocket upgrade on the HTTP port gets an echo (each message sent back, prefixed with the
+ * server's name and a colon). Raw TCP on
  * --tcp-port echoes bytes back. When both listen, one JSON line goes to stdout:
  * {"event":"listening","http":8080,"tcp":9090}, which starters wait for.
  */
@@ -14,10 +18,24 @@ import { createServer as createTcpServer, type Server } from 'node:net';
 import { hostname, networkInterfaces } from 'node:os';
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { WebSocketServer } from 'ws';
 
 /** Request bodies are counted, not kept; this caps the time a single upload may take. */
 const MAX_BODY = 16 * 1024 * 1024;
 const MAX_DELAY_MS = 60_000;
+/** request ids remembered for `fail=first` */
+const MAX_SEEN_IDS = 10_000;
+const seenIds = new Set<string>();
+
+/** `fail=first`: 503 unless this request id was seen (and failed) before. */
+function flakyFails(req: IncomingMessage): boolean {
+  const id = req.headers['x-request-id'];
+  if (typeof id !== 'string' || id === '') return true;
+  if (seenIds.has(id)) return false;
+  if (seenIds.size >= MAX_SEEN_IDS) seenIds.clear();
+  seenIds.add(id);
+  return true;
+}
 
 export interface EchoServerArgs {
   readonly port: number;
@@ -68,7 +86,7 @@ function podAddresses(): string[] {
 
 function handle(args: EchoServerArgs, req: IncomingMessage, res: ServerResponse): void {
   const url = new URL(req.url ?? '/', 'http://echo');
-  const status = Number(url.searchParams.get('status') ?? '200');
+  const status = url.searchParams.get('fail') === 'first' && flakyFails(req) ? 503 : Number(url.searchParams.get('status') ?? '200');
   const delayMs = Math.min(Math.max(Number(url.searchParams.get('delayMs') ?? '0') || 0, 0), MAX_DELAY_MS);
   let bodyBytes = 0;
   req.on('data', (chunk: Buffer) => {
@@ -128,6 +146,14 @@ function listen(server: Server | ReturnType<typeof createHttpServer>, port: numb
 export async function runEchoServer(args: EchoServerArgs): Promise<{ http: number; tcp: number; close(): void }> {
   const http = createHttpServer((req, res) => handle(args, req, res));
   http.keepAliveTimeout = 30_000;
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024 });
+  http.on('upgrade', (req, socket, head) => {
+    socket.on('error', () => socket.destroy());
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.on('message', (data, isBinary) => ws.send(isBinary ? data : `${args.name}:${data.toString()}`));
+      ws.on('error', () => ws.terminate());
+    });
+  });
   const httpPort = await listen(http, args.port);
   let tcp: Server | undefined;
   let tcpPort = 0;

@@ -294,6 +294,8 @@ export class HttpProxy {
     const down = ex.req as Readable;
     if (!hasBody) body.complete = true;
     down.on('data', (d: Buffer) => { ex.bytesIn += d.length; if (retries) body.add(d); });
+    // the counting listener must not start the flow: bytes go nowhere until an attempt pipes them
+    down.pause();
     down.once('end', () => { body.complete = true; });
 
     const maxAttempts = 1 + (retries?.attempts ?? 0);
@@ -315,7 +317,7 @@ export class HttpProxy {
       ex.destination = ep;
       const tryMs = attemptTimeoutMs(timeoutMs, retries, ex.start, Date.now());
       if (tryMs === 0) break;
-      const outcome = await this.#attempt(ex, plan, ep, path, authority, headers, body, i === 0 ? down : undefined, tryMs, retries !== undefined && i + 1 < maxAttempts);
+      const outcome = await this.#attempt(ex, plan, ep, path, authority, headers, body, i === 0 ? down : undefined, tryMs, retries !== undefined && i + 1 < maxAttempts, deadline);
       if (outcome === 'committed') return;
       last = outcome;
       if (!shouldRetry(retries, i + 1, outcome)) break;
@@ -359,7 +361,7 @@ export class HttpProxy {
    * ended), or the outcome when it may be retried (nothing was sent downstream then).
    */
   #attempt(ex: Exchange, plan: ForwardPlan, ep: Workload, path: string, authority: string, headers: HeaderList, body: BodyRecorder,
-    stream: Readable | undefined, tryMs: number | undefined, mayRetry: boolean): Promise<AttemptOutcome | 'committed'> {
+    stream: Readable | undefined, tryMs: number | undefined, mayRetry: boolean, deadline: number | undefined): Promise<AttemptOutcome | 'committed'> {
     const target = this.#target(plan, ep);
     ex.upstreamHost = `${target.ip}:${plan.targetPort}`;
     const useH2 = ex.grpc || ex.conn.binding.protocol === 'http2' || ex.conn.binding.protocol === 'grpc';
@@ -414,6 +416,12 @@ export class HttpProxy {
           return;
         }
         upstream.on('data', (d: Buffer) => { ex.bytesOut += d.length; });
+        // the route timeout covers the whole response: past it, the stream is cut (UT)
+        let routeTimer: NodeJS.Timeout | undefined;
+        if (deadline !== undefined) {
+          routeTimer = setTimeout(() => { ex.flags.add('UT'); upstream.destroy(); this.#abortDown(ex); settle('committed'); }, Math.max(1, deadline - Date.now()));
+          ex.res.once('close', () => clearTimeout(routeTimer));
+        }
         upstream.pipe(res as unknown as NodeJS.WritableStream, { end: false });
         upstream.once('end', () => {
           const t = trailers();

@@ -236,10 +236,12 @@ export class Mesh {
   }
 
   /** Extra Kubernetes YAML (AuthorizationPolicy, PeerAuthentication...) for the real control plane. */
-  async applyYaml(text: string): Promise<void> {
+  async applyYaml(text: string, o: { waitForAgents?: boolean } = {}): Promise<void> {
     if (!this.real) throw new Error('applyYaml needs control: real');
     this.real.extraYaml = text;
-    await this.publish();
+    // routes (VirtualService, HTTPRoute ...) change no agent's snapshot: nothing to wait for there
+    if (o.waitForAgents === false) this.real.source.emit([...yamlObjects(this.cluster.toYaml()), ...yamlObjects(text)]);
+    else await this.publish();
   }
 
   /** Resolves once every agent has applied a snapshot satisfying `pred`. */
