@@ -28,6 +28,9 @@ enum { EV_LISTENER = 1, EV_TCONN, EV_APP, EV_UP };
 
 /* Plaintext gathered from several TLS records per nghttp2 parse (one app write per DATA run). */
 #define TLS_READ_BATCH (128 * 1024)
+/* Bytes a client stream sends before its CONNECT is answered (kept to replay them if the stream
+ * is refused); the rest waits for the answer. */
+#define EARLY_MAX (64 * 1024)
 /* DATA payload per frame when the peer allows it (SETTINGS_MAX_FRAME_SIZE; ours is the same). */
 #define DATA_FRAME_MAX (64 * 1024)
 enum { L_OUTBOUND = 1, L_HBONE, L_SOURCE }; /* L_SOURCE: no socket, only a netns and a mark (engineOpen) */
@@ -121,6 +124,8 @@ struct flow {
   uint16_t hdr_pairs;
   uint32_t hdr_bytes;
   ebuf to_app, to_up;
+  ebuf early;              /* client: bytes sent before the CONNECT was answered, for a retry */
+  uint32_t early_sent;     /* of them, given to the current stream */
   uint64_t from_app_n, to_app_n;
   uint64_t deadline;       /* dialing deadline, loop ms */
   char *authority, *forwarded; /* server: request fields until the decision */
@@ -151,7 +156,7 @@ struct tconn {
   uint32_t id;
   unsigned await_ctx : 1, verifying : 1;
   ebuf out;             /* HTTP/2 bytes not yet taken by SSL_write */
-  char rip[48], lip[48];
+  char rip[48], lip[48];  /* client: rip, rport are the peer dialed */
   int rport, lport;
 };
 
@@ -261,6 +266,7 @@ void flow_up_event(flow *f, uint32_t ev);
 void flow_maybe_finish(flow *f);
 void flow_flush_to_app(flow *f);
 bool flow_buf_append(ebuf *b, const char *p, size_t n);
+void flow_buf_reset(ebuf *b);
 int flow_dial(flow *f, const char *ip, int port, const char *spoof, int *out_fd, char *why, size_t cap);
 int eng_dial(listener *l, const char *ip, int port, const char *spoof, bool *connecting, char *why, size_t cap);
 void flow_free(flow *f);

@@ -20,6 +20,8 @@ static void buf_reset(ebuf *b) {
   b->off = b->len = b->cap = 0;
 }
 
+void flow_buf_reset(ebuf *b) { buf_reset(b); }
+
 bool flow_buf_append(ebuf *b, const char *p, size_t n) {
   if (b->off > 0 && b->off == b->len) {
     b->off = b->len = 0;
@@ -135,6 +137,7 @@ void flow_free(flow *f) {
   if (f->link) link_unref(f->link);
   buf_reset(&f->to_app);
   buf_reset(&f->to_up);
+  buf_reset(&f->early);
   free(f->authority);
   free(f->forwarded);
   free(f->hdrs);

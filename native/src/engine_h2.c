@@ -215,6 +215,27 @@ static ssize_t data_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t l
                          nghttp2_data_source *src, void *user) {
   flow *f = stream_flow(s, sid);
   if (f == NULL || f->dead) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  bool early = !f->server && !f->established;
+  if (early) {
+    /* Before the answer every byte sent is also kept (up to EARLY_MAX), so a refused stream can
+     * be replayed on a fresh connection; a retried stream sends those first. */
+    ebuf *b = &f->early;
+    if (f->early_sent < b->len) {
+      size_t n = b->len - f->early_sent < length ? b->len - f->early_sent : length;
+      memcpy(buf, b->p + f->early_sent, n);
+      f->early_sent += (uint32_t)n;
+      return (ssize_t)n;
+    }
+    if (f->app_eof) {
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
+      return 0;
+    }
+    if (b->len >= EARLY_MAX) {
+      f->deferred = 1; /* the rest waits for the answer */
+      return NGHTTP2_ERR_DEFERRED;
+    }
+    if (length > EARLY_MAX - b->len) length = EARLY_MAX - b->len;
+  }
   if (!f->app_r) {
     f->deferred = 1;
     return NGHTTP2_ERR_DEFERRED;
@@ -223,6 +244,13 @@ static ssize_t data_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t l
     ssize_t n = read(f->app_fd, buf, length);
     if (n > 0) {
       f->from_app_n += (uint64_t)n;
+      if (early) {
+        if (!flow_buf_append(&f->early, (const char *)buf, (size_t)n)) {
+          flow_set_err(f, "out of memory");
+          return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        }
+        f->early_sent = f->early.len;
+      }
       /* A short read emptied the socket: the next bytes bring a new edge, so skip the EAGAIN read.
        * Not once the peer closed: its FIN may have come with the data, and no edge follows. */
       if ((size_t)n < length && !f->app_hup) f->app_r = 0;
@@ -441,6 +469,12 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *fr, void *user
       }
       f->established = 1;
       eng_event(f->e, 1, f);
+      /* answered: nothing will be replayed */
+      flow_buf_reset(&f->early);
+      f->early_sent = 0;
+      free(f->hdrs);
+      f->hdrs = NULL;
+      h2_resume(f);
     }
   }
   if (end && (fr->hd.type == NGHTTP2_DATA || fr->hd.type == NGHTTP2_HEADERS)) {
@@ -493,9 +527,38 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const u
   return 0;
 }
 
+/*
+ * A client stream refused before it was answered (RST_STREAM REFUSED_STREAM, or above the
+ * last-stream-id of a GOAWAY): the server guarantees it processed nothing, so it is opened once
+ * more on a fresh pooled connection, with the bytes already sent replayed. False when it cannot
+ * be (already retried, nothing to resend the CONNECT with).
+ */
+static bool h2_retry(tconn *tc, flow *f) {
+  if (f->retried || f->hdrs == NULL || f->dead) return false;
+  engine *e = tc->e;
+  tc->goaway = 1; /* no new streams on the connection that refused one */
+  h2_detach(f);
+  f->retried = 1;
+  f->early_sent = 0;
+  f->deferred = 0;
+  char why[200];
+  tconn *nt = pool_get(e, f->l, tc->ctx, tc->key, tc->tag, tc->rip, tc->rport, why, sizeof why);
+  if (nt == NULL) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "hbone: retry after a refused stream: %s", why);
+    flow_fail(f, FAIL_CONNECT);
+    flow_abort(f, msg);
+    return true;
+  }
+  tconn_enqueue(nt, f);
+  return true;
+}
+
 static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t code, void *user) {
   flow *f = stream_flow(s, sid);
   if (f == NULL) return 0;
+  tconn *tc = user;
+  if (tc->client && code == NGHTTP2_REFUSED_STREAM && !f->established && h2_retry(tc, f)) return 0;
   h2_detach(f);
   if (code != NGHTTP2_NO_ERROR || !f->established) {
     if (!f->established) flow_fail(f, code == NGHTTP2_REFUSED_STREAM ? FAIL_REFUSED : FAIL_LOST);
@@ -652,8 +715,7 @@ void h2_client_submit(tconn *tc, flow *f) {
   }
   nghttp2_data_provider prd = {.source.ptr = NULL, .read_callback = data_read};
   int32_t sid = nghttp2_submit_request(tc->h2, NULL, nv, n, &prd, f);
-  free(f->hdrs);
-  f->hdrs = NULL;
+  /* the headers are kept until the answer (a refused stream is sent again: h2_retry) */
   if (sid < 0) {
     flow_abort(f, "hbone: cannot open a stream");
     return;
@@ -976,6 +1038,8 @@ tconn *pool_get(engine *e, listener *l, tlsctx *ctx, const char *key, const char
   }
   tc->tcp_connecting = connecting;
   tc->deadline = eng_now(e) + e->connect_ms + e->handshake_ms;
+  snprintf(tc->rip, sizeof tc->rip, "%s", ip);
+  tc->rport = port;
   tc->key = strdup(key);
   tc->tag = strdup(tag);
   if (tc->key == NULL || tc->tag == NULL) {

@@ -1178,7 +1178,9 @@ netnsTest('client side: an idle pooled connection is retired after idleMs, on bo
 });
 
 netnsTest('client and server side: unreachable peers time out (HBONE connect, app dial) and reset the captured connection', async (t) => {
-  const p = await podRig(t, { connectTimeoutMs: 200, handshakeTimeoutMs: 200 }, { connectTimeoutMs: 200 });
+  // the client's handshake deadline is generous: under load a real handshake (two JS round trips
+  // for the identity checks) can take longer than 200 ms, and the second half needs one
+  const p = await podRig(t, { connectTimeoutMs: 200, handshakeTimeoutMs: 5_000 }, { connectTimeoutMs: 200 });
   addBlackhole(t, p.ns, 'bh0', '10.99.0.1/24', '10.99.0.2');
   const plan = p.cli.onOutbound;
   const resetOf = async (what: string): Promise<void> => {

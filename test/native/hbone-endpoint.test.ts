@@ -207,7 +207,12 @@ async function h2Connect(t: TeardownHost, r: Rig, authority: string): Promise<ht
 // ---------------------------------------------------------------------------------------------
 // (b): a node:http2 HBONE server relaying CONNECT streams to a TCP server
 
-interface H2Hbone { port: number; sessions: number; refusals: number; connects: string[]; policy: 'ok' | 'refuse-first' | 'goaway-first' }
+/**
+ * policy: refuse-first / refuse-all: RST_STREAM REFUSED_STREAM the first / every stream;
+ * goaway-second: a GOAWAY naming the first stream as the last one processed when the second
+ * arrives (node picks the last-stream-id itself when given 0, so the first stream is accepted).
+ */
+interface H2Hbone { port: number; sessions: number; refusals: number; connects: string[]; policy: 'ok' | 'refuse-first' | 'goaway-second' | 'refuse-all' }
 
 /** Relays each CONNECT to the port of its authority on 127.0.0.1. */
 async function h2HboneServer(t: TeardownHost, pki: Pki): Promise<H2Hbone> {
@@ -220,10 +225,14 @@ async function h2HboneServer(t: TeardownHost, pki: Pki): Promise<H2Hbone> {
   server.on('stream', (stream, headers) => {
     stream.on('error', () => {});
     st.connects.push(String(headers[':authority']));
-    if (st.policy !== 'ok' && st.refusals === 0) {
+    if (st.policy === 'refuse-all' || (st.policy === 'refuse-first' && st.refusals === 0)) {
       st.refusals++;
-      if (st.policy === 'refuse-first') stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
-      else stream.session?.goaway(http2.constants.NGHTTP2_NO_ERROR, 0);
+      stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      return;
+    }
+    if (st.policy === 'goaway-second' && st.refusals === 0 && (stream.id ?? 0) > 1) {
+      st.refusals++;
+      stream.session?.goaway(http2.constants.NGHTTP2_NO_ERROR, 1);
       return;
     }
     const up = netConnect(Number(String(headers[':authority']).split(':')[1]), '127.0.0.1');
@@ -390,6 +399,59 @@ rootTest('(a)+(b): connect() -> engine -> endpoint listener -> node:http server,
   app.server.closeAllConnections();
   await until(() => srvClosed.some((c) => c.received > 18 * 1024 * 1024), 'the server side counted the large body in its close event');
   t.pass();
+});
+
+for (const policy of ['refuse-first', 'goaway-second'] as const) {
+  rootTest(`a stream refused by ${policy === 'refuse-first' ? 'RST_STREAM REFUSED_STREAM' : 'GOAWAY (above last-stream-id)'} is retried once on a fresh connection, its early bytes replayed`, async (t) => {
+    const pki = await pkiOnce();
+    const app = httpApp(t);
+    const appPort = await tcpFront(t, app.server);
+    const hb = await h2HboneServer(t, pki);
+    hb.policy = policy;
+    const cli = new HboneEndpoint();
+    t.teardown(() => cli.close());
+    const opts = { ip: '127.0.0.1', port: hb.port, authority: `127.0.0.1:${appPort}`, expect: [pki.serverId], identity: pki.client };
+    let first: http.Agent | undefined;
+    if (policy === 'goaway-second') {
+      // a first stream the server accepts, kept open across the GOAWAY
+      first = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      (first as unknown as { createConnection: () => Duplex }).createConnection = () => cli.connect(opts);
+      t.teardown(() => first!.destroy());
+      t.is((await request(first, '/before')).status, 200);
+    }
+    const agent = new http.Agent({ keepAlive: false });
+    (agent as unknown as { createConnection: () => Duplex }).createConnection = () => cli.connect(opts);
+    t.teardown(() => agent.destroy());
+    // the request and its 100 kB body are written at once, before any answer: the first 64 kB go
+    // out with the CONNECT and are replayed on the retry, the rest waits for the answer
+    const body = randomBytes(100_000);
+    const res = await request(agent, '/echo', body);
+    t.is(res.status, 200);
+    t.is(sha(res.body), sha(body), 'the body sent before the refusal arrived whole, once');
+    t.is(hb.refusals, 1);
+    t.is(hb.connects.length, first ? 3 : 2, 'the refused CONNECT was sent twice');
+    t.is(hb.sessions, 2, 'the retry went on a fresh connection');
+    if (first) {
+      // the stream below the GOAWAY's last-stream-id goes on, on the old connection
+      t.is((await request(first, '/after')).status, 200);
+      t.is(hb.sessions, 2);
+    }
+  });
+}
+
+rootTest('a stream refused again after its retry fails with a retry-safe "refused" error', async (t) => {
+  const pki = await pkiOnce();
+  const hb = await h2HboneServer(t, pki);
+  hb.policy = 'refuse-all';
+  const cli = new HboneEndpoint();
+  t.teardown(() => cli.close());
+  const s = cli.connect({ ip: '127.0.0.1', port: hb.port, authority: '127.0.0.1:9', expect: [pki.serverId], identity: pki.client });
+  s.write('GET / HTTP/1.1\r\n\r\n');
+  const err = await within(failure(s), 'refused twice') as HboneError;
+  t.is(err.code, 'AMBIT_HBONE_REFUSED', err.message);
+  t.true(err.retrySafe);
+  t.is(hb.refusals, 2, 'retried exactly once');
+  t.is(hb.sessions, 2);
 });
 
 rootTest('identity refused: a wrong expected identity fails the stream (tls, retry-safe); nothing reaches the server', async (t) => {
