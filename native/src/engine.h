@@ -31,8 +31,6 @@ enum { EV_LISTENER = 1, EV_TCONN, EV_APP, EV_UP };
 /* Bytes a client stream sends before its CONNECT is answered (kept to replay them if the stream
  * is refused); the rest waits for the answer. */
 #define EARLY_MAX (64 * 1024)
-/* DATA payload per frame when the peer allows it (SETTINGS_MAX_FRAME_SIZE; ours is the same). */
-#define DATA_FRAME_MAX (64 * 1024)
 enum { L_OUTBOUND = 1, L_HBONE, L_SOURCE }; /* L_SOURCE: no socket, only a netns and a mark (engineOpen) */
 enum { M_PLAIN = 1, M_H2 };
 
@@ -224,7 +222,9 @@ struct engine {
   uint32_t next_id;     /* flow and tconn ids (atomic: engineOpen allocates on the JS thread) */
   uint64_t next_tick;
   /* settings */
+  /* settings (src/hbone/settings.ts, all required by engineCreate: no defaults here) */
   uint32_t connect_ms, handshake_ms, idle_ms, streams_per_conn, max_streams, window, conn_window;
+  uint32_t max_frame; /* SETTINGS_MAX_FRAME_SIZE we announce, and our DATA frames' cap when the peer allows */
   nghttp2_session_callbacks *cbs_client, *cbs_server;
   nghttp2_option *opt_client, *opt_server;
   char rbuf[65536];

@@ -278,7 +278,7 @@ static ssize_t data_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t l
 /* DATA frames as large as the peer allows (nghttp2 would cut them at 16 kB otherwise). */
 static ssize_t data_length(nghttp2_session *s, uint8_t type, int32_t sid, int32_t conn_window, int32_t stream_window,
                            uint32_t max_frame, void *user) {
-  ssize_t n = DATA_FRAME_MAX;
+  ssize_t n = ((tconn *)user)->e->max_frame;
   if ((ssize_t)max_frame < n) n = (ssize_t)max_frame;
   if (conn_window < n) n = conn_window;
   if (stream_window < n) n = stream_window;
@@ -665,7 +665,7 @@ void tconn_verified(tconn *tc, const char *peer) {
   nghttp2_settings_entry iv[4];
   size_t niv = 0;
   iv[niv++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, e->window};
-  iv[niv++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_FRAME_SIZE, DATA_FRAME_MAX};
+  iv[niv++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_FRAME_SIZE, e->max_frame};
   if (tc->client) {
     iv[niv++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_ENABLE_PUSH, 0};
   } else {

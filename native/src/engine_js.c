@@ -348,19 +348,32 @@ static bool get_fn(napi_env env, napi_value obj, const char *name, napi_ref *out
   return napi_create_reference(env, v, 1, out) == napi_ok;
 }
 
+/* A required integer option (opts.<name>), min..max. */
+static bool req_int(napi_env env, napi_value obj, const char *fn, const char *name, int64_t min, int64_t max, int64_t *out) {
+  napi_value v;
+  bool present;
+  char field[64];
+  snprintf(field, sizeof field, "opts.%s", name);
+  if (!ambit_get_prop(env, obj, name, &v, &present)) return false;
+  if (!present) return ambit_type_error(env, fn, field, "is required (src/hbone/settings.ts HBONE_SETTINGS)");
+  return ambit_arg_int(env, v, fn, field, min, max, out);
+}
+
 /* engineCreate(callbacks, opts) */
 static napi_value js_create(napi_env env, napi_callback_info info) {
   static const char *fn = "engineCreate";
   napi_value argv[2];
   if (!ambit_args(env, info, fn, argv, 2, "callbacks, opts")) return NULL;
-  int64_t connect_ms, handshake_ms, idle_ms, per_conn, max_streams, window, conn_window;
-  if (!ambit_opt_int(env, argv[1], fn, "connectTimeoutMs", 1, 600000, 10000, &connect_ms)) return NULL;
-  if (!ambit_opt_int(env, argv[1], fn, "handshakeTimeoutMs", 1, 600000, 10000, &handshake_ms)) return NULL;
-  if (!ambit_opt_int(env, argv[1], fn, "idleMs", 1, 86400000, 60000, &idle_ms)) return NULL;
-  if (!ambit_opt_int(env, argv[1], fn, "streamsPerConnection", 1, 1 << 30, 100, &per_conn)) return NULL;
-  if (!ambit_opt_int(env, argv[1], fn, "maxConcurrentStreams", 1, 1 << 20, 200, &max_streams)) return NULL;
-  if (!ambit_opt_int(env, argv[1], fn, "streamWindow", 65535, (1u << 31) - 1, 4 << 20, &window)) return NULL;
-  if (!ambit_opt_int(env, argv[1], fn, "connectionWindow", 65535, (1u << 31) - 1, 16 << 20, &conn_window)) return NULL;
+  /* the HBONE settings: all required (the table is src/hbone/settings.ts; no second copy here) */
+  int64_t connect_ms, handshake_ms, idle_ms, per_conn, max_streams, window, conn_window, max_frame;
+  if (!req_int(env, argv[1], fn, "connectTimeoutMs", 1, 600000, &connect_ms)) return NULL;
+  if (!req_int(env, argv[1], fn, "handshakeTimeoutMs", 1, 600000, &handshake_ms)) return NULL;
+  if (!req_int(env, argv[1], fn, "idleMs", 1, 86400000, &idle_ms)) return NULL;
+  if (!req_int(env, argv[1], fn, "streamsPerConnection", 1, 1 << 30, &per_conn)) return NULL;
+  if (!req_int(env, argv[1], fn, "maxConcurrentStreams", 1, 1 << 20, &max_streams)) return NULL;
+  if (!req_int(env, argv[1], fn, "streamWindow", 65535, (1u << 31) - 1, &window)) return NULL;
+  if (!req_int(env, argv[1], fn, "connectionWindow", 65535, (1u << 31) - 1, &conn_window)) return NULL;
+  if (!req_int(env, argv[1], fn, "maxFrameSize", 16384, (1 << 24) - 1, &max_frame)) return NULL;
   engine *e = calloc(1, sizeof *e);
   if (e == NULL) {
     napi_throw_error(env, "AMBIT_BUG", "engineCreate: out of memory");
@@ -381,6 +394,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   e->max_streams = (uint32_t)max_streams;
   e->window = (uint32_t)window;
   e->conn_window = (uint32_t)conn_window;
+  e->max_frame = (uint32_t)max_frame;
   napi_value name;
   napi_create_string_utf8(env, "ambit.engine", NAPI_AUTO_LENGTH, &name);
   uv_loop_t *loop = NULL;

@@ -21,7 +21,6 @@
  * when nothing reached the target. 'established' (CONNECT 200) on the socket; 'established' and
  * 'closed' (info, { sent, received, error }) on the endpoint for telemetry. `close()` cuts all.
  */
-export type { Http2Tuning } from './settings.js';
 export { parseAuthority, formatAuthority, canonicalIp, validateTarget, AGENT_PORTS } from './authority.js';
 export type { HboneTarget, SocketAddress, TargetPolicy, TargetVerdict } from './authority.js';
 

@@ -1,6 +1,6 @@
 /**
- * Shared HBONE wire settings and TLS material. Both ends speak TLS 1.3 only with ALPN exactly
- * `h2`; identity is decided from the DER certificate after the handshake, never from names.
+ * HBONE settings (the table below) and TLS material. Both ends speak TLS 1.3 only with ALPN
+ * exactly `h2`; identity is decided from the DER certificate after the handshake, never from names.
  */
 import { createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
 import { constants as cryptoConstants } from 'node:crypto';
@@ -11,22 +11,29 @@ export const MiB = 1024 * 1024;
 export const KiB = 1024;
 
 /**
- * The HBONE settings of the mesh: the one table the engine's client and server both read
- * (handed to it at creation; the C code keeps no defaults of its own). Every agent and waypoint
- * speaks HBONE with these unless its operator overrides one.
+ * The HBONE settings of the mesh: the one table the engine's client and server both read (handed
+ * to engineCreate; the C code keeps no defaults of its own, and the engine refuses to start
+ * without every one). Agents and waypoints speak HBONE with these unless their operator
+ * overrides one (`Partial<HboneSettings>`).
  */
 export interface HboneSettings {
-  /** HTTP/2 SETTINGS_INITIAL_WINDOW_SIZE we announce: bytes one stream may have in flight to us. 64 KiB..2 GiB-1 */
+  /**
+   * HTTP/2 SETTINGS_INITIAL_WINDOW_SIZE we announce, bytes: what one stream may have in flight to
+   * us before we acknowledge (we acknowledge only what the app took: end-to-end flow control).
+   * 65,535..2^31-1.
+   */
   streamWindow: number;
-  /** our HTTP/2 connection window: bytes all streams of a connection may have in flight to us, 64 KiB..2 GiB-1 */
+  /** our HTTP/2 connection window, bytes: in flight to us over all streams of a connection. 65,535..2^31-1 */
   connectionWindow: number;
+  /** SETTINGS_MAX_FRAME_SIZE we announce, and the largest DATA frame we send, bytes. 16,384..16,777,215 */
+  maxFrameSize: number;
   /** SETTINGS_MAX_CONCURRENT_STREAMS of our HBONE server: open streams per client connection */
   maxConcurrentStreams: number;
-  /** streams one pooled client connection carries in its life; then a fresh connection is opened */
+  /** streams one pooled client connection carries in its life, then new streams open a fresh one */
   streamsPerConnection: number;
-  /** a pooled client connection unused this long is closed, ms (a server session unused twice as long) */
+  /** a pooled client connection unused this long is closed, ms; an unused server session after twice this */
   idleMs: number;
-  /** TLS handshake (and peer identity check) of an HBONE connection, ms */
+  /** TLS handshake and peer identity check of an HBONE connection, ms */
   handshakeTimeoutMs: number;
   /** TCP connect to an HBONE peer or to the app, ms */
   connectTimeoutMs: number;
@@ -36,6 +43,9 @@ export const HBONE_SETTINGS: Readonly<HboneSettings> = Object.freeze({
   streamWindow: 4 * MiB,
   // four stream windows, so one stalled stream cannot starve the others
   connectionWindow: 16 * MiB,
+  // 64 KiB DATA frames: bulk transfers at a quarter of the per-frame work of 16 KiB ones, and a
+  // frame still fits a batch of TLS records
+  maxFrameSize: 64 * KiB,
   maxConcurrentStreams: 200,
   streamsPerConnection: 100,
   idleMs: 60_000,
@@ -43,45 +53,14 @@ export const HBONE_SETTINGS: Readonly<HboneSettings> = Object.freeze({
   connectTimeoutMs: 10_000,
 });
 
-/** The engine's creation options: the table, with the caller's overrides. */
+/** The engine's creation options: the table, with the caller's overrides (undefined ones ignored). */
 export function engineOptions(over: Partial<HboneSettings> = {}): EngineOptions {
-  return { ...HBONE_SETTINGS, ...over };
-}
-
-export const DEFAULTS = Object.freeze({
-  streamWindow: 4 * MiB,
-  /** four stream windows, so one stalled stream cannot starve the others */
-  connectionWindow: 16 * MiB,
-  maxFrameSize: 1 * MiB,
-  clientMaxHeaderList: 16 * KiB,
-  serverMaxHeaderList: 64 * KiB,
-  maxHeaderListPairs: 128,
-  serverMaxConcurrentStreams: 200,
-  maxStreamsPerConnection: 100,
-  idleTimeoutMs: 300_000,
-  connectTimeoutMs: 10_000,
-  handshakeTimeoutMs: 10_000,
-  pingIntervalMs: 10_000,
-  pingTimeoutMs: 20_000,
-  /** node http2 accounts outbound buffers and headers here (MB); windows above need headroom */
-  maxSessionMemoryMb: 64,
-  tcpKeepAliveDelayMs: 180_000,
-});
-
-/** HTTP/2 and connection tuning both ends of HBONE take. */
-export interface Http2Tuning {
-  /** HTTP/2 stream flow-control window, bytes; default 4 MiB */
-  streamWindow?: number;
-  /** HTTP/2 connection flow-control window, bytes; default 16 MiB */
-  connectionWindow?: number;
-  /** largest HTTP/2 frame we accept, bytes; default 1 MiB */
-  maxFrameSize?: number;
-  /** PING interval, ms; default 10_000 (0 disables) */
-  pingIntervalMs?: number;
-  /** drop the connection when a PING is not acked within this, ms; default 20_000 */
-  pingTimeoutMs?: number;
-  /** upper bound on open TLS connections; default 4096 */
-  maxConnections?: number;
+  const out: EngineOptions = { ...HBONE_SETTINGS };
+  for (const k of Object.keys(HBONE_SETTINGS) as (keyof HboneSettings)[]) {
+    const v = over[k];
+    if (v !== undefined) out[k] = v;
+  }
+  return out;
 }
 
 /** TLS 1.3 suites the mesh accepts (AES-GCM; hardware accelerated almost everywhere). */

@@ -78,21 +78,27 @@ export interface EngineCallbacks {
   event(kind: 1 | 2, flowId: number, fromApp: number, toApp: number, error: string | undefined): void;
 }
 
+/**
+ * The HBONE settings the engine runs with, every one required: the table and its documentation
+ * are src/hbone/settings.ts (HBONE_SETTINGS, engineOptions()); the C code has no defaults.
+ */
 export interface EngineOptions {
-  /** dialing the app or an upstream, ms; default 10_000 */
-  connectTimeoutMs?: number;
-  /** TLS handshake, ms; default 10_000 */
-  handshakeTimeoutMs?: number;
-  /** an unused pooled HBONE connection is closed after this, ms; default 60_000 */
-  idleMs?: number;
-  /** streams one client connection carries in its life; default 100 */
-  streamsPerConnection?: number;
-  /** SETTINGS_MAX_CONCURRENT_STREAMS of the HBONE server; default 200 */
-  maxConcurrentStreams?: number;
-  /** HTTP/2 stream window, bytes; default 4 MiB */
-  streamWindow?: number;
-  /** HTTP/2 connection window, bytes; default 16 MiB */
-  connectionWindow?: number;
+  /** dialing the app or an HBONE peer, ms */
+  connectTimeoutMs: number;
+  /** TLS handshake and identity check, ms */
+  handshakeTimeoutMs: number;
+  /** an unused pooled client connection is closed after this, ms (server sessions after twice it) */
+  idleMs: number;
+  /** streams one client connection carries in its life */
+  streamsPerConnection: number;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS of the HBONE server */
+  maxConcurrentStreams: number;
+  /** HTTP/2 stream window, bytes */
+  streamWindow: number;
+  /** HTTP/2 connection window, bytes */
+  connectionWindow: number;
+  /** SETTINGS_MAX_FRAME_SIZE announced and the largest DATA frame sent, bytes */
+  maxFrameSize: number;
 }
 
 export interface EngineListenOptions {
@@ -125,7 +131,7 @@ export class Engine {
   readonly #e: object;
   #destroyed = false;
 
-  constructor(cb: EngineCallbacks, o: EngineOptions = {}) {
+  constructor(cb: EngineCallbacks, o: EngineOptions) {
     this.#raw = addon() as unknown as RawEngineAddon;
     this.#e = this.#raw.engineCreate(cb, o);
   }

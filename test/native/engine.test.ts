@@ -18,8 +18,9 @@ import { createServer, Socket, type AddressInfo, type Server } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { spiffeUri, verifyPeerChain, type CertBundle } from '../../src/identity/index.js';
 import {
-  closeFd, connectInNetns, Engine, isSyscallError, listenInNetns, type EngineCallbacks, type EngineOptions, type EngineTls, type InboundTarget, type OutboundPlan,
+  closeFd, connectInNetns, Engine, isSyscallError, listenInNetns, type EngineCallbacks, type EngineTls, type InboundTarget, type OutboundPlan,
 } from '../../src/native/index.js';
+import { engineOptions, type HboneSettings } from '../../src/hbone/index.js';
 import { addBlackhole, addLocalAddrs, addNetns, canUseNetns, cleanupStaleNetns, type RawNetns, type TeardownHost } from '../helpers/netns-raw.js';
 import { makeForeignPki, makeTestPki, type TestPki } from '../helpers/pki.js';
 
@@ -188,7 +189,7 @@ function spiffeVerify(chain: Buffer[], roots: string, tag: string): string {
   return id;
 }
 
-function recorder(t: TeardownHost, opts: EngineOptions = {}): Recorder {
+function recorder(t: TeardownHost, opts: Partial<HboneSettings> = {}): Recorder {
   let destroyed = false;
   const r: Recorder = {
     engine: undefined as unknown as Engine,
@@ -231,7 +232,7 @@ function recorder(t: TeardownHost, opts: EngineOptions = {}): Recorder {
       r.onEvent(ev);
     },
   };
-  r.engine = new Engine(cb, opts);
+  r.engine = new Engine(cb, engineOptions(opts));
   t.teardown(() => { r.destroy(); });
   return r;
 }
@@ -248,7 +249,7 @@ function target(authority: string): InboundTarget {
 /** An HBONE server engine on 127.0.0.1:<port> (root netns) in front of an echo app. */
 interface ServerRig { r: Recorder; port: number; lid: number; echo: Echo; client: CertBundle; server: CertBundle; clientId: string; serverId: string; pki: TestPki }
 
-async function serverRig(t: TeardownHost, opts: EngineOptions = {}): Promise<ServerRig> {
+async function serverRig(t: TeardownHost, opts: Partial<HboneSettings> = {}): Promise<ServerRig> {
   const { pki, client, server, clientId, serverId } = await pkiOnce();
   const echo = await echoServer(t);
   const r = recorder(t, opts);
@@ -955,7 +956,7 @@ interface PodRig {
  * POD_IP:15008, which dials the echo app on 127.0.0.1:7777. Both engines must dial with mark
  * 0x539: unmarked connections to 7777 and 15008 are rejected.
  */
-async function podRig(t: TeardownHost, cliOpts: EngineOptions = {}, srvOpts: EngineOptions = {}): Promise<PodRig> {
+async function podRig(t: TeardownHost, cliOpts: Partial<HboneSettings> = {}, srvOpts: Partial<HboneSettings> = {}): Promise<PodRig> {
   const { client, server, clientId, serverId } = await pkiOnce();
   const ns = addNetns(t, 'eng');
   addLocalAddrs(ns, [`${POD_IP}/32`]);

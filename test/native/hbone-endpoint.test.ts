@@ -18,9 +18,9 @@ import * as http2 from 'node:http2';
 import { connect as netConnect, createServer as netServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { Duplex } from 'node:stream';
-import { HboneEndpoint, HboneError, HboneSocket, type HboneStreamInfo } from '../../src/hbone/index.js';
+import { HBONE_SETTINGS, HboneEndpoint, HboneError, HboneSocket, type HboneStreamInfo } from '../../src/hbone/index.js';
 import { spiffeUri, type CertBundle } from '../../src/identity/index.js';
-import { listenInNetns } from '../../src/native/index.js';
+import { Engine, listenInNetns, type EngineOptions } from '../../src/native/index.js';
 import type { TeardownHost } from '../helpers/netns-raw.js';
 import { makeTestPki, type TestPki } from '../helpers/pki.js';
 
@@ -212,16 +212,19 @@ async function h2Connect(t: TeardownHost, r: Rig, authority: string): Promise<ht
  * goaway-second: a GOAWAY naming the first stream as the last one processed when the second
  * arrives (node picks the last-stream-id itself when given 0, so the first stream is accepted).
  */
-interface H2Hbone { port: number; sessions: number; refusals: number; connects: string[]; policy: 'ok' | 'refuse-first' | 'goaway-second' | 'refuse-all' }
+interface H2Hbone {
+  port: number; sessions: number; refusals: number; connects: string[]; policy: 'ok' | 'refuse-first' | 'goaway-second' | 'refuse-all';
+  onSession: (s: http2.ServerHttp2Session) => void;
+}
 
 /** Relays each CONNECT to the port of its authority on 127.0.0.1. */
 async function h2HboneServer(t: TeardownHost, pki: Pki): Promise<H2Hbone> {
-  const st: H2Hbone = { port: 0, sessions: 0, refusals: 0, connects: [], policy: 'ok' };
+  const st: H2Hbone = { port: 0, sessions: 0, refusals: 0, connects: [], policy: 'ok', onSession: () => {} };
   const server = http2.createSecureServer({
     key: pki.server.keyPem, cert: pki.server.chainPem.join(''), ca: pki.server.rootsPem, requestCert: true, rejectUnauthorized: true,
     minVersion: 'TLSv1.3', ALPNProtocols: ['h2'],
   });
-  server.on('session', (sess) => { st.sessions++; sess.on('error', () => {}); });
+  server.on('session', (sess) => { st.sessions++; sess.on('error', () => {}); st.onSession(sess); });
   server.on('stream', (stream, headers) => {
     stream.on('error', () => {});
     st.connects.push(String(headers[':authority']));
@@ -610,6 +613,50 @@ rootTest('re-entrancy: sockets destroyed inside stream, established and close ca
   f.end();
   await within(once(f, 'end'), 'server still serves');
   t.is(Buffer.concat(got).toString(), 'fine');
+});
+
+rootTest('one settings table: the engine\'s server and client announce HBONE_SETTINGS (or the overrides); none missing is accepted', async (t) => {
+  const pki = await pkiOnce();
+  t.is(HBONE_SETTINGS.maxFrameSize, 64 * 1024);
+  t.throws(() => new Engine({ outbound: () => null, inbound: () => 503, verify: () => '', context: () => null, event: () => {} },
+    { ...HBONE_SETTINGS, maxFrameSize: undefined } as unknown as EngineOptions), { message: /maxFrameSize.*required/ });
+
+  for (const over of [{}, { streamWindow: 1024 * 1024, maxFrameSize: 32 * 1024, maxConcurrentStreams: 7 }]) {
+    const want = { ...HBONE_SETTINGS, ...over };
+    // server side: what a node:http2 client is told
+    const srv = new HboneEndpoint({ settings: over });
+    t.teardown(() => srv.close());
+    const fd = listenInNetns(SELF, { address: '127.0.0.1', port: 0 });
+    const port = boundPort(fd);
+    srv.listen(fd, SELF, { trustDomain: TD, certificate: () => pki.server });
+    const tls = tlsConnect({
+      host: '127.0.0.1', port, ca: pki.client.rootsPem, key: pki.client.keyPem, cert: pki.client.chainPem.join(''),
+      ALPNProtocols: ['h2'], minVersion: 'TLSv1.3', checkServerIdentity: () => undefined,
+    });
+    tls.on('error', () => {});
+    const session = http2.connect('https://hbone', { createConnection: () => tls });
+    session.on('error', () => {});
+    t.teardown(() => session.destroy());
+    const [remote] = await within(once(session, 'remoteSettings'), 'server settings') as [http2.Settings];
+    t.is(remote.initialWindowSize, want.streamWindow);
+    t.is(remote.maxFrameSize, want.maxFrameSize);
+    t.is(remote.maxConcurrentStreams, want.maxConcurrentStreams);
+
+    // client side: what a node:http2 HBONE server is told
+    const hb = await h2HboneServer(t, pki);
+    let seen: http2.Settings | undefined;
+    const server = await new Promise<http2.Http2Session>((resolve) => {
+      const cli = new HboneEndpoint({ settings: over });
+      t.teardown(() => cli.close());
+      const sock = cli.connect({ ip: '127.0.0.1', port: hb.port, authority: '127.0.0.1:9', expect: [pki.serverId], identity: pki.client });
+      sock.on('error', () => {});
+      hb.onSession = (sess) => { sess.once('remoteSettings', (st: http2.Settings) => { seen = st; resolve(sess); }); };
+    });
+    t.truthy(server);
+    t.is(seen!.initialWindowSize, want.streamWindow);
+    t.is(seen!.maxFrameSize, want.maxFrameSize);
+    t.false(seen!.enablePush);
+  }
 });
 
 rootTest('bad options are thrown at once, with nothing opened', (t) => {

@@ -2,12 +2,14 @@
  * The agent's side of the native data-path engine (src/native/engine.ts): one engine per agent,
  * shared by every enrolled pod. Listeners are routed to their pod's handler by id; each flow the
  * engine carries has one small record here (telemetry labels, the registry entry) until the
- * engine says it closed. Identity checks on TLS peers run here, on the DER chain, with the same
- * code the Node data path uses (verifyPeerChain + trust domain / expected identity).
+ * engine says it closed. Identity checks on TLS peers run on the JS thread, on the DER chain, with
+ * src/hbone's rule (verifyEnginePeer: SPIFFE rules + trust domain / expected identity), as the
+ * waypoint's.
  */
 import { errorMessage, logger } from '../../core/index.js';
-import { parseSpiffeUri, requireTrustDomain, spiffeUri, verifyPeerChain, type CertBundle } from '../../identity/index.js';
-import { Engine, type EngineOptions, type EngineTls, type InboundTarget, type OutboundPlan } from '../../native/index.js';
+import { clientTag, engineOptions, serverTag, verifyEnginePeer, type HboneSettings } from '../../hbone/index.js';
+import type { CertBundle } from '../../identity/index.js';
+import { Engine, type EngineTls, type InboundTarget, type OutboundPlan } from '../../native/index.js';
 import type { ConnectionRegistry, TrackedConnection } from './connections.js';
 import type { NetnsHandle } from '../deps.js';
 import type { SourceIdentity } from '../../policy/index.js';
@@ -72,8 +74,7 @@ function flagFor(error: string | undefined): ResponseFlag {
 }
 
 /** verify tags: "td:<trust domain>" (servers) or "id:<uri>,<uri>" (clients: the expected identities). */
-export const serverTag = (trustDomain: string): string => `td:${trustDomain}`;
-export const clientTag = (expected: readonly string[]): string => `id:${expected.join(',')}`;
+export { clientTag, serverTag };
 
 export class AgentEngine {
   readonly #engine: Engine;
@@ -84,7 +85,8 @@ export class AgentEngine {
   readonly #flows = new Map<number, FlowRecord>();
   readonly #contexts = new WeakMap<CertBundle, EngineTls>();
 
-  constructor(o: { telemetry: AgentTelemetry; connections: ConnectionRegistry; engine?: EngineOptions }) {
+  /** `engine`: overrides of the HBONE settings table (src/hbone/settings.ts) */
+  constructor(o: { telemetry: AgentTelemetry; connections: ConnectionRegistry; engine?: Partial<HboneSettings> }) {
     this.#telemetry = o.telemetry;
     this.#connections = o.connections;
     this.#engine = new Engine({
@@ -96,7 +98,7 @@ export class AgentEngine {
       verify: (chain, roots, tag) => verifyPeer(chain, roots, tag),
       context: (lid) => this.#hbone.get(lid)?.context() ?? null,
       event: (kind, fid, fromApp, toApp, error) => this.#event(kind, fid, fromApp, toApp, error),
-    }, o.engine);
+    }, engineOptions(o.engine));
   }
 
   /** The engine's TLS context for a certificate bundle (one per bundle: rotation makes a new one). */
@@ -170,18 +172,10 @@ function labelsOf(r: FlowRecord, error: string | undefined): ConnectionLabels {
   return connectionLabels(r.opened || error === undefined ? r.desc : { ...r.desc, responseFlags: flagFor(error) });
 }
 
-/** The peer's identity after OpenSSL verified the chain: our SPIFFE rules, then the tag's. */
+/** The peer's identity after OpenSSL verified the chain (src/hbone/peer.ts: SPIFFE rules, then the tag's). */
 function verifyPeer(chain: Buffer[], roots: string, tag: string): string {
   try {
-    const id = verifyPeerChain(chain, roots);
-    if (tag.startsWith('td:')) {
-      requireTrustDomain(id, tag.slice(3));
-      return spiffeUri(id);
-    }
-    const uri = spiffeUri(id);
-    if (tag.startsWith('id:') && tag.slice(3).split(',').includes(uri)) return uri;
-    const expected = tag.startsWith('id:') ? tag.slice(3).split(',').map((u) => spiffeUri(parseSpiffeUri(u))).join(', ') : '?';
-    throw new Error(`peer identity ${uri} is not the expected ${expected}`);
+    return verifyEnginePeer(chain, roots, tag);
   } catch (e) {
     log.debug('tls peer refused', { error: errorMessage(e) });
     throw e;
