@@ -272,6 +272,8 @@ export interface ServiceL7 {
   /**
    * AuthorizationPolicies with targetRefs that apply to this Service at its waypoint (targeting the waypoint's
    * Gateway, or the Service). Absent or empty: no L7 policy, every request is allowed by L7 policy.
+   * In the config of a waypoint's own Service: the policies targeting the whole waypoint, which apply to
+   * workload-addressed traffic through it.
    */
   readonly authorization?: readonly L7Authorization[];
 }

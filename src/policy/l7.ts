@@ -268,9 +268,20 @@ function policyMatches(p: CPolicy, c: Ctx, readings: readonly string[]): boolean
   return p.rules.some(ruleHolds);
 }
 
-/** The decision for one request under the policies of its Service (undefined or empty: allowed). */
+/**
+ * The decision for one request under the policies of its Service (undefined or empty: allowed). Never throws:
+ * a policy that is not of the model's shape (a config from a broken control plane) denies (fail closed).
+ */
 export function evaluateL7(policies: readonly L7Authorization[] | undefined, req: L7Request): L7Decision {
   if (!policies || policies.length === 0) return { allowed: true, reason: 'no policies' };
+  try {
+    return evaluate(policies, req);
+  } catch (e) {
+    return { allowed: false, reason: `policy cannot be evaluated: ${e instanceof Error ? e.message : String(e)}` };
+  }
+}
+
+function evaluate(policies: readonly L7Authorization[], req: L7Request): L7Decision {
   const c = context(req);
   const readings = pathReadings(req.path);
   const dry: DryRunResult[] = [];

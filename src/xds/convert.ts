@@ -318,6 +318,7 @@ export function decodeWaypointConfigs(rs: readonly WireResource[]): Decoded<Serv
     if (!Array.isArray(o.http)) throw new FieldError('waypoint_config.json.http: not a list');
     if (!Array.isArray(o.grpc)) throw new FieldError('waypoint_config.json.grpc: not a list');
     if (o.destination !== undefined && (typeof o.destination !== 'object' || o.destination === null)) throw new FieldError('waypoint_config.json.destination: not an object');
+    if (o.authorization !== undefined && !Array.isArray(o.authorization)) throw new FieldError('waypoint_config.json.authorization: not a list');
     return v as ServiceL7;
   });
 }

@@ -16,7 +16,7 @@ import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { connect as h2connect, constants as h2c, type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders } from 'node:http2';
 import { createServer, Socket, type AddressInfo, type Server } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
-import { spiffeUri, verifyPeerChain, type CertBundle } from '../../src/identity/index.js';
+import { spiffeUri, verifyPeerChain, verifyTlsPeer, type CertBundle } from '../../src/identity/index.js';
 import {
   closeFd, connectInNetns, Engine, isSyscallError, listenInNetns, type EngineCallbacks, type EngineTls, type InboundTarget, type OutboundPlan,
 } from '../../src/native/index.js';
@@ -1305,4 +1305,206 @@ netnsTest('client side: plan headers are sent as given; a dangling name without 
     t.is((await within(all, JSON.stringify(headers))).toString(), 'hbye', JSON.stringify(headers));
     t.is(p.srv.inbound.at(-1)!.forwarded, forwarded, JSON.stringify(headers));
   }
+});
+
+// =============================================================================================
+// 6. cases carried over from the Node HBONE pool and server tests (removed with that data path)
+
+rootTest('TLS: a new context (certificate rotation) applies to new connections; an open one keeps its own', async (t) => {
+  const rig = await serverRig(t);
+  const rotated = await rig.pki.issue(rig.pki.id('ns-b', 'server-v2'));
+  const before = await h2Session(t, rig.port, rig.client);
+  t.is(spiffeUri(verifyTlsPeer(before.tls, rig.client.rootsPem)), rig.serverId);
+  const v2 = ctxOf(rig.r.engine, rotated);
+  rig.r.onContext = () => v2;
+  const after = await h2Session(t, rig.port, rig.client);
+  t.is(spiffeUri(verifyTlsPeer(after.tls, rig.client.rootsPem)), spiffeUri(rotated.identity));
+  // the connection made before the rotation still carries new streams
+  const s = connectReq(before.session, `127.0.0.1:${rig.echo.port}`);
+  t.is(await status(s), 200);
+  s.write('old');
+  t.is(await within(readN(s, 3), 'echo on the old connection'), 'old');
+  s.destroy();
+});
+
+rootTest('hostile HTTP/2: a header list over 64 KiB resets the stream before inbound; the engine goes on', async (t) => {
+  const rig = await serverRig(t);
+  const tls = tlsTo(rig.port, rig.client);
+  t.teardown(() => { tls.destroy(); });
+  await within(once(tls, 'secureConnect'), 'tls handshake');
+  // node's own limit on what it sends is raised, so the engine is the one to refuse
+  const session = h2connect('https://hbone', { createConnection: () => tls, maxSendHeaderBlockLength: 1 << 20 });
+  session.on('error', () => {});
+  t.teardown(() => { session.destroy(); });
+  let unsent = false;
+  session.on('frameError', () => { unsent = true; });
+  const big = connectReq(session, `127.0.0.1:${rig.echo.port}`, { 'x-big': 'a'.repeat(70 * 1024) });
+  big.on('frameError', () => { unsent = true; });
+  await t.throwsAsync(status(big), { message: /closed without a response/ });
+  t.false(unsent, 'node refused to send the headers itself');
+  t.is(rig.r.inbound.length, 0, 'inbound was never asked');
+  await goodRoundTrip(t, rig, 'after the oversized header list');
+});
+
+/** Extensions of the TLS ClientHello record at the start of `rec` (type -> body). */
+function helloExtensions(rec: Buffer): Map<number, Buffer> {
+  let p = 5; // record header
+  if (rec[p] !== 1) throw new Error('not a ClientHello');
+  p += 4 + 2 + 32; // handshake header, legacy version, random
+  p += 1 + rec[p]!; // session id
+  p += 2 + rec.readUInt16BE(p); // cipher suites
+  p += 1 + rec[p]!; // compression methods
+  const end = p + 2 + rec.readUInt16BE(p);
+  p += 2;
+  const out = new Map<number, Buffer>();
+  while (p < end) {
+    const type = rec.readUInt16BE(p);
+    const len = rec.readUInt16BE(p + 2);
+    out.set(type, rec.subarray(p + 4, p + 4 + len));
+    p += 4 + len;
+  }
+  return out;
+}
+
+netnsTest('client side on the wire: TLS records both ways, no SNI, ALPN exactly h2, the payload never in clear', async (t) => {
+  const p = await podRig(t);
+  // a recording relay in the pod netns between the client engine and the server engine's 15008
+  const WIRE_PORT = 15018;
+  const up: Buffer[] = [];
+  const down: Buffer[] = [];
+  const open = new Set<Socket>();
+  const relay = createServer({ pauseOnConnect: true }, (c) => {
+    c.on('error', () => {});
+    open.add(c);
+    void connectInNetns(p.ns.path, { address: POD_IP, port: 15008, mark: 0x539 }).then((fd) => {
+      const s = new Socket({ fd, readable: true, writable: true });
+      s.on('error', () => {});
+      c.on('data', (d: Buffer) => { up.push(d); s.write(d); });
+      s.on('data', (d: Buffer) => { down.push(d); c.write(d); });
+      c.on('close', () => s.destroy());
+      s.on('close', () => c.destroy());
+      c.resume();
+    }, () => c.destroy());
+  });
+  relay.listen({ fd: listenInNetns(p.ns.path, { address: POD_IP, port: WIRE_PORT }) });
+  await once(relay, 'listening');
+  // the client engine keeps its HBONE connection pooled: cut it, or close() waits for its idle timeout
+  t.teardown(() => new Promise<void>((r) => { relay.close(() => r()); for (const c of open) c.destroy(); }));
+  const plan = p.cli.onOutbound;
+  p.cli.onOutbound = (c) => ({ ...(plan(c) as Extract<OutboundPlan, { t: 2 }>), port: WIRE_PORT });
+  const secret = 'TOP-SECRET-PAYLOAD-0123456789';
+  const app = await p.dial();
+  const all = readAll(app);
+  app.end(secret);
+  t.is((await within(all, 'through the relay')).toString(), `${secret}bye`);
+  const upBytes = Buffer.concat(up);
+  const downBytes = Buffer.concat(down);
+  t.deepEqual([...upBytes.subarray(0, 2)], [0x16, 0x03], 'the client starts with a TLS handshake record');
+  t.deepEqual([...downBytes.subarray(0, 2)], [0x16, 0x03], 'the server answers with one');
+  t.false(upBytes.includes(secret), 'the payload crossed in clear towards the server');
+  t.false(downBytes.includes(secret), 'the payload crossed in clear towards the client');
+  const ext = helloExtensions(upBytes);
+  t.false(ext.has(0), 'no server_name extension');
+  // ALPN: u16 list length, then u8-prefixed names: exactly "h2"
+  t.deepEqual([...ext.get(16)!], [0, 3, 2, 0x68, 0x32]);
+});
+
+netnsTest('client side: a server certificate from a CA the client does not trust is refused before any stream', async (t) => {
+  const p = await podRig(t);
+  const foreign = makeForeignPki(TD);
+  const fake = await foreign.issue(foreign.id('ns-b', 'server'));
+  // the impostor trusts our root, so only the client's check can stop it
+  const fakeCtx = ctxOf(p.srv.engine, { ...fake, rootsPem: (await pkiOnce()).client.rootsPem });
+  const good = p.srv.onContext;
+  p.srv.onContext = () => fakeCtx;
+  let app: Socket | undefined;
+  try {
+    app = await p.dial();
+  } catch (e) {
+    // the reset can beat connectInNetns's own check of the handshake
+    if (!isSyscallError(e, 'ECONNRESET')) throw e;
+  }
+  if (app) {
+    let code: string | undefined;
+    app.on('error', (e: NodeJS.ErrnoException) => { code = e.code; });
+    app.write('x');
+    await within(closed(app), 'refused');
+    t.is(code, 'ECONNRESET');
+  }
+  await until(() => p.cli.events.some((e) => e.kind === 2), 'close event');
+  t.false(p.cli.events.some((e) => e.kind === 1), 'never established');
+  t.is(p.cli.verify.length, 0, 'OpenSSL refused the chain before JS was asked');
+  t.is(p.srv.inbound.length, 0);
+  t.is(p.echo.conns.length, 0);
+  p.srv.onContext = good;
+  const ok = await p.dial();
+  const all = readAll(ok);
+  ok.end('ok');
+  t.is((await within(all, 'the real server')).toString(), 'okbye');
+});
+
+netnsTest("client side: the server's SETTINGS_MAX_CONCURRENT_STREAMS caps the streams the pool puts on one connection", async (t) => {
+  const p = await podRig(t, {}, { maxConcurrentStreams: 2 });
+  const held: Socket[] = [];
+  for (let i = 0; i < 5; i++) {
+    const app = await p.dial();
+    app.write(`c${i}`);
+    t.is(await within(readN(app, 2), `held flow ${i}`), `c${i}`);
+    held.push(app);
+  }
+  t.is(p.cli.engine.stats().tunnels, 3, '2 + 2 + 1 streams');
+  t.is(p.cli.verify.length, 3);
+  t.is(p.srv.engine.stats().flows, 5);
+  for (const app of held) app.destroy();
+});
+
+netnsTest('client side: connections are pooled by plan key and context; another key or context never shares one', async (t) => {
+  const p = await podRig(t);
+  const plan = p.cli.onOutbound;
+  let key = 'a';
+  let ctx = p.cctx;
+  p.cli.onOutbound = (c) => ({ ...(plan(c) as Extract<OutboundPlan, { t: 2 }>), key, ctx });
+  const roundTrip = async (what: string): Promise<void> => {
+    const app = await p.dial();
+    const all = readAll(app);
+    app.end('k');
+    t.is((await within(all, what)).toString(), 'kbye', what);
+  };
+  await roundTrip('key a');
+  await roundTrip('key a again');
+  t.is(p.cli.verify.length, 1, 'one TLS connection for key a');
+  key = 'b';
+  await roundTrip('key b');
+  t.is(p.cli.verify.length, 2, 'a second TLS connection for key b');
+  ctx = ctxOf(p.cli.engine, (await pkiOnce()).client);
+  await roundTrip('key b, another context');
+  t.is(p.cli.verify.length, 3, 'a third for another context');
+  key = 'a';
+  ctx = p.cctx;
+  await roundTrip('key a once more');
+  t.is(p.cli.verify.length, 3, 'key a is still pooled');
+  t.is(p.cli.engine.stats().tunnels, 3);
+});
+
+netnsTest('client side: a connection with an open stream is not retired as idle', async (t) => {
+  const p = await podRig(t, { idleMs: 1 });
+  const plan = p.cli.onOutbound;
+  let key = 'busy';
+  p.cli.onOutbound = (c) => ({ ...(plan(c) as Extract<OutboundPlan, { t: 2 }>), key });
+  const busy = await p.dial();
+  busy.write('1');
+  t.is(await within(readN(busy, 1), 'busy flow'), '1');
+  key = 'idle';
+  const idle = await p.dial();
+  const all = readAll(idle);
+  idle.end('i');
+  t.is((await within(all, 'idle flow')).toString(), 'ibye');
+  t.is(p.cli.verify.length, 2);
+  // the connection left without streams is retired: the idle deadline has passed for both
+  await until(() => p.cli.engine.stats().tunnels === 1, 'the idle connection retired');
+  // the one that stayed is the busy one, still carrying its stream
+  busy.write('2');
+  t.is(await within(readN(busy, 1), 'busy flow after'), '2');
+  t.is(p.cli.verify.length, 2, 'no new connection');
+  t.is(p.cli.engine.stats().tunnels, 1);
 });

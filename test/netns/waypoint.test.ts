@@ -147,7 +147,7 @@ serial('retries turn a flaky backend\'s 503s into 200s; without them the 503 arr
   const r = await load(client, '/?fail=first', 20);
   t.deepEqual(r.codes, { 200: 20 });
   // no retries written at all would leave Istio's default policy, which retries a 503 too
-  const noRetry = SEED.replace(/      retries:.*\n/, '      retries: { attempts: 0 }\n');
+  const noRetry = SEED.replace(/ {6}retries:.*\n/, '      retries: { attempts: 0 }\n');
   await mesh.applyYaml(wp.yaml + noRetry, { waitForAgents: false });
   await wp.app.whenConfig((_s, l7) => (l7.get('default/echo.default.svc.cluster.local')?.http[1]?.action.retries?.attempts ?? 0) === 0);
   const plain = await load(client, '/?fail=first', 5);

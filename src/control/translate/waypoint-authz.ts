@@ -4,6 +4,10 @@
  * namespace) to every Service of every waypoint of that class; a Service target to that Service, which must
  * have a waypoint (without one nothing enforces L7 policy: reported, as Istio does). Selector policies are
  * for the node agent only: waypoints ignore them (reference §1.4).
+ *
+ * The config of the waypoint's own Service (`<ns>/<gateway>.<ns>.svc.cluster.local`) carries the policies that
+ * target the whole waypoint (Gateway, GatewayClass): they are what the waypoint enforces on workload-addressed
+ * traffic (`istio.io/waypoint-for: workload|all`), which has no Service config of its own.
  */
 import type { Service, Waypoint } from '../../model/index.js';
 import type { L7Authorization, ServiceL7 } from '../../model/l7.js';
@@ -43,6 +47,11 @@ export function attachL7Authorizations(
           case 'Namespace': applies = s.namespace === t.namespace && s.waypoint !== undefined; break;
         }
         if (applies) { add(k, policy); hit++; }
+      }
+      // the waypoint-wide list, for workload-addressed traffic
+      for (const w of waypoints) {
+        if ((t.kind === 'Gateway' && w.namespace === t.namespace && w.name === t.name) || (t.kind === 'GatewayClass' && w.gatewayClass === t.name)
+          || (t.kind === 'Namespace' && w.namespace === t.namespace)) { add(w.service, policy); hit++; }
       }
       if (hit > 0 || t.kind === 'Namespace') return;
       if (t.kind === 'Service') {

@@ -74,6 +74,8 @@ test('targetRefs: a Gateway policy reaches every Service bound to the waypoint, 
   t.deepEqual(messages(r.rejected), []);
   t.deepEqual(r.l7.get(A)?.authorization?.map((p) => p.name), ['gw', 'only-a']);
   t.deepEqual(r.l7.get(B)?.authorization?.map((p) => p.name), ['gw']);
+  // the waypoint's own config carries the waypoint-wide policies (for workload-addressed traffic)
+  t.deepEqual(r.l7.get('ns1/wp.ns1.svc.cluster.local')?.authorization?.map((p) => p.name), ['gw']);
   t.is(r.l7.get(C), undefined);
   t.deepEqual(r.l7.get(B)?.http, [], 'a Service with only policies still routes to itself');
   t.true(r.warnings.some((w) => w.name === 'no-wp' && w.field === 'spec.targetRefs[0]' && /has no waypoint/.test(w.message)));
@@ -250,6 +252,14 @@ test('evaluation order and degenerate policies: DENY before ALLOW, no ALLOW allo
   ] }];
   t.true(evaluateL7([p('a', 'allow', keys)], { ...req, sourcePrincipal: CLIENT, sourceIp: '172.16.0.1' }).allowed);
   t.false(evaluateL7([p('a', 'allow', keys)], { ...req, sourcePrincipal: CLIENT, sourceIp: '10.0.0.1' }).allowed);
+});
+
+test('a policy not of the model shape (broken control plane) denies instead of throwing', (t) => {
+  const req = { method: 'GET', path: '/', authority: 'a', port: 80, headers: {}, sourceIp: '10.0.0.1' };
+  const broken = [{ name: 'x', namespace: 'ns1', action: 'allow', dryRun: false, rules: [{ to: [{ ports: '80' }] }] }] as unknown as L7Authorization[];
+  t.like(evaluateL7(broken, req), { allowed: false });
+  const broken2 = [{ name: 'y', namespace: 'ns1', action: 'deny', dryRun: false, rules: [null] }] as unknown as L7Authorization[];
+  t.like(evaluateL7(broken2, req), { allowed: false });
 });
 
 test('path readings: ; parameters removed per segment, then dot segments', (t) => {
