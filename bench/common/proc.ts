@@ -130,3 +130,18 @@ export function parseStatCpuSeconds(stat: string): number {
 export function fdCount(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length;
 }
+
+/** A process and all its descendants (e.g. nginx's master and workers), from the ppid field of /proc/<pid>/stat. */
+export function processTree(root: number): number[] {
+  const parent = new Map<number, number>();
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+      parent.set(Number(e), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch { /* exited meanwhile */ }
+  }
+  const out = [root];
+  for (let i = 0; i < out.length; i++) for (const [pid, pp] of parent) if (pp === out[i]) out.push(pid);
+  return out;
+}

@@ -82,6 +82,9 @@ export interface AmbitMesh {
   replaceAgent(node: string, mode?: ReplaceMode): Promise<Replacement>;
   /** the control plane's process */
   controlPid(): number | undefined;
+  /** where mesh programs reach the control plane (from a node's namespace), and the token file they present */
+  readonly controlUrl: string;
+  readonly tokenFile: string;
   /** the agent processes (their RSS is the path's memory cost) */
   agentPids(): number[];
   /** full garbage collection in every agent; resolves when all are done, with their memory after it */
@@ -92,7 +95,7 @@ export interface AmbitMesh {
 }
 
 /** How to start a module of this repository as a node process, from sources (tsx) or from dist/. */
-function nodeArgv(srcRelative: string, nodeFlags: readonly string[] = []): string[] {
+export function nodeArgv(srcRelative: string, nodeFlags: readonly string[] = []): string[] {
   const fromSources = import.meta.url.endsWith('.ts');
   const root = repoRoot();
   const file = fromSources ? join(root, srcRelative) : join(root, 'dist', srcRelative.replace(/\.ts$/, '.js'));
@@ -164,6 +167,8 @@ export async function startAmbit(o: {
     if (tunnelled < 1) throw new BenchError('ambit', `the probe reached the server but not over HBONE (agent on ${o.server.node} counted no mutual_tls connection)`);
     return {
       target: { host: o.server.ip, ports: APP_PORTS },
+      controlUrl: `ws://${host}:${CONTROL_WS_PORT}`,
+      tokenFile: join(controlDir, 'bootstrap-token'),
       agentPids: () => [...agents.values()].map((a) => a.pid!).filter((p) => p !== undefined),
       agentsByNode: () => new Map([...agents].flatMap(([n, a]) => (a.pid === undefined ? [] : [[n, a.pid] as [string, number]]))),
       controlPid: () => control.pid,
