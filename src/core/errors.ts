@@ -47,7 +47,10 @@ export type ErrorCode =
   | 'AMBIT_PROCESS_FAILED'
   // an authenticated control-channel peer may not take the role it asked for (e.g. a waypoint
   // session from an identity that runs no waypoint)
-  | 'AMBIT_XDS_FORBIDDEN';
+  | 'AMBIT_XDS_FORBIDDEN'
+  // a pod cannot be started inside the mesh yet (no config, no certificate): its CNI ADD is
+  // refused rather than letting it run uncaptured; the runtime retries
+  | 'AMBIT_POD_NOT_ADMITTED';
 
 export class MeshError extends Error {
   readonly code: ErrorCode;

@@ -14,7 +14,9 @@ import * as realNative from '../native/index.js';
 import { XdsClient, type TokenSource } from '../xds/index.js';
 import { closeHttp, serveHttp } from './admin/admin.js';
 import { applyCapture, removeCapture, type CapturePorts } from './enrol/capture.js';
+import { admitCniAdd, DEFAULT_EXEMPT_NAMESPACES, type CniAddFacts } from './enrol/cni-admission.js';
 import { CniServer } from './enrol/cni-server.js';
+import type { CniAdd } from './enrol/cni-protocol.js';
 import { ConnectionRegistry } from './proxy/connections.js';
 import type { NativeApi, NetnsHandle } from './deps.js';
 import { AgentEngine } from './proxy/engine-adapter.js';
@@ -40,6 +42,12 @@ export interface AgentPorts {
 export interface ControlChannel {
   readonly snapshot: Snapshot;
   readonly ready: Promise<void>;
+  /**
+   * The snapshot is current (connected, answered since the last connect). Left out: current
+   * once `ready` resolved. A pod the config does not know is held captured while the config is
+   * current, and its CNI ADD waits while it is not.
+   */
+  readonly current?: boolean;
   on(event: 'snapshot', fn: (s: Snapshot) => void): unknown;
   start(): void;
   close(): Promise<void>;
@@ -83,6 +91,14 @@ export interface AgentOptions {
   certWaitMs?: number;
   /** retry failed enrolments this often, ms; default 5_000 */
   retryMs?: number;
+  /**
+   * How long a CNI ADD waits for its pod to be fit to start inside the mesh (config, capture,
+   * certificate, listeners) before it is refused with the reason, ms; default 20_000: below
+   * `ambit cni`'s 25 s answer deadline and the runtime's own CNI timeout, which then retries.
+   */
+  cniAddWaitMs?: number;
+  /** namespaces whose pods a CNI ADD never holds back; default kube-system, ambit-system */
+  exemptNamespaces?: readonly string[];
   // --- seams ---
   native?: NativeApi;
   control?: ControlChannel;
@@ -184,13 +200,50 @@ export function createAgent(o: AgentOptions): Agent {
     trackIdentity: (id) => { certs.track(id); },
     untrackIdentity: (id) => { certs.untrack(id); },
     closeFd: (fd) => { try { native.closeFd(fd); } catch { /* already closed */ } },
+    enrolledChanged: (n) => telemetry.setActivePods(n),
     ...(o.unenrolDrainMs !== undefined ? { unenrolDrainMs: o.unenrolDrainMs } : {}),
   });
+
+  // CNI ADDs waiting for the agent's state to change (a snapshot applied, a reconcile pass)
+  const changeWaiters = new Set<() => void>();
+  const wakeAdmissions = () => { for (const fn of changeWaiters) fn(); changeWaiters.clear(); };
+  const exempt = new Set(o.exemptNamespaces ?? DEFAULT_EXEMPT_NAMESPACES);
+  const admit = async (req: CniAdd, fd: number): Promise<void> => {
+    const facts = (): CniAddFacts => ({
+      namespace: req.namespace, name: req.name, ip: req.ip, node: o.node, snapshot: control.snapshot,
+      synced, current: control.current ?? controlReady, exemptNamespaces: exempt,
+    });
+    const how = await admitCniAdd({
+      facts,
+      remember: async () => {
+        enrolment.remember({ name: req.name, namespace: req.namespace, ip: req.ip, netns: fd, ownedFd: fd });
+        if (synced) await enrolment.reconcile();
+      },
+      hold: () => enrolment.hold(req.namespace, req.name),
+      forget: () => enrolment.forgetIdle(req.namespace, req.name),
+      state: (w) => {
+        const e = enrolment.enrolled.get(w.uid);
+        return {
+          enrolled: e !== undefined, listening: e?.proxy.listening ?? false, failure: enrolment.failures.get(w.uid),
+          hasCert: certs.peek({ trustDomain: w.trustDomain, namespace: w.namespace, serviceAccount: w.serviceAccount }) !== undefined,
+        };
+      },
+      fetchCert: (id) => { certs.get(id).catch(() => undefined); },
+      // no event tells of a certificate's arrival: look again a little later as well
+      changed: () => new Promise<void>((resolve) => {
+        changeWaiters.add(resolve);
+        setTimeout(() => { changeWaiters.delete(resolve); resolve(); }, 200).unref();
+      }),
+      now: Date.now,
+    }, Date.now() + (o.cniAddWaitMs ?? 20_000));
+    log.info('cni add admitted', { pod: `${req.namespace}/${req.name}`, as: how });
+    notifyReady();
+  };
 
   const cni = new CniServer({
     native, path: socketPath,
     handlers: {
-      add: (req, fd) => enrolment.add({ name: req.name, namespace: req.namespace, ip: req.ip, netns: fd, ownedFd: fd }),
+      add: admit,
       del: (req) => enrolment.del(req.namespace, req.name),
     },
   });
@@ -201,6 +254,7 @@ export function createAgent(o: AgentOptions): Agent {
     return true;
   };
   const notifyReady = () => {
+    wakeAdmissions();
     if (!isReady()) return;
     for (const fn of [...readyWaiters]) fn();
     readyWaiters.clear();

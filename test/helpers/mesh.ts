@@ -168,12 +168,15 @@ export class Mesh {
   /** Netns paths of this cluster only: parallel test files must not find each other's pods. */
   netnsCandidates = async (): Promise<string[]> => this.cluster.netnsNames.map((n) => `/run/netns/${n}`);
 
-  async startAgent(node: string): Promise<Agent> {
+  /** Starts `node`'s agent; `extra` overrides the mesh's agent options for this one. */
+  async startAgent(node: string, extra: Partial<AgentOptions> = {}): Promise<Agent> {
     const agent = createAgent({
       node, controlUrl: this.real?.url ?? 'static://', token: this.real?.token ?? 'static', stateDir: join(this.#dir, node), trustDomain: this.trustDomain,
       ports: { admin: 0, metrics: 0, readiness: 0 }, adminHost: '127.0.0.1', publicHost: '127.0.0.1',
       ...(this.real ? {} : { control: this.control }), netnsCandidates: this.netnsCandidates, unenrolDrainMs: 1000, retryMs: 500, certWaitMs: 1000,
-      ...this.#agentOpts,
+      // a pod that cannot start in the mesh is refused after 3 s rather than the default 20 s
+      cniAddWaitMs: 3000,
+      ...this.#agentOpts, ...extra,
     });
     await agent.start();
     this.agents.set(node, agent);
@@ -335,6 +338,37 @@ export class Mesh {
     };
   }
 
+  /**
+   * Starts the real control plane (again) on `port` (0: any free port), fed the cluster's objects
+   * plus the test's extra YAML, with the state (CA, bootstrap token) of the first start.
+   */
+  async startControl(port?: number, token?: string): Promise<ControlPlane> {
+    const cpDir = join(this.#dir, 'control');
+    const { authenticator } = await BootstrapTokenAuthenticator.loadOrCreate(cpDir, this.trustDomain);
+    const source = new ClusterSource();
+    source.emit([...yamlObjects(this.cluster.toYaml()), ...yamlObjects(this.real?.extraYaml ?? '')]);
+    const cp = createControlPlane({
+      source, ca: this.control.pki.ca, trustDomain: this.trustDomain, stateDir: cpDir, authenticator, debounceMs: 5,
+      listen: { host: '127.0.0.1', plainPort: port ?? this.controlPort, tlsPort: 0, statusPort: 0 },
+    });
+    this.real = { cp, source, token: token ?? this.real?.token ?? '', url: this.real?.url ?? '', extraYaml: this.real?.extraYaml ?? '' };
+    await cp.start();
+    this.real.url = `ws://127.0.0.1:${cp.addresses.plain!.port}`;
+    return cp;
+  }
+
+  /** The real control plane's plain (ws) port. */
+  get controlPort(): number {
+    const m = /:(\d+)$/.exec(this.real?.url ?? '');
+    if (!m) throw new Error('no real control plane was started');
+    return Number(m[1]);
+  }
+
+  /** Stops the real control plane (agents keep running on what they have, and reconnect). */
+  async stopControl(): Promise<void> {
+    await this.real?.cp.stop();
+  }
+
   async destroy(): Promise<void> {
     await Promise.all([...this.agents.keys()].map((n) => this.stopAgent(n, 0)));
     await this.real?.cp.stop();
@@ -353,16 +387,8 @@ export async function createMesh(t: ExecutionContext | undefined, o: MeshOptions
     if (o.control === 'real') {
       const cpDir = join(dir, 'control');
       mkdirSync(cpDir, { recursive: true });
-      const { authenticator, token } = await BootstrapTokenAuthenticator.loadOrCreate(cpDir, mesh.trustDomain);
-      const source = new ClusterSource();
-      source.emit([...yamlObjects(cluster.toYaml())]);
-      const cp = createControlPlane({
-        source, ca: mesh.control.pki.ca, trustDomain: mesh.trustDomain, stateDir: cpDir, authenticator, debounceMs: 5,
-        listen: { host: '127.0.0.1', plainPort: 0, tlsPort: 0, statusPort: 0 },
-      });
-      mesh.real = { cp, source, token, url: '', extraYaml: '' };
-      await cp.start();
-      mesh.real.url = `ws://127.0.0.1:${cp.addresses.plain!.port}`;
+      const { token } = await BootstrapTokenAuthenticator.loadOrCreate(cpDir, mesh.trustDomain);
+      await mesh.startControl(0, token);
     }
     for (const n of cluster.nodes) await mesh.startAgent(n.name);
   } catch (e) {

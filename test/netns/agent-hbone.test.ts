@@ -8,6 +8,7 @@ import { Socket } from 'node:net';
 import type { Pod } from '../../src/local/index.js';
 import * as native from '../../src/native/index.js';
 import type { Authorization } from '../../src/model/index.js';
+import { sendCniRequest } from '../../src/node-agent/index.js';
 import { hboneConnect } from '../helpers/hbone-peer.js';
 import { captureUnderlay } from '../helpers/pcap.js';
 import { createMesh, type Mesh } from '../helpers/mesh.js';
@@ -204,15 +205,28 @@ serial('HBONE client refuses a server presenting the wrong identity', async (t) 
   t.regex(await directConnect({ expect: 'somebody-else', authority: `${v1.ip}:8080` }), /presented spiffe:\/\/cluster.local\/ns\/default\/sa\/echo, expected .*somebody-else/);
 });
 
-serial('control plane down: a valid certificate stays in use; a pod without one fails closed', async (t) => {
+serial('control plane down: a valid certificate stays in use; a pod without one is not started (its CNI ADD waits, then is refused) until it has one', async (t) => {
   mesh.control.setDown(true);
+  let late: Pod | undefined;
   try {
     t.true((await mesh.http(client, v1.ip, 8080)).ok, 'existing identities keep working');
-    const late = await mesh.pod({ name: 'late', node: 'node-1', ambient: true });
-    t.deepEqual(mesh.agent('node-1').enrolledPods().filter((p) => p.name === 'late').length, 1, 'enrolled (captured) anyway');
+    await t.throwsAsync(mesh.pod({ name: 'late', node: 'node-1', ambient: true }), { message: /pod not started \(it would run outside the mesh\): no certificate yet for spiffe:\/\/cluster.local\/ns\/default\/sa\/late/ });
+    late = mesh.cluster.pods.find((p) => p.name === 'late')!;
+    // had the runtime started it anyway, it would be captured and refused, never plaintext
+    t.deepEqual(mesh.agent('node-1').enrolledPods().filter((p) => p.name === 'late').length, 1, 'captured while its ADD waited');
     const r = await mesh.http(late, v1.ip, 8080);
     t.false(r.ok, 'no certificate: refused, never plaintext');
   } finally {
     mesh.control.setDown(false);
   }
+  // the runtime retries the ADD: now the certificate can be issued and the pod starts in the mesh
+  const pod = late!;
+  const fd = native.openNetns(pod.netnsPath);
+  try {
+    await sendCniRequest({ native, path: mesh.agent('node-1').socketPath }, { op: 'ADD', name: pod.name, namespace: pod.namespace, ip: pod.ip }, fd);
+  } finally {
+    native.closeFd(fd);
+  }
+  const ok = await mesh.http(pod, v1.ip, 8080);
+  t.true(ok.ok, ok.error);
 });

@@ -11,6 +11,8 @@ import type { FdPassing } from '../deps.js';
 
 export const CNI_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'];
 export const DEFAULT_AGENT_SOCKET = '/var/run/ambit/agent.sock';
+/** How long `ambit cni` waits for the agent's answer to an ADD, ms (the agent's own bound is 20 s). */
+export const ADD_TIMEOUT_MS = 25_000;
 
 export interface CniResult {
   /** process exit code */
@@ -85,7 +87,9 @@ export async function runCni(env: Readonly<Record<string, string | undefined>>, 
       try {
         const ip = firstIp(conf.prevResult);
         const uid = args.K8S_POD_UID;
-        await sendCniRequest({ native: deps.native, path: socketPath, timeoutMs: deps.timeoutMs ?? 10_000 },
+        // the agent answers within its own bound (20 s by default: it waits for the pod to be
+        // fit to start in the mesh, then refuses with the reason); this is only a backstop
+        await sendCniRequest({ native: deps.native, path: socketPath, timeoutMs: deps.timeoutMs ?? ADD_TIMEOUT_MS },
           { op: 'ADD', name, namespace, ...(uid ? { uid } : {}), ...(ip ? { ip } : {}) }, fd);
       } catch (e) {
         return cniError(cniVersion, 11, `node agent did not enrol pod ${namespace}/${name}`, errorMessage(e));

@@ -53,6 +53,8 @@ export interface EnrolmentDeps {
   unenrolDrainMs?: number;
   /** most pods served at once; default 1024 */
   maxPods?: number;
+  /** told the number of enrolled pods whenever it changes (the active-proxy gauge) */
+  enrolledChanged?(count: number): void;
 }
 
 export interface EnrolledPod {
@@ -73,22 +75,60 @@ export class Enrolment {
   readonly #enrolled = new Map<string, EnrolledPod>();
   /** last enrolment error by workload uid (for readiness and config_dump) */
   readonly #failed = new Map<string, string>();
+  /** pods held captured (rules only, everything refused) until the config knows them, by key */
+  readonly #held = new Set<string>();
   #running: Promise<void> | undefined;
   #again = false;
   #stopped = false;
 
   constructor(d: EnrolmentDeps) { this.#d = d; }
 
+  #setEnrolled(uid: string, e: EnrolledPod | undefined): void {
+    if (e) this.#enrolled.set(uid, e); else this.#enrolled.delete(uid);
+    this.#d.enrolledChanged?.(this.#enrolled.size);
+  }
+
   get enrolled(): ReadonlyMap<string, EnrolledPod> { return this.#enrolled; }
   get failures(): ReadonlyMap<string, string> { return this.#failed; }
   get known(): ReadonlyMap<string, KnownNetns> { return this.#known; }
 
-  /** CNI ADD (or a manual enrol): remember the netns, then reconcile. Resolves after the pass. */
-  async add(k: KnownNetns): Promise<void> {
+  /** Remembers a handed-over netns (replacing, and closing, an earlier one of the same pod). */
+  remember(k: KnownNetns): void {
     const key = podKey(k.namespace, k.name);
     const prev = this.#known.get(key);
     if (prev?.ownedFd !== undefined && prev.ownedFd !== k.ownedFd) this.#d.closeFd(prev.ownedFd);
     this.#known.set(key, k);
+  }
+
+  /**
+   * Captures a remembered pod the config does not know yet: its rules go in (nothing listens, so
+   * every connection is refused, never plaintext) and stay until the config says what the pod is:
+   * ambient (enrolled) or not (rules removed).
+   */
+  async hold(namespace: string, name: string): Promise<void> {
+    const key = podKey(namespace, name);
+    const k = this.#known.get(key);
+    if (!k) throw new Error(`pod ${key}: no network namespace was handed over`);
+    await this.#d.applyCapture(k.netns);
+    this.#held.add(key);
+    log.info('pod held captured until the mesh config knows it', { pod: key });
+    await this.reconcile(); // the config may have learnt of it meanwhile
+  }
+
+  get held(): ReadonlySet<string> { return this.#held; }
+
+  /** Forgets a remembered pod that is neither enrolled nor held (its ADD was refused). */
+  forgetIdle(namespace: string, name: string): void {
+    const key = podKey(namespace, name);
+    if (this.#held.has(key)) return;
+    for (const e of this.#enrolled.values()) if (e.workload.namespace === namespace && e.workload.name === name) return;
+    this.#forget(key);
+  }
+
+  /** CNI ADD (or a manual enrol): remember the netns, then reconcile. Resolves after the pass. */
+  async add(k: KnownNetns): Promise<void> {
+    const key = podKey(k.namespace, k.name);
+    this.remember(k);
     await this.reconcile();
     // A pod the model already calls ambient must be up when CNI gets its ACK: report failure.
     const w = this.#desired().find((x) => x.namespace === k.namespace && x.name === k.name);
@@ -96,6 +136,7 @@ export class Enrolment {
   }
 
   #forget(key: string): void {
+    this.#held.delete(key);
     const k = this.#known.get(key);
     if (!k) return;
     this.#known.delete(key);
@@ -167,6 +208,30 @@ export class Enrolment {
       }
     }
     for (const uid of [...this.#failed.keys()]) if (!want.has(uid)) this.#failed.delete(uid);
+    await this.#releaseHeld();
+  }
+
+  /** Held pods the config now knows: enrolled ones are no longer held; others are released. */
+  async #releaseHeld(): Promise<void> {
+    if (this.#held.size === 0) return;
+    const byKey = new Map(this.#d.snapshot().workloadsOnNode(this.#d.node).map((w) => [podKey(w.namespace, w.name), w]));
+    for (const key of [...this.#held]) {
+      const w = byKey.get(key);
+      if (!w) continue;
+      if (w.tunnel === 'hbone') {
+        if (this.#enrolled.has(w.uid)) this.#held.delete(key);
+        continue; // not enrolled yet (failed): stays captured, retried with the other failures
+      }
+      this.#held.delete(key);
+      const k = this.#known.get(key);
+      if (!k) continue;
+      try {
+        await this.#d.removeCapture(k.netns);
+        log.info('held pod released: not in the mesh', { pod: key });
+      } catch (err) {
+        log.warn('capture removal failed', { pod: key, error: errorMessage(err) });
+      }
+    }
   }
 
   async #enrol(w: Workload): Promise<void> {
@@ -190,7 +255,7 @@ export class Enrolment {
       this.#untrack(w);
       throw e;
     }
-    this.#enrolled.set(w.uid, { workload: w, netns, proxy, returnPath });
+    this.#setEnrolled(w.uid, { workload: w, netns, proxy, returnPath });
     log.info('pod enrolled', { pod: key, ips: w.addresses, returnPath });
   }
 
@@ -203,7 +268,7 @@ export class Enrolment {
   }
 
   async #unenrol(uid: string, e: EnrolledPod, removeRules: boolean): Promise<void> {
-    this.#enrolled.delete(uid);
+    this.#setEnrolled(uid, undefined);
     this.#untrack(e.workload);
     await e.proxy.stop(this.#d.unenrolDrainMs ?? 5_000);
     if (removeRules) {
@@ -225,6 +290,8 @@ export class Enrolment {
     await this.#running?.catch(() => undefined);
     await Promise.all([...this.#enrolled.values()].map((e) => e.proxy.stop(deadlineMs)));
     this.#enrolled.clear();
+    this.#d.enrolledChanged?.(0);
+    this.#held.clear();
     for (const k of this.#known.values()) if (k.ownedFd !== undefined) this.#d.closeFd(k.ownedFd);
     this.#known.clear();
   }

@@ -133,6 +133,8 @@ export class PodProxy implements FlowOwner {
   #started = false;
   /** engine listener ids (15001, 15008) and this pod's flows the engine still carries */
   #engineIds: number[] = [];
+  /** listening fds not yet handed to the engine (closed by stop) */
+  readonly #pendingFds: number[] = [];
   #engineOpen = 0;
   #engineIdle: (() => void) | undefined;
 
@@ -173,11 +175,17 @@ export class PodProxy implements FlowOwner {
     const open = (port: number) => native.listenInNetns(this.pod.netns, { address: family, port, mark: AGENT_MARK, reusePort: true, transparent: true, backlog: 511 });
     try {
       const engine = this.#ctx.engine;
-      this.#engineIds.push(engine.listenOutbound(open(ports.outbound), this.pod.netns, AGENT_MARK, {
-        outbound: (fid, dip, dport, pip, pport) => this.#engineOutbound(engine, fid, dip, dport, pip, pport),
-      }));
+      // 15001 listens at once but is handed to the engine only once the certificate is here (or
+      // the wait gave up): until then the pod's new connections wait in the kernel's accept queue
+      // instead of being refused for want of a certificate (a restarted agent).
+      const outboundFd = open(ports.outbound);
+      this.#pendingFds.push(outboundFd);
       await this.#serve(open(ports.inboundPlain), (s) => this.#onInboundPlain(s));
       await this.#waitForCert();
+      this.#pendingFds.splice(this.#pendingFds.indexOf(outboundFd), 1);
+      this.#engineIds.push(engine.listenOutbound(outboundFd, this.pod.netns, AGENT_MARK, {
+        outbound: (fid, dip, dport, pip, pport) => this.#engineOutbound(engine, fid, dip, dport, pip, pport),
+      }));
       this.#engineIds.push(engine.listenHbone(open(ports.hbone), this.pod.netns, AGENT_MARK, this.#ctx.trustDomain, {
         context: () => this.#engineContext(engine),
         inbound: (fid, peer, authority, fwd, rip, rport, lip, lport) => this.#engineInbound(engine, fid, peer, authority, fwd, rip, rport, lip, lport),
@@ -226,6 +234,7 @@ export class PodProxy implements FlowOwner {
     const closing = this.#servers.splice(0).map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     const engine = this.#ctx.engine;
     const engineIds = this.#engineIds.splice(0);
+    for (const fd of this.#pendingFds.splice(0)) { try { this.#ctx.native.closeFd(fd); } catch { /* already closed */ } }
     for (const id of engineIds) engine.unlisten(id);
     if (this.#engineOpen > 0) this.#drain.track(new Promise<void>((resolve) => { this.#engineIdle = resolve; }));
     await this.#drain.start(deadlineMs, () => {
