@@ -5,13 +5,13 @@
  * One request, in order:
  * 1. `prepareRequest(facts)`: normalizes the path (dot segments, `\`, `%2F`, unreserved escapes, `//`), splits
  *    the query off; a `LocalResponse` (400, `DPE`) for `%00`, invalid escapes, bad methods or header names.
- * 2. `authorizeL7(policies, prepared)` (from src/policy, re-exported here): DENY before ALLOW; a refusal is
+ * 2. `authorizeL7(l7.authorization, prepared)` (evaluation in src/policy): DENY before ALLOW; a refusal is
  *    `rbacDenied()` (403 "RBAC: access denied"). Runs on the normalized path.
  * 3. `selectRoute(l7, prepared, service, hostname)`: the first matching route (GRPCRoutes first for gRPC), the
  *    implicit route to the Service itself when it has none, or 404 `NR`.
  * 4. `planRoute(choice, prepared, rand)`: redirect / direct response / fault abort as a local response, or a
  *    `ForwardPlan` (backend picked by weight, rewritten path and authority, header modifiers, timeout, retry
- *    policy, mirrors, fault delay). `decideRequest` does 1, 3 and 4 in one call.
+ *    policy, mirrors, fault delay). `decideRequest` does 1 to 4 in one call (authorization included).
  * 5. `ClusterTable.cluster(...)` then `cluster.admit()` / `pick()` / `release()`: the endpoint by load balancer
  *    (LEAST_REQUEST default, ROUND_ROBIN, RANDOM, consistent hash), connection-pool limits (503 `UO`), outlier
  *    detection, no healthy endpoint (503 `UH`).

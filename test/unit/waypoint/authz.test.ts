@@ -7,7 +7,7 @@ import test from 'ava';
 import type { KubeObject } from '../../../src/control/config/types.js';
 import type { L7Authorization } from '../../../src/model/l7.js';
 import { decodeWaypointConfigs, encodeWaypointConfig } from '../../../src/xds/index.js';
-import { authorizeL7, prepareRequest } from '../../../src/waypoint/l7/index.js';
+import { authorizeL7, decideRequest, prepareRequest } from '../../../src/waypoint/l7/index.js';
 import type { RequestFacts } from '../../../src/waypoint/l7/index.js';
 import { evaluateL7, pathReadings } from '../../../src/policy/index.js';
 import { messages, objects, translate } from '../translate/_support.js';
@@ -216,6 +216,15 @@ for (const row of rows) {
     if (deny) t.like(deny, { status: 403, body: 'RBAC: access denied' });
   });
 }
+
+test('decideRequest enforces the Service config\'s policies before routing (403, RBAC: access denied)', (t) => {
+  const l7 = translated.l7.get(A)!;
+  const base: RequestFacts = { method: 'GET', path: '/admin', authority: 'a.ns1.svc.cluster.local', scheme: 'http', headers: {}, port: 80, sourceIp: '10.0.0.5', sourcePrincipal: CLIENT, isGrpc: false };
+  t.like(decideRequest(l7, base, A, 'a.ns1.svc.cluster.local', () => 0), { kind: 'respond', status: 403, body: 'RBAC: access denied', details: 'rbac_access_denied_matched_policy[ns1/deny-admin]' });
+  t.like(decideRequest(l7, { ...base, path: '/ok' }, A, 'a.ns1.svc.cluster.local', () => 0), { kind: 'forward', backend: { service: A } });
+  t.like(decideRequest(l7, { ...base, path: '/admin', isGrpc: true }, A, 'a.ns1.svc.cluster.local', () => 0), { kind: 'respond', status: 200, grpcStatus: 7 });
+  t.like(decideRequest(l7, { ...base, path: '/admin%00' }, A, 'a.ns1.svc.cluster.local', () => 0), { kind: 'respond', status: 400 });
+});
 
 test('the matrix policies translate without rejection', (t) => {
   t.deepEqual(messages(translated.rejected), []);
