@@ -259,7 +259,7 @@ export class HttpProxy {
   }
 
   #plan(conn: Conn, facts: RequestFacts): RequestPlan {
-    return planRequest(this.#d.snapshot(), conn.binding, this.#d.l7, facts, this.#random);
+    return planRequest(this.#d.snapshot(), conn.binding, this.#d.l7, facts, this.#random, this.#d.me()?.service);
   }
 
   async #forward(ex: Exchange, headers: HeaderList): Promise<void> {
@@ -607,8 +607,8 @@ export class HttpProxy {
     const res = ex.res;
     const headers: Record<string, string | string[]> = r.headers ? toOutgoing(r.headers) : {};
     let body = r.body ?? '';
-    if (ex.grpc && r.status >= 400) {
-      const g = GRPC_STATUS_OF_HTTP[r.status] ?? '2';
+    if (ex.grpc && (r.status >= 400 || r.grpcStatus !== undefined)) {
+      const g = r.grpcStatus !== undefined ? String(r.grpcStatus) : GRPC_STATUS_OF_HTTP[r.status] ?? '2';
       ex.grpcStatus = g;
       ex.status = 200;
       headers['content-type'] = 'application/grpc';

@@ -8,7 +8,7 @@ import { serviceKey } from '../model/index.js';
 import type { HeaderModifier, RetryPolicy, ServiceL7 } from '../model/l7.js';
 import type { Binding } from './bindings.js';
 import type { HeaderList } from './headers.js';
-import { decideRequest, type RequestFacts as L7Facts } from './l7/index.js';
+import { authorizeL7, planRoute, prepareRequest, selectRoute, type RequestFacts as L7Facts, type RequestPlan as L7Plan } from './l7/index.js';
 
 export interface RequestFacts {
   readonly method: string;
@@ -84,7 +84,7 @@ function routeName(o: { kind: string; namespace: string; name: string; rule: num
  * The plan for one request to `b`. Workload-addressed traffic without a Service port goes to the
  * pod itself; everything else through the Service's routes (none: to itself).
  */
-export function planRequest(snap: Snapshot, b: Binding, l7: (key: string) => ServiceL7 | undefined, r: RequestFacts, rand: () => number): RequestPlan {
+export function planRequest(snap: Snapshot, b: Binding, l7: (key: string) => ServiceL7 | undefined, r: RequestFacts, rand: () => number, waypointService?: string): RequestPlan {
   const svc = b.service;
   const port = b.port;
   if (!svc || !port) {
@@ -101,7 +101,20 @@ export function planRequest(snap: Snapshot, b: Binding, l7: (key: string) => Ser
     method: r.method, path: r.target, authority: r.authority, scheme: 'http', headers: headerValues(r.headers), port: port.port,
     sourcePrincipal: r.sourcePrincipal || undefined, sourceIp: r.sourceIp, destinationIp: destIp, isGrpc: r.grpc,
   };
-  const plan = decideRequest(l7(key), facts, key, svc.hostname, rand);
+  const prepared = prepareRequest(facts);
+  let plan: L7Plan;
+  if ('kind' in prepared) plan = prepared;
+  else {
+    // L7 authorization on the normalized request, before routing: DENY before ALLOW, 403 when refused
+    const cfg = l7(key);
+    const policies = b.kind === 'workload' && waypointService ? [...(l7(waypointService)?.authorization ?? []), ...(cfg?.authorization ?? [])] : cfg?.authorization;
+    const authz = authorizeL7(policies, prepared);
+    if (authz.deny) plan = authz.deny;
+    else {
+      const choice = selectRoute(cfg, prepared, key, svc.hostname);
+      plan = choice.kind === 'respond' ? choice : planRoute(choice, prepared, rand);
+    }
+  }
   if (plan.kind === 'respond') {
     return {
       kind: 'respond', status: plan.status, flags: plan.flag === '-' ? '' : plan.flag, details: plan.details,

@@ -231,3 +231,48 @@ serial('TCP ports are proxied as TCP', async (t) => {
   t.deepEqual(r, { ok: true, data: 'opaque-bytes' });
   t.regex(await wp.app.telemetry.metrics(), /istio_tcp_connections_opened_total\{reporter="waypoint",source_workload="other"/);
 });
+
+const POLICY = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: no-admin, namespace: default }
+spec:
+  targetRefs: [{ kind: Gateway, group: gateway.networking.k8s.io, name: waypoint }]
+  action: DENY
+  rules: [{ to: [{ operation: { paths: ["/admin", "/admin/*"] } }] }]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: only-client, namespace: default }
+spec:
+  targetRefs: [{ kind: Gateway, group: gateway.networking.k8s.io, name: waypoint }]
+  action: ALLOW
+  rules: [{ from: [{ source: { principals: ["cluster.local/ns/default/sa/client"] } }] }]
+---
+`;
+
+serial('L7 authorization at the waypoint: DENY by path (normalization bypasses too), ALLOW by the original client\'s identity', async (t) => {
+  await mesh.applyYaml(wp.yaml + SEED + POLICY, { waitForAgents: false });
+  await wp.app.whenConfig((_s, l7) => (l7.get('default/echo.default.svc.cluster.local')?.authorization?.length ?? 0) === 2);
+  t.deepEqual((await load(client, '/ok', 2)).codes, { 200: 2 });
+  for (const p of ['/admin', '//admin', '/./admin', '/a/../admin', '/%61dmin', '/admin/x']) {
+    const r = await load(client, p, 1);
+    t.deepEqual(r.codes, { 403: 1 }, p);
+    t.is(r.last, 'RBAC: access denied');
+  }
+  // another identity: the ALLOW policy names only the client (the waypoint sees the original caller)
+  t.deepEqual((await load(other, '/ok', 2)).codes, { 403: 2 });
+  await mesh.applyYaml(wp.yaml + SEED, { waitForAgents: false });
+  await wp.app.whenConfig((_s, l7) => (l7.get('default/echo.default.svc.cluster.local')?.authorization?.length ?? 0) === 0);
+  t.deepEqual((await load(other, '/admin', 1)).codes, { 200: 1 });
+});
+
+serial('a waypoint killed mid-request leaves no client hanging', async (t) => {
+  const pending = load(client, '/?delayMs=20000', 1);
+  // in flight: the waypoint counts it as an active request (checked, not slept on)
+  const active = async (): Promise<boolean> => /ambit_waypoint_active_requests\{protocol="http"\} [1-9]/.test(await wp.app.telemetry.metrics());
+  while (!(await active())) await new Promise((r) => setTimeout(r, 20));
+  await wp.stop(0);
+  const r = await pending;
+  t.false('200' in r.codes, JSON.stringify(r));
+  t.true(r.errors === 1 || (r.codes['503'] ?? 0) + (r.codes['502'] ?? 0) === 1, JSON.stringify(r));
+});
