@@ -4,7 +4,7 @@
  * target-policy helper is pure, so the node agent decides, then dials.
  */
 import { isIPv4, isIPv6 } from 'node:net';
-import { MeshError } from '../core/index.js';
+import { canonicalIp, MeshError } from '../core/index.js';
 
 /** An IP literal target (`ip:port`, `[v6]:port`) or a hostname target (`host:port`, double HBONE / waypoints). */
 export type HboneTarget = { address: string; port: number } | { host: string; port: number };
@@ -15,8 +15,15 @@ export interface SocketAddress {
   port: number;
 }
 
+/**
+ * The node agent's listeners in every pod netns: outbound capture, inbound plaintext, inbound HBONE
+ * (the HBONE port of every mesh pod). The one definition; the capture rules, the pod proxy and
+ * the routing read it.
+ */
+export const AGENT_PORT = Object.freeze({ outbound: 15001, inboundPlain: 15006, hbone: 15008 });
+
 /** Ports of the agent itself; a tunnel to them would loop (HBONE in HBONE) or bypass capture. */
-export const AGENT_PORTS: readonly number[] = Object.freeze([15001, 15006, 15008]);
+export const AGENT_PORTS: readonly number[] = Object.freeze([AGENT_PORT.outbound, AGENT_PORT.inboundPlain, AGENT_PORT.hbone]);
 
 /** 253 for the DNS name, 2 brackets, a colon and five digits; IPv6 literals are shorter. */
 const MAX_AUTHORITY = 261;
@@ -25,26 +32,6 @@ const PORT = /^[0-9]{1,5}$/;
 
 function bad(authority: string, why: string): never {
   throw new MeshError('AMBIT_HBONE_BAD_REQUEST', `hbone authority ${JSON.stringify(authority.slice(0, 80))}: ${why}`);
-}
-
-/**
- * Canonical text of an IP literal (IPv4 dotted quad; IPv6 compressed lowercase, IPv4-mapped
- * addresses unwrapped to IPv4), or undefined if `ip` is not a plain IP literal. Zone ids
- * (`fe80::1%eth0`) are refused: they name an interface of the sender, never a mesh address.
- */
-export function canonicalIp(ip: string): string | undefined {
-  if (typeof ip !== 'string' || ip.length === 0 || ip.length > 45 || ip.includes('%')) return undefined;
-  if (isIPv4(ip)) return ip;
-  if (!isIPv6(ip)) return undefined;
-  // The WHATWG URL parser prints IPv6 in RFC 5952 form; it has already been validated above.
-  const host = new URL(`http://[${ip}]/`).hostname.slice(1, -1);
-  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(host);
-  if (mapped) {
-    const hi = parseInt(mapped[1]!, 16);
-    const lo = parseInt(mapped[2]!, 16);
-    return `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`;
-  }
-  return host;
 }
 
 function parsePort(authority: string, text: string): number {

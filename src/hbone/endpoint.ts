@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import { errorMessage, logger, MeshError } from '../core/index.js';
 import type { CertBundle } from '../identity/index.js';
 import { closeFd, Engine, unixSocketPair, type EngineLink, type EngineTls, type HbonePlan, type LinkState, type Netns } from '../native/index.js';
-import { parseAuthority } from './authority.js';
+import { AGENT_PORT, parseAuthority } from './authority.js';
 import { clientTag, serverTag, verifyEnginePeer } from './peer.js';
 import { engineOptions, type HboneSettings } from './settings.js';
 import { HboneSocket, type HboneFlowResult, type HboneSocketHost, type HboneStreamInfo } from './socket.js';
@@ -15,7 +15,7 @@ import { HboneSocket, type HboneFlowResult, type HboneSocketHost, type HboneStre
 const log = logger('hbone');
 
 /** The HBONE port. */
-export const HBONE_PORT = 15008;
+export const HBONE_PORT = AGENT_PORT.hbone;
 const SELF_NETNS = '/proc/self/ns/net';
 /** CONNECT headers the engine takes, "name\0value\0..." (native/src/engine_js.c) */
 const MAX_HEADER_BYTES = 8191;

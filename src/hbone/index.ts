@@ -21,7 +21,7 @@
  * when nothing reached the target. 'established' (CONNECT 200) on the socket; 'established' and
  * 'closed' (info, { sent, received, error }) on the endpoint for telemetry. `close()` cuts all.
  */
-export { parseAuthority, formatAuthority, canonicalIp, validateTarget, AGENT_PORTS } from './authority.js';
+export { parseAuthority, formatAuthority, validateTarget, AGENT_PORT, AGENT_PORTS } from './authority.js';
 export type { HboneTarget, SocketAddress, TargetPolicy, TargetVerdict } from './authority.js';
 
 // The TypeScript face of the engine's HBONE (native/src/engine*.c): see endpoint.ts.

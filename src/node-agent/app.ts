@@ -8,7 +8,7 @@ import type { Server } from 'node:http';
 import { join } from 'node:path';
 import { statSync } from 'node:fs';
 import { errorMessage, logger, MeshError } from '../core/index.js';
-import { CertManager, type CertBundle, type Identity } from '../identity/index.js';
+import { CertManager, spiffeUri, type CertBundle, type Identity } from '../identity/index.js';
 import { Snapshot } from '../model/index.js';
 import * as realNative from '../native/index.js';
 import { XdsClient, type TokenSource } from '../xds/index.js';
@@ -273,7 +273,7 @@ export function createAgent(o: AgentOptions): Agent {
     for (const e of enrolment.enrolled.values()) {
       const w = e.workload;
       const id: Identity = { trustDomain: w.trustDomain, namespace: w.namespace, serviceAccount: w.serviceAccount };
-      const name = `spiffe://${id.trustDomain}/ns/${id.namespace}/sa/${id.serviceAccount}`;
+      const name = spiffeUri(id);
       if (seen.has(name)) continue;
       seen.add(name);
       const b = certs.peek(id);

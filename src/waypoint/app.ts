@@ -6,7 +6,7 @@
  */
 import type { Server } from 'node:http';
 import { errorMessage, logger, MeshError } from '../core/index.js';
-import { CertManager, type CertBundle, type Identity } from '../identity/index.js';
+import { CertManager, spiffeUri, type CertBundle, type Identity } from '../identity/index.js';
 import { serviceKey, Snapshot, waypointKey, type Waypoint } from '../model/index.js';
 import type { ServiceL7 } from '../model/l7.js';
 import { XdsClient, type TokenSource } from '../xds/index.js';
@@ -113,7 +113,7 @@ export interface WaypointApp {
 }
 
 export function spiffeOf(id: Identity): string {
-  return `spiffe://${id.trustDomain}/ns/${id.namespace}/sa/${id.serviceAccount}`;
+  return spiffeUri(id);
 }
 
 export function createWaypoint(o: WaypointOptions): WaypointApp {

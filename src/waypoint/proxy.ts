@@ -12,6 +12,7 @@ import {
 } from 'node:http2';
 import type { Duplex, Readable } from 'node:stream';
 import { errorMessage, logger } from '../core/index.js';
+import { spiffeUri } from '../identity/index.js';
 import type { Snapshot, Waypoint, Workload } from '../model/index.js';
 import type { ServiceL7, HeaderModifier } from '../model/l7.js';
 import { resolveBinding, type Binding } from './bindings.js';
@@ -185,7 +186,7 @@ export class HttpProxy {
       return;
     }
     const src = snap.workloadByIp(info.remoteIp);
-    const source = src && `spiffe://${src.trustDomain}/ns/${src.namespace}/sa/${src.serviceAccount}` === info.peerIdentity ? src : undefined;
+    const source = src && spiffeUri(src) === info.peerIdentity ? src : undefined;
     const conn: Conn = { info, binding: v.binding, source };
     this.#open.add(stream);
     stream.once('close', () => this.#open.delete(stream));
@@ -353,7 +354,7 @@ export class HttpProxy {
 
   #target(plan: ForwardPlan, ep: Workload): OutboundTarget {
     const ip = ep.addresses[0]!;
-    return { ip, port: 15008, authority: ip.includes(':') ? `[${ip}]:${plan.targetPort}` : `${ip}:${plan.targetPort}`, expectedIdentity: `spiffe://${ep.trustDomain}/ns/${ep.namespace}/sa/${ep.serviceAccount}` };
+    return { ip, port: 15008, authority: ip.includes(':') ? `[${ip}]:${plan.targetPort}` : `${ip}:${plan.targetPort}`, expectedIdentity: spiffeUri(ep) };
   }
 
   /**

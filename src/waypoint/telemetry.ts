@@ -7,6 +7,7 @@
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { logger } from '../core/index.js';
+import { spiffeUri } from '../identity/index.js';
 import type { Service, Workload } from '../model/index.js';
 
 export const REQUEST_LABELS = [
@@ -40,7 +41,7 @@ export interface RequestDescription {
 }
 
 function spiffe(w: Workload): string {
-  return `spiffe://${w.trustDomain}/ns/${w.namespace}/sa/${w.serviceAccount}`;
+  return spiffeUri(w);
 }
 
 function cluster(w: Workload | undefined): string {

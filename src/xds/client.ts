@@ -12,6 +12,7 @@ import { Snapshot } from '../model/index.js';
 import type { ServiceL7 } from '../model/l7.js';
 import type { BackoffOptions, ErrorCode, Logger } from '../core/index.js';
 import { Backoff, MeshError, errorMessage, logger } from '../core/index.js';
+import { spiffeUri } from '../identity/index.js';
 import { ADDRESS_TYPE, AUTHORIZATION_TYPE, WAYPOINT_CONFIG_TYPE, closeReason, decodeControlMessage, encodeControlMessage } from './codec.js';
 import type { CertificateResponse, DeltaResponse, ResourceError, TypeUrl } from './codec.js';
 import type { AddressValue, Decoded } from './convert.js';
@@ -22,9 +23,6 @@ import type { TokenSource } from './token.js';
 /** Structurally the same as identity's `Identity`. */
 export interface PeerIdentity { readonly trustDomain: string; readonly namespace: string; readonly serviceAccount: string }
 
-export function spiffeUri(id: PeerIdentity): string {
-  return `spiffe://${id.trustDomain}/ns/${id.namespace}/sa/${id.serviceAccount}`;
-}
 
 export type XdsRole = 'agent' | 'waypoint';
 

@@ -1,5 +1,5 @@
 /** The control channel: schema, wire <-> model, client, per-peer server session. No protobuf type leaves here. */
-export { XdsClient, spiffeUri, checkControlIdentity } from './client.js';
+export { XdsClient, checkControlIdentity } from './client.js';
 export type { XdsClientOptions, XdsClientEvents, XdsClientStats, XdsRole, PeerIdentity } from './client.js';
 export { tokenFromFile, checkToken, MAX_TOKEN_BYTES } from './token.js';
 export type { TokenSource } from './token.js';

@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { MeshError } from '../../core/index.js';
+import { AGENT_PORT } from '../../hbone/index.js';
 
 /** Mark on every socket the agent opens in a pod netns: never redirected. */
 export const AGENT_MARK = 0x539;
@@ -27,7 +28,7 @@ export interface CapturePorts {
   hbone: number;
 }
 
-export const DEFAULT_CAPTURE_PORTS: CapturePorts = Object.freeze({ outbound: 15001, inboundPlain: 15006, hbone: 15008 });
+export const DEFAULT_CAPTURE_PORTS: CapturePorts = AGENT_PORT;
 
 export const NAT_TABLE = 'ambit-nat';
 export const MANGLE_TABLE = 'ambit-mangle';

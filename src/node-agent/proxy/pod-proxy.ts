@@ -21,6 +21,7 @@ import { connectHeaders, forwardedHost } from './headers.js';
 import { RELAY_BUFFER_BYTES, relay } from './relay.js';
 import { buildOutboundRequest, formatAddr, spiffeIdOf, type RouteOptions, type SocketAddr } from './route.js';
 import { connectionLabels, type AgentTelemetry, type ConnectionDescription, type ResponseFlag } from '../admin/telemetry.js';
+import { AGENT_PORT } from '../../hbone/index.js';
 
 export interface PodPorts {
   /** default 15001 */
@@ -31,7 +32,7 @@ export interface PodPorts {
   hbone: number;
 }
 
-export const DEFAULT_POD_PORTS: PodPorts = Object.freeze({ outbound: 15001, inboundPlain: 15006, hbone: 15008 });
+export const DEFAULT_POD_PORTS: PodPorts = AGENT_PORT;
 
 /** What every pod proxy of an agent shares. Narrow: no model writers, no CA. */
 export interface ProxyContext {

@@ -5,6 +5,8 @@
  */
 import type { Service, Snapshot, SpiffeId, Workload } from '../../model/index.js';
 import { serviceKey } from '../../model/index.js';
+import { AGENT_PORT, AGENT_PORTS } from '../../hbone/index.js';
+import { spiffeUri } from '../../identity/index.js';
 
 export interface SocketAddr { readonly ip: string; readonly port: number }
 
@@ -28,8 +30,6 @@ export interface OutboundRequest {
   readonly reason: string;
 }
 
-/** Ports the agent listens on inside a pod netns: traffic addressed to them is never proxied. */
-export const AGENT_POD_PORTS: readonly number[] = [15001, 15006, 15008];
 
 export interface RouteOptions {
   /** uniform [0,1) source for endpoint picking; default Math.random */
@@ -40,8 +40,17 @@ export interface RouteOptions {
   hbonePort?: number;
 }
 
+/** SPIFFE ids of workloads (immutable model objects), built once each: asked on every connection. */
+const spiffeIds = new WeakMap<object, SpiffeId>();
+
+/** A workload's SPIFFE id (built by identity's spiffeUri, which also checks it). */
 export function spiffeIdOf(w: Pick<Workload, 'trustDomain' | 'namespace' | 'serviceAccount'>): SpiffeId {
-  return `spiffe://${w.trustDomain}/ns/${w.namespace}/sa/${w.serviceAccount}`;
+  let id = spiffeIds.get(w);
+  if (id === undefined) {
+    id = spiffeUri(w);
+    spiffeIds.set(w, id);
+  }
+  return id;
 }
 
 /** `ip:port`, with brackets around IPv6. */
@@ -101,8 +110,8 @@ function toWorkload(w: Workload, ip: string, port: number, hbonePort: number, ex
  */
 export function buildOutboundRequest(snapshot: Snapshot, source: Workload, dst: SocketAddr, o: RouteOptions = {}): OutboundRequest {
   const random = o.random ?? Math.random;
-  const agentPorts = o.agentPorts ?? AGENT_POD_PORTS;
-  const hbonePort = o.hbonePort ?? 15008;
+  const agentPorts = o.agentPorts ?? AGENT_PORTS;
+  const hbonePort = o.hbonePort ?? AGENT_PORT.hbone;
 
   if (agentPorts.includes(dst.port) && (isLoopback(dst.ip) || source.addresses.includes(dst.ip))) {
     return deny(dst, `self call to agent port ${dst.port} refused`);

@@ -1,6 +1,7 @@
 import test from 'ava';
 import { isMeshError } from '../../../src/core/index.js';
-import { AGENT_PORTS, canonicalIp, formatAuthority, parseAuthority, validateTarget } from '../../../src/hbone/index.js';
+import { canonicalIp } from '../../../src/core/index.js';
+import { AGENT_PORTS, formatAuthority, parseAuthority, validateTarget } from '../../../src/hbone/index.js';
 
 test('parseAuthority: IPv4, bracketed IPv6 (canonical), hostnames (lowercase)', (t) => {
   t.deepEqual(parseAuthority('10.0.0.1:8080'), { address: '10.0.0.1', port: 8080 });

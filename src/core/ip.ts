@@ -1,5 +1,5 @@
 /**
- * IP address and CIDR handling without node:net (the model is pure). Addresses are held as four
+ * IP address and CIDR handling without node:net (pure: the model and policy use it). Addresses are held as four
  * 32-bit words so IPv4 and IPv6 share one comparison path; IPv4 uses only `w3`.
  * IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, what a dual-stack socket reports) are folded into
  * IPv4, so a policy written with an IPv4 CIDR also matches them.
