@@ -73,6 +73,7 @@ export const MAX_PATH_LENGTH = 16 * 1024;
 export type NormalizedPath = { readonly path: string; readonly query: string } | { readonly error: string };
 
 const HEX = /^[0-9A-Fa-f]{2}$/;
+const NOT_VISIBLE_ASCII = /[^\x21-\x7e]/;
 const UNRESERVED = /^[A-Za-z0-9\-._~]$/;
 
 /**
@@ -95,10 +96,9 @@ export function normalizePath(raw: string): NormalizedPath {
   const rawPath = q < 0 ? noFragment : noFragment.slice(0, q);
   const query = q < 0 ? '' : noFragment.slice(q + 1);
   if (!rawPath.startsWith('/')) return { error: 'request target must start with "/"' };
-  for (let i = 0; i < noFragment.length; i++) {
-    const c = noFragment.charCodeAt(i);
-    if (c <= 0x20 || c >= 0x7f) return { error: 'request target contains a control character, a space or a non-ASCII byte' };
-  }
+  if (NOT_VISIBLE_ASCII.test(noFragment)) return { error: 'request target contains a control character, a space or a non-ASCII byte' };
+  // the common case: nothing to decode, no backslash, no dot segment, no empty segment
+  if (!rawPath.includes('%') && !rawPath.includes('\\') && !rawPath.includes('/.') && !rawPath.includes('//')) return { path: rawPath, query };
   let decoded = '';
   for (let i = 0; i < rawPath.length; i++) {
     const c = rawPath[i]!;
