@@ -22,11 +22,14 @@ async function main(): Promise<void> {
   const settings = agentSettings(process.env, { netnsCandidates: async () => candidates });
   const agent = createAgent(settings);
   let stopping: Promise<void> | undefined;
-  const stop = () => {
-    stopping ??= agent.stop(0).then(() => process.exit(0), () => process.exit(1));
-  };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
+  const done = (p: Promise<void>) => p.then(() => process.exit(0), () => process.exit(1));
+  // SIGTERM: where the agent can hand its pods over to a successor (the handover of issue 8), it
+  // keeps serving until one took over (or AMBIT_DRAIN_MS passed), then drains, as `ambit agent`
+  // does; otherwise, and on SIGINT, it stops at once.
+  const terminate = (agent as { terminate?: (deadlineMs: number) => Promise<void> }).terminate;
+  const drainMs = Number(process.env.AMBIT_DRAIN_MS ?? 5000);
+  process.once('SIGTERM', () => { stopping ??= done(terminate ? terminate.call(agent, drainMs) : agent.stop(0)); });
+  process.once('SIGINT', () => { stopping ??= done(agent.stop(0)); });
   const gc = (globalThis as { gc?: () => void }).gc;
   if (gc) {
     process.on('SIGUSR2', () => {

@@ -5,7 +5,7 @@
  * pod and carried over HBONE between the two agents.
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { clusterToYaml, type Cluster, type Pod } from '../../src/local/index.js';
 import { BenchError, messageOf } from '../common/errors.js';
@@ -59,16 +59,30 @@ function parseGcLine(line: string): AgentMemory {
   }
 }
 
-/** How an agent is replaced (restart step): `restart` stops it (SIGTERM, its drain) and then starts a new one. */
-export type ReplaceMode = 'restart';
+/**
+ * How an agent is replaced (restart step). With the handover (issue 8; the agent takes the pods
+ * of a running agent of the same state directory): `restart` = SIGTERM the old one (it keeps
+ * serving until a successor took over) and start the new one at once; `overlap` = start the new
+ * one, and SIGTERM the old one once the new one is ready (a rolling replacement). Without it,
+ * `restart` stops the old one, waits until it is gone, then starts the new one (`plain-restart`),
+ * and `overlap` cannot be done.
+ */
+export type ReplaceMode = 'restart' | 'overlap';
+
+/** Whether the agents of this tree hand their pods over to a successor (src/node-agent/handover). */
+export function handoverAvailable(): boolean {
+  const root = repoRoot();
+  const fromSources = import.meta.url.endsWith('.ts');
+  return existsSync(fromSources ? join(root, 'src', 'node-agent', 'handover.ts') : join(root, 'dist', 'src', 'node-agent', 'handover.js'));
+}
 
 /** What one agent replacement took, milliseconds from its start. */
 export interface Replacement {
   readonly node: string;
-  readonly mode: ReplaceMode;
+  readonly mode: ReplaceMode | 'plain-restart';
   /** wall clock (Date.now()) when the replacement began */
   readonly startedAt: number;
-  /** the old agent had exited (restart mode) */
+  /** the old agent had exited */
   readonly oldGoneMs: number | null;
   /** the new agent printed READY */
   readonly newReadyMs: number;
@@ -172,18 +186,28 @@ export async function startAmbit(o: {
       agentPids: () => [...agents.values()].map((a) => a.pid!).filter((p) => p !== undefined),
       agentsByNode: () => new Map([...agents].flatMap(([n, a]) => (a.pid === undefined ? [] : [[n, a.pid] as [string, number]]))),
       controlPid: () => control.pid,
+      tunnelled: () => hboneInboundCount(cluster, o.server.node),
       replaceAgent: async (node, mode = 'restart') => {
         const old = agents.get(node);
         if (!old) throw new BenchError('ambit: replace agent', `no agent on node ${node}`);
         const startedAt = Date.now();
-        // restart: SIGTERM (the agent drains and exits), then a new process on the same state
-        await stopChild(old, 30_000);
-        const oldGoneMs = Date.now() - startedAt;
+        let oldGoneMs: number | null = null;
+        const gone = () => stopChild(old, 60_000).then(() => { oldGoneMs = Date.now() - startedAt; });
+        if (!handoverAvailable()) {
+          if (mode === 'overlap') throw new BenchError('ambit: replace agent', 'overlap needs the agent handover, which this tree does not have');
+          // plain restart: SIGTERM, the old one stops; then a new process on the same state
+          await gone();
+          const fresh = await spawnAgent(node);
+          agents.set(node, fresh);
+          return { node, mode: 'plain-restart', startedAt, oldGoneMs, newReadyMs: Date.now() - startedAt };
+        }
+        const terminated = mode === 'restart' ? gone() : undefined;
         const fresh = await spawnAgent(node);
+        const newReadyMs = Date.now() - startedAt;
         agents.set(node, fresh);
-        return { node, mode, startedAt, oldGoneMs, newReadyMs: Date.now() - startedAt };
+        await (terminated ?? gone());
+        return { node, mode, startedAt, oldGoneMs, newReadyMs };
       },
-      tunnelled: () => hboneInboundCount(cluster, o.server.node),
       collectGarbage: async () => Promise.all([...agents.values()].map(async (a) => {
         const done = waitForLine(a, /^GC( |$)/, 'agent garbage collection', 10_000);
         process.kill(a.pid!, 'SIGUSR2');

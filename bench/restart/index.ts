@@ -5,8 +5,10 @@
  * longest time between two successful responses, and per replacement how long it took and the
  * failures sent during it. Writes bench/results/restart.json.
  *
- * How an agent is replaced: `restart` (stop it with SIGTERM, its drain, then start a new one;
- * what a plain process restart does).
+ * How (bench/l4/mesh.ts ReplaceMode): where the agents have the handover (issue 8), each agent is
+ * replaced twice, first by `restart` (SIGTERM and a new process at once; the old one serves until
+ * the new one took over) and then by `overlap` (a rolling replacement: the new one first); without
+ * it, once each by a plain restart (SIGTERM, wait until it is gone, start a new one).
  */
 import { machineInfo, machineLine } from '../common/machine.js';
 import { startLoad } from '../common/load.js';
@@ -14,20 +16,22 @@ import { writeResults } from '../common/results.js';
 import type { BenchOptions, BenchSuite, SuiteReport } from '../common/suite.js';
 import { APP_PORTS } from '../l4/apps.js';
 import { withAmbitPair } from '../l4/fixture.js';
-import type { Replacement, ReplaceMode } from '../l4/mesh.js';
+import { handoverAvailable, type Replacement, type ReplaceMode } from '../l4/mesh.js';
 import { formatRestart, restartTargets, summarizeRestart } from './report.js';
 
 /** one request every INTERVAL_MS */
 export const INTERVAL_MS = 20;
 
 export interface RestartOptions extends BenchOptions {
-  readonly mode?: ReplaceMode;
+  /** the replacements, in order; default: see the file comment */
+  readonly modes?: readonly ReplaceMode[];
   readonly resultsDir?: string;
 }
 
 export async function runRestart(opts: RestartOptions = {}): Promise<SuiteReport> {
   const log = opts.log ?? ((l: string) => process.stderr.write(`[bench restart] ${l}\n`));
-  const mode = opts.mode ?? 'restart';
+  const handover = handoverAvailable();
+  const modes = opts.modes ?? (handover ? ['restart', 'overlap'] as const : ['restart'] as const);
   // steady state before the first replacement and between/after them, ms
   const settleMs = opts.quick ? 1500 : 3000;
   const started = new Date();
@@ -37,8 +41,8 @@ export async function runRestart(opts: RestartOptions = {}): Promise<SuiteReport
     let loadResult;
     try {
       await delay(settleMs);
-      for (const node of [server.node, client.node]) {
-        log(`replacing the agent of ${node} (${mode})`);
+      for (const [mode, node] of modes.flatMap((m) => [[m, server.node], [m, client.node]] as const)) {
+        log(`replacing the agent of ${node} (${handover ? mode : 'plain restart: this tree has no agent handover'})`);
         const r = await mesh.replaceAgent(node, mode);
         log(`${node}: old agent gone after ${r.oldGoneMs ?? '-'} ms, new one ready after ${r.newReadyMs} ms`);
         replacements.push(r);
@@ -52,7 +56,7 @@ export async function runRestart(opts: RestartOptions = {}): Promise<SuiteReport
   const machine = machineInfo();
   const targets = restartTargets(result);
   const resultsPath = writeResults('restart', {
-    suite: 'restart', started: started.toISOString(), finished: new Date().toISOString(), machine, mode, intervalMs: INTERVAL_MS, settleMs, ...result, targets,
+    suite: 'restart', started: started.toISOString(), finished: new Date().toISOString(), machine, handover, modes, intervalMs: INTERVAL_MS, settleMs, ...result, targets,
   }, opts.resultsDir);
   return { name: 'restart', table: `${machineLine(machine)}\n${formatRestart(result, INTERVAL_MS)}`, targets, resultsPath };
 }
