@@ -16,15 +16,18 @@ const SELF_NETNS = '/proc/self/ns/net';
 export function createEngineTransport(ctx: TransportContext): WaypointTransport {
   const endpoint = new HboneEndpoint();
   const netns = ctx.netns ?? SELF_NETNS;
+  // a pod netns in the local mesh may carry capture rules that skip the agent's mark; in its own
+  // netns (Kubernetes) nothing captures, and setting a mark would take CAP_NET_ADMIN
+  const mark = ctx.netns !== undefined ? ctx.mark : 0;
   let listener: HboneListener | undefined;
   return {
     async listen(handler: InboundHandler): Promise<void> {
-      const fd = listenInNetns(netns, { address: '::', port: ctx.hbonePort, mark: ctx.mark, reusePort: true, backlog: 511 });
+      const fd = listenInNetns(netns, { address: '::', port: ctx.hbonePort, mark, reusePort: true, backlog: 511 });
       listener = endpoint.listen(fd, netns, {
         trustDomain: ctx.identity.trustDomain,
         certificate: () => ctx.certificate() ?? null,
         decide: (info) => ctx.decide(info.authority, info.peer ?? ''),
-        mark: ctx.mark,
+        mark,
       });
       listener.on('stream', (s: HboneSocket) => {
         const i = s.info;
@@ -38,7 +41,7 @@ export function createEngineTransport(ctx: TransportContext): WaypointTransport 
       try {
         s = endpoint.connect({
           ip: t.ip, port: t.port, authority: t.authority, expect: [t.expectedIdentity], identity,
-          ...(t.headers ? { headers: t.headers } : {}), netns, mark: ctx.mark,
+          ...(t.headers ? { headers: t.headers } : {}), netns, mark,
         });
       } catch (e) {
         return Promise.reject(e);
