@@ -232,7 +232,8 @@ export class Translator {
       const a = failClosedAuthorization(id.obj, id.namespace, this.#opts.rootNamespace);
       if (!a) return;
       col.authz.push(a);
-      warnings.push(rejection(id, 'spec', `the policy is rejected; until it is fixed, ${a.selector ? 'the workloads it selects' : a.authorization?.scope === 'global' ? 'every workload of the mesh' : `every workload of namespace ${id.namespace}`} deny all connections (fail closed)`));
+      if (a.waypoint) warnings.push(rejection(id, 'spec', 'the policy is rejected; until it is fixed, the waypoint denies every request to what it targets (fail closed)'));
+      else warnings.push(rejection(id, 'spec', `the policy is rejected; until it is fixed, ${a.selector ? 'the workloads it selects' : a.authorization?.scope === 'global' ? 'every workload of the mesh' : `every workload of namespace ${id.namespace}`} deny all connections (fail closed)`));
     } else if (id.kind === 'PeerAuthentication') {
       const pa = failClosedPeerAuthentication(id.obj, id.namespace, this.#opts.rootNamespace);
       if (!pa) return;

@@ -10,7 +10,7 @@ import { decodeWaypointConfigs, encodeWaypointConfig } from '../../../src/xds/in
 import { authorizeL7, decideRequest, prepareRequest } from '../../../src/waypoint/l7/index.js';
 import type { RequestFacts } from '../../../src/waypoint/l7/index.js';
 import { evaluateL7, pathReadings } from '../../../src/policy/index.js';
-import { messages, objects, translate } from '../translate/_support.js';
+import { messages, objects, translate, translator } from '../translate/_support.js';
 
 const A = 'ns1/a.ns1.svc.cluster.local';
 const B = 'ns1/b.ns1.svc.cluster.local';
@@ -107,6 +107,17 @@ test('CUSTOM and broken targetRefs policies are refused by name and field, and w
   const deniesAll = (svc: string): boolean => evaluateL7(r.l7.get(svc)?.authorization, { method: 'GET', path: '/', authority: 'a', port: 80, headers: {}, sourceIp: '10.0.0.1', sourcePrincipal: 'spiffe://cluster.local/ns/ns1/sa/x' }).allowed === false;
   t.true(deniesAll(A), 'the CUSTOM policy targets the waypoint: A denies');
   t.true(deniesAll(B));
+  t.true(r.warnings.some((w) => w.name === 'custom' && /the waypoint denies every request to what it targets/.test(w.message)));
+});
+
+test('a targetRefs policy edited into something invalid keeps its last good version at the waypoint', (t) => {
+  const tr = translator();
+  const good = policy('p', 'ns1', `${toService('a')}\naction: DENY\nrules: [{to: [{operation: {paths: ["/admin"]}}]}]`);
+  const bad = policy('p', 'ns1', `${toService('a')}\naction: DENY\nrules: [{to: [{operation: {pathz: ["/admin"]}}]}]`);
+  t.deepEqual(tr.update(mesh(good)).l7.get(A)?.authorization?.map((p) => p.rules), [[{ to: [{ paths: [{ exact: '/admin' }] }] }]]);
+  const r = tr.update(mesh(bad));
+  t.is(r.rejected.find((x) => x.name === 'p')?.field, 'spec.rules[0].to[0].operation.pathz');
+  t.deepEqual(r.l7.get(A)?.authorization?.map((p) => p.rules), [[{ to: [{ paths: [{ exact: '/admin' }] }] }]]);
 });
 
 // ---- the authorization matrix ----
