@@ -9,6 +9,7 @@
         "src/sockopt.c",
         "src/connect.c",
         "src/fdpass.c",
+        "src/limits.c",
         "src/engine.c",
         "src/engine_js.c",
         "src/engine_flow.c",

@@ -11,6 +11,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"setMark", NULL, ambit_set_mark_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setTransparent", NULL, ambit_set_transparent_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"closeFd", NULL, ambit_close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"raiseFdLimit", NULL, ambit_raise_fd_limit, NULL, NULL, NULL, napi_enumerable, NULL},
       {"recvWithFds", NULL, ambit_recv_with_fds, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sendWithFds", NULL, ambit_send_with_fds, NULL, NULL, NULL, napi_enumerable, NULL},
       {"unixConnect", NULL, ambit_unix_connect, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -125,6 +125,7 @@ napi_value ambit_original_dst(napi_env env, napi_callback_info info);
 napi_value ambit_set_mark_js(napi_env env, napi_callback_info info);
 napi_value ambit_set_transparent_js(napi_env env, napi_callback_info info);
 napi_value ambit_close_fd(napi_env env, napi_callback_info info);
+napi_value ambit_raise_fd_limit(napi_env env, napi_callback_info info);
 napi_value ambit_connect_in_netns(napi_env env, napi_callback_info info);
 napi_value ambit_recv_with_fds(napi_env env, napi_callback_info info);
 napi_value ambit_send_with_fds(napi_env env, napi_callback_info info);

@@ -16,10 +16,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +34,49 @@ uint64_t eng_now(engine *e) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void eng_count(uint32_t *c) { __atomic_add_fetch(c, 1, __ATOMIC_RELAXED); }
+
+/*
+ * Dead peers are found by the kernel too, not only by HTTP/2 PING: keepalive probes an idle
+ * connection (every socket the engine owns), and TCP_USER_TIMEOUT (eng_user_timeout) bounds how
+ * long sent data or a probe may stay unacknowledged before the connection fails with ETIMEDOUT
+ * (else the kernel retransmits for about 15 minutes).
+ */
+void eng_sockopts(engine *e, int fd) {
+  int one = 1;
+  if (e->ka_idle_s > 0) {
+    int idle = (int)e->ka_idle_s, intvl = (int)e->ka_intvl_s, cnt = (int)e->ka_cnt;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+  }
+}
+
+/*
+ * TCP_USER_TIMEOUT, on sockets to other hosts only (HBONE tunnels, passthrough upstreams): Linux
+ * also counts a receive window that stays closed against it, so on a socket to the pod's own app
+ * it would cut a reader that pauses longer; a local app's death is seen at once anyway (RST/FIN).
+ */
+void eng_user_timeout(engine *e, int fd) {
+  if (e->user_timeout_ms == 0) return;
+  unsigned int ut = e->user_timeout_ms;
+  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof ut);
+}
+
+void eng_log(engine *e, int level, const char *fmt, ...) {
+  char line[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  jmsg *m = eng_msg(J_LOG);
+  if (m == NULL) return;
+  m->kind = (uint8_t)level;
+  m->s[0] = strdup(line);
+  eng_post(e, m);
 }
 
 void eng_dirty(tconn *tc) {
@@ -309,6 +354,7 @@ static void open_flow(engine *e, jcmd *c) {
 static void accept_outbound(engine *e, listener *l, int fd, const ambit_addr *peer) {
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  eng_sockopts(e, fd);
   ambit_addr dst;
   ambit_fail fl = {0};
   jmsg *m = NULL;
@@ -336,6 +382,8 @@ static void accept_outbound(engine *e, listener *l, int fd, const ambit_addr *pe
 static void accept_hbone(engine *e, listener *l, int fd, const ambit_addr *peer) {
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  eng_sockopts(e, fd);
+  eng_user_timeout(e, fd);
   /* Past the connection cap: refused (a hostile peer cannot pile them up). */
   tconn *tc = __atomic_load_n(&e->ntconns, __ATOMIC_RELAXED) < MAX_TCONNS ? tconn_accepted(e, l, fd) : NULL;
   jmsg *m = tc ? eng_msg(J_CONTEXT) : NULL;
@@ -353,20 +401,135 @@ static void accept_hbone(engine *e, listener *l, int fd, const ambit_addr *peer)
   eng_post(e, m);
 }
 
+/* Why accept failed, in words for the log line (which limit was hit). */
+static const char *starve_text(int err) {
+  switch (err) {
+    case EMFILE: return "the process's open-file limit (RLIMIT_NOFILE)";
+    case ENFILE: return "the system-wide open-file limit (fs.file-max)";
+    default: return "kernel memory for sockets";
+  }
+}
+
+/*
+ * Out of fds or memory: accept would fail again at once (the pending connection stays queued and
+ * the level-triggered listener stays ready), so the listener leaves the epoll set for a delay that
+ * doubles on each failure (5 ms .. 1 s). Queued connections wait in the backlog meanwhile and are
+ * accepted once fds free up. The first failure of a run is a warn line; the counters say which
+ * limit, and `starved` (stats) lets the agent report not-ready.
+ */
+static void listener_starve(engine *e, listener *l, int err, bool reserve) {
+  switch (err) {
+    case EMFILE: eng_count(&e->ctr.accept_emfile); break;
+    case ENFILE: eng_count(&e->ctr.accept_enfile); break;
+    case ENOBUFS: eng_count(&e->ctr.accept_enobufs); break;
+    default: eng_count(&e->ctr.accept_enomem); break;
+  }
+  l->backoff_ms = l->backoff_ms == 0 ? 5 : (l->backoff_ms >= 500 ? 1000 : l->backoff_ms * 2);
+  if (!l->starved) {
+    l->starved = true;
+    __atomic_add_fetch(&e->nstarved, 1, __ATOMIC_RELAXED);
+    if (reserve) {
+      eng_log(e, LOG_WARN,
+              "listener %u: fewer than %u fds left under the process's open-file limit (RLIMIT_NOFILE %llu), kept for "
+              "the agent itself; accepting again once fds are free (back-off 5 ms doubling to 1 s)",
+              l->id, e->fd_reserve, (unsigned long long)e->nofile);
+    } else {
+      eng_log(e, LOG_WARN, "listener %u: accept failed with %s: out of %s; accepting again after a back-off (5 ms doubling to 1 s)",
+              l->id, ambit_errno_name(err), starve_text(err));
+    }
+  }
+  if (!l->paused && epoll_ctl(e->epfd, EPOLL_CTL_DEL, l->fd, NULL) == 0) l->paused = true;
+  l->resume_at = e->now + l->backoff_ms;
+}
+
+/* accept works again (a connection, or an empty queue) */
+static void listener_fed(engine *e, listener *l) {
+  if (!l->starved) return;
+  l->starved = false;
+  l->backoff_ms = 0;
+  __atomic_sub_fetch(&e->nstarved, 1, __ATOMIC_RELAXED);
+  eng_log(e, LOG_INFO, "listener %u: accepting again", l->id);
+}
+
+/*
+ * The fd reserve: the engine stops accepting while fewer than fd_reserve fds are left under the
+ * soft RLIMIT_NOFILE, so the agent's own sockets (readiness, admin, metrics, CNI, control plane)
+ * still open when pods' connections use up the rest. fds are handed out lowest first, so an fd
+ * numbered n means n fds below it are in use: the number of a new fd is the test.
+ */
+static bool fd_in_reserve(engine *e, int fd) {
+  return e->fd_reserve > 0 && (uint64_t)fd + e->fd_reserve >= e->nofile;
+}
+
+/* While the reserve was reached: is there room again? (the lowest free fd, found by a dup) */
+static bool fds_free(engine *e) {
+  int probe = fcntl(e->wakefd, F_DUPFD_CLOEXEC, 0);
+  if (probe < 0) return false;
+  close(probe);
+  if (fd_in_reserve(e, probe)) return false;
+  e->fd_tight = false;
+  return true;
+}
+
 static void listener_event(listener *l) {
   engine *e = l->e;
+  /* the limit as it is now (the agent raises it at start; an operator may change it) */
+  struct rlimit rl;
+  if (e->fd_reserve > 0 && getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    e->nofile = rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX / 2 : (uint64_t)rl.rlim_cur;
+  }
   for (int i = 0; i < 64 && !l->closed; i++) {
+    if (e->fd_tight && !fds_free(e)) {
+      listener_starve(e, l, EMFILE, true);
+      return;
+    }
     ambit_addr peer;
     socklen_t plen = sizeof peer.u;
     int fd = accept4(l->fd, &peer.u.sa, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      return; /* EAGAIN, or out of fds: the level trigger brings us back */
+      int err = errno;
+      if (err == EINTR || err == ECONNABORTED) continue;
+      if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) listener_starve(e, l, err, false);
+      else if (err == EAGAIN) listener_fed(e, l);
+      return;
     }
     peer.len = plen;
+    if (fd_in_reserve(e, fd)) {
+      /* this one is carried (it is accepted); the next waits until fds are free */
+      e->fd_tight = true;
+      listener_starve(e, l, EMFILE, true);
+      if (l->kind == L_OUTBOUND) accept_outbound(e, l, fd, &peer);
+      else accept_hbone(e, l, fd, &peer);
+      return;
+    }
+    listener_fed(e, l);
     if (l->kind == L_OUTBOUND) accept_outbound(e, l, fd, &peer);
     else accept_hbone(e, l, fd, &peer);
   }
+}
+
+/* Listeners whose back-off is over go back into the epoll set and try at once. */
+static void listeners_resume(engine *e, uint64_t now) {
+  for (listener *l = e->listeners; l != NULL; l = l->next) {
+    if (!l->paused || l->closed || now < l->resume_at) continue;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = l};
+    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, l->fd, &ev) != 0) {
+      l->resume_at = now + 1000;
+      continue;
+    }
+    l->paused = false;
+    listener_event(l);
+  }
+}
+
+/* The earliest back-off end, or UINT64_MAX. */
+static uint64_t listeners_next(engine *e) {
+  uint64_t at = UINT64_MAX;
+  if (__atomic_load_n(&e->nstarved, __ATOMIC_RELAXED) == 0) return at;
+  for (listener *l = e->listeners; l != NULL; l = l->next) {
+    if (l->paused && !l->closed && l->resume_at < at) at = l->resume_at;
+  }
+  return at;
 }
 
 /* ---- commands from JS ---- */
@@ -380,6 +543,10 @@ static listener *find_listener(engine *e, uint32_t id) {
 
 static void close_listener(engine *e, listener *l) {
   l->closed = true;
+  if (l->starved) {
+    l->starved = false;
+    __atomic_sub_fetch(&e->nstarved, 1, __ATOMIC_RELAXED);
+  }
   if (l->fd >= 0) close(l->fd);
   l->fd = -1;
   __atomic_sub_fetch(&e->nlisteners, 1, __ATOMIC_RELAXED);
@@ -455,7 +622,7 @@ static void run_command(engine *e, jcmd *c) {
       l->next = e->listeners;
       e->listeners = l;
       if (l->kind != L_SOURCE && epoll_ctl(e->epfd, EPOLL_CTL_ADD, l->fd, &ev) != 0) {
-        fprintf(stderr, "ambit engine: listener %u: epoll_ctl: %s\n", l->id, ambit_errno_name(errno));
+        eng_log(e, LOG_ERROR, "listener %u: epoll_ctl: %s", l->id, ambit_errno_name(errno));
         close_listener(e, l);
       }
       break;
@@ -532,23 +699,55 @@ static void dispatch(engine *e, evsrc *src, uint32_t ev) {
   }
 }
 
+/*
+ * Deadlines, checked every tick_ms: dials, the idle and half-closed limits of flows (lazily,
+ * from the time of the last byte moved, so moving bytes never touches a timer), and each
+ * connection's handshake, idle and keepalive deadlines. A walk of every flow per tick is a few
+ * microseconds per thousand flows.
+ */
 static void tick(engine *e, uint64_t now) {
   for (flow *f = e->flows; f != NULL; f = f->next) {
-    if (f->dead || !f->dialing || now < f->deadline) continue;
-    f->dialing = 0;
-    if (f->server) h2_server_connected(f, false, "connect: ETIMEDOUT");
-    else flow_abort(f, "connect: ETIMEDOUT");
+    if (f->dead) continue;
+    if (f->dialing) {
+      if (now < f->deadline) continue;
+      f->dialing = 0;
+      if (f->server) h2_server_connected(f, false, "connect: ETIMEDOUT");
+      else flow_abort(f, "connect: ETIMEDOUT");
+      continue;
+    }
+    /* before it is established a flow waits on other deadlines (the decision, the dial, the
+     * tunnel's handshake and keepalive) */
+    if (!f->established) continue;
+    /* one way already ended (or both, and bytes wait for a reader that does not read) */
+    bool half = f->app_eof || f->peer_eof;
+    uint32_t limit = half ? e->half_closed_ms : e->flow_idle_ms;
+    if (limit == 0 || now - f->last_active < limit) continue;
+    char why[96];
+    if (half) {
+      eng_count(&e->ctr.half_closed);
+      snprintf(why, sizeof why, "half-closed with no traffic for %u ms", limit);
+    } else {
+      eng_count(&e->ctr.idle_closed);
+      snprintf(why, sizeof why, "idle for %u ms", limit);
+    }
+    flow_fail(f, FAIL_LOCAL);
+    flow_abort(f, why);
   }
   for (tconn *tc = e->tconns; tc != NULL; tc = tc->next) {
-    if (tc->dead) continue;
-    if ((tc->handshaking || tc->await_ctx || tc->verifying) && now >= tc->deadline) {
-      tconn_kill(tc, tc->tcp_connecting ? "connect: ETIMEDOUT" : "tls handshake timed out");
-    } else if (tc->client && tc->ready && tc->active == 0 && tc->queued == 0 && now - tc->idle_since >= e->idle_ms) {
-      tconn_retire(tc);
-    } else if (!tc->client && tc->ready && tc->active == 0 && now - tc->idle_since >= 2ull * e->idle_ms) {
-      /* a session nobody uses: twice the clients' idle time, so a client normally leaves first */
-      tconn_retire(tc);
-    }
+    if (!tc->dead) tconn_tick(tc, now);
+  }
+}
+
+/* Sessions whose read slice ran out: one more slice each, after this round's events. */
+static void serve_more(engine *e) {
+  tconn *list = e->more;
+  e->more = NULL;
+  while (list != NULL) {
+    tconn *tc = list;
+    list = tc->mnext;
+    tc->mnext = NULL;
+    tc->more = 0;
+    if (!tc->dead) tconn_more(tc);
   }
 }
 
@@ -557,17 +756,23 @@ void *engine_main(void *arg) {
   struct epoll_event evs[64];
   struct epoll_event wev = {.events = EPOLLIN, .data.ptr = &wake_src};
   epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->wakefd, &wev);
-  e->next_tick = eng_now(e) + 1000;
+  e->now = eng_now(e);
+  e->next_tick = e->now + e->tick_ms;
   while (!e->stop) {
     uint64_t now = eng_now(e);
-    int timeout = now >= e->next_tick ? 0 : (int)(e->next_tick - now);
+    uint64_t wake_at = e->next_tick;
+    uint64_t resume = listeners_next(e);
+    if (resume < wake_at) wake_at = resume;
+    int timeout = e->more != NULL || now >= wake_at ? 0 : (int)(wake_at - now);
     int n = epoll_wait(e->epfd, evs, 64, timeout);
+    e->now = now = eng_now(e);
     batch_open(e);
     for (int i = 0; i < n && !e->stop; i++) dispatch(e, evs[i].data.ptr, evs[i].events);
-    now = eng_now(e);
+    if (e->more != NULL && !e->stop) serve_more(e);
+    if (resume <= now && !e->stop) listeners_resume(e, now);
     if (now >= e->next_tick && !e->stop) {
       tick(e, now);
-      e->next_tick = now + 1000;
+      e->next_tick = now + e->tick_ms;
     }
     batch_close(e);
   }

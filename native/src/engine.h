@@ -85,6 +85,11 @@ typedef struct listener {
   uint32_t mark;
   char *tag;      /* hbone: handed to the verify callback with the client's chain */
   int refs;       /* the open listener itself, its flows and tconns */
+  /* accept back-off: out of fds or memory, the listener leaves epoll until resume_at */
+  bool paused;    /* not in the epoll set */
+  bool starved;   /* the last accept failed for want of a resource (counted in e->nstarved) */
+  uint32_t backoff_ms;
+  uint64_t resume_at;
 } listener;
 
 struct flow {
@@ -126,6 +131,7 @@ struct flow {
   uint32_t early_sent;     /* of them, given to the current stream */
   uint64_t from_app_n, to_app_n;
   uint64_t deadline;       /* dialing deadline, loop ms */
+  uint64_t last_active;    /* loop ms of the last byte moved either way (idle and half-closed limits) */
   char *authority, *forwarded; /* server: request fields until the decision */
   char *hdrs;              /* client: extra CONNECT headers until submit ("name\0value\0"...) */
   uint32_t hdrs_len;
@@ -144,7 +150,14 @@ struct tconn {
   int fd;
   unsigned client : 1, tcp_connecting : 1, handshaking : 1, ready : 1, goaway : 1, dead : 1;
   unsigned r : 1, w : 1, dirty : 1, hup : 1;
+  unsigned eof : 1;     /* the socket reached EOF: killed once what came before it was parsed */
+  unsigned more : 1;    /* on e->more: its slice ran out with input left */
+  unsigned lingering : 1; /* closed for abuse: GOAWAY and FIN sent, input dropped until EOF */
   uint32_t started, active, queued;
+  uint32_t errors;      /* server: protocol errors the peer caused (the abuse budget) */
+  uint64_t last_rx;     /* loop ms of the last bytes from the peer */
+  uint64_t ping_sent;   /* loop ms of the outstanding keepalive PING (0: none) */
+  tconn *mnext;         /* e->more */
   uint64_t deadline, idle_since;
   char *key, *tag, *peer;
   flow *flows;          /* attached flows (tnext) */
@@ -159,7 +172,9 @@ struct tconn {
 };
 
 /* Engine thread -> JS: what needs a decision, or news. */
-enum { J_OUTBOUND = 1, J_INBOUND, J_VERIFY, J_CONTEXT, J_EVENT };
+enum { J_OUTBOUND = 1, J_INBOUND, J_VERIFY, J_CONTEXT, J_EVENT, J_LOG };
+/* J_LOG levels (kind) */
+enum { LOG_DEBUG = 1, LOG_INFO, LOG_WARN, LOG_ERROR };
 typedef struct jmsg {
   struct jmsg *next;
   uint8_t type, kind;
@@ -190,10 +205,20 @@ typedef struct jcmd {
 
 #define FLOW_BUCKETS 16384
 
+/* Counters read by stats() on the JS thread (atomics). */
+typedef struct {
+  uint32_t accept_emfile, accept_enfile, accept_enobufs, accept_enomem;
+  uint32_t dead_peers;      /* HBONE connections dropped: no answer to PING in time */
+  uint32_t abusive;         /* HBONE sessions closed (GOAWAY) for protocol errors over the budget */
+  uint32_t idle_closed;     /* flows closed at the idle limit */
+  uint32_t half_closed;     /* flows closed at the half-closed limit */
+  uint32_t dials_cancelled; /* pending dials dropped because their client went away */
+} eng_counters;
+
 struct engine {
   /* --- JS thread --- */
   napi_env env;
-  napi_ref cb_outbound, cb_inbound, cb_verify, cb_context, cb_event;
+  napi_ref cb_outbound, cb_inbound, cb_verify, cb_context, cb_event, cb_log;
   napi_async_context actx;
   uv_async_t async;
   bool destroyed;
@@ -206,6 +231,8 @@ struct engine {
   int wakefd;
   /* read by stats() from the JS thread (atomics) */
   uint32_t nflows, ntconns, nlisteners;
+  uint32_t nstarved;     /* listeners whose accept fails for want of fds or memory */
+  eng_counters ctr;
   /* --- engine thread --- */
   pthread_t thread;
   int epfd;
@@ -221,10 +248,21 @@ struct engine {
   tconn *dead_tconns;
   uint32_t next_id;     /* flow and tconn ids (atomic: engineOpen allocates on the JS thread) */
   uint64_t next_tick;
+  uint64_t now;         /* loop ms, refreshed after every epoll_wait */
+  tconn *more;          /* sessions whose read slice ran out with input left: served next round */
   /* settings */
   /* settings (src/hbone/settings.ts, all required by engineCreate: no defaults here) */
   uint32_t connect_ms, handshake_ms, idle_ms, streams_per_conn, max_streams, window, conn_window;
   uint32_t max_frame; /* SETTINGS_MAX_FRAME_SIZE we announce, and our DATA frames' cap when the peer allows */
+  uint32_t ping_ms, ping_timeout_ms;         /* HTTP/2 keepalive; 0 disables */
+  uint32_t ka_idle_s, ka_intvl_s, ka_cnt;    /* TCP keepalive; idle 0 disables */
+  uint32_t user_timeout_ms;                  /* TCP_USER_TIMEOUT; 0 leaves the kernel's */
+  uint32_t flow_idle_ms, half_closed_ms;     /* flow limits; 0 disables */
+  uint32_t abuse_budget;                     /* protocol errors one session may cause */
+  uint32_t fd_reserve;                       /* fds under RLIMIT_NOFILE accepts leave to the agent */
+  uint64_t nofile;                           /* the soft RLIMIT_NOFILE (refreshed every tick) */
+  bool fd_tight;                             /* an accept reached the reserve: probe before the next */
+  uint32_t tick_ms;                          /* how often deadlines are checked */
   nghttp2_session_callbacks *cbs_client, *cbs_server;
   nghttp2_option *opt_client, *opt_server;
   char rbuf[65536];
@@ -233,6 +271,13 @@ struct engine {
 
 /* engine.c (engine thread) */
 uint64_t eng_now(engine *e);
+/* TCP keepalive on a socket the engine owns (settings of e). */
+void eng_sockopts(engine *e, int fd);
+/* TCP_USER_TIMEOUT on a socket to another host (tunnels, passthrough upstreams). */
+void eng_user_timeout(engine *e, int fd);
+/* A line for the agent's logger (printf-style; posted with the batch). */
+void eng_log(engine *e, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void eng_count(uint32_t *c);
 void eng_dirty(tconn *tc);
 void eng_flush_dirty(engine *e);
 /* Queue a message for JS (sent at the end of the batch). */
@@ -286,6 +331,12 @@ void tconn_kill(tconn *tc, const char *reason);
 void tconn_flush(tconn *tc);
 void tconn_retire(tconn *tc);
 void tconn_free(tconn *tc);
+/* Deadlines of one connection (handshake, idle, keepalive PING); from the tick. */
+void tconn_tick(tconn *tc, uint64_t now);
+/* Continue a session whose read slice ran out. */
+void tconn_more(tconn *tc);
+/* Server: the peer caused a protocol error; over the budget the session ends with GOAWAY. */
+bool tconn_abuse(tconn *tc, const char *what);
 tconn *pool_get(engine *e, listener *l, tlsctx *ctx, const char *key, const char *tag, const char *ip, int port,
                 char *why, size_t cap);
 void tconn_attach(tconn *tc, flow *f);

@@ -64,6 +64,7 @@ flow *flow_new_id(engine *e, listener *l, uint8_t mode, int app_fd, uint32_t id)
   f->app_fd = app_fd;
   f->up_fd = -1;
   f->app_w = 1;
+  f->last_active = e->now;
   f->id = id;
   eng_fmap_add(e, f);
   f->next = e->flows;
@@ -164,6 +165,7 @@ void flow_flush_to_app(flow *f) {
     if (n > 0) {
       b->off += (uint32_t)n;
       f->to_app_n += (uint64_t)n;
+      f->last_active = f->e->now;
       if (f->mode == M_H2 && f->tc != NULL && f->sid > 0 && f->tc->h2 != NULL) {
         nghttp2_session_consume(f->tc->h2, f->sid, (size_t)n);
         eng_dirty(f->tc);
@@ -202,6 +204,7 @@ static bool pump(flow *f, bool from_app) {
       ssize_t n = write(dst, pend->p + pend->off, pend->len - pend->off);
       if (n > 0) {
         pend->off += (uint32_t)n;
+        f->last_active = e->now;
         if (!from_app) f->to_app_n += (uint64_t)n;
         if (pend->off == pend->len) buf_reset(pend);
         continue;
@@ -230,6 +233,7 @@ static bool pump(flow *f, bool from_app) {
     if (!(from_app ? f->app_r : f->up_r)) return true;
     ssize_t n = read(src, e->rbuf, sizeof e->rbuf);
     if (n > 0) {
+      f->last_active = e->now;
       if (from_app) f->from_app_n += (uint64_t)n;
       /* a short read emptied the socket: the next bytes bring a new edge */
       if ((size_t)n < sizeof e->rbuf && !(from_app ? f->app_hup : f->up_hup)) {
@@ -309,6 +313,7 @@ static void dial_done(flow *f, int fd) {
     return;
   }
   f->established = 1;
+  f->last_active = f->e->now;
   eng_event(f->e, 1, f);
   plain_pump(f);
 }
@@ -319,7 +324,15 @@ void flow_app_event(flow *f, uint32_t ev) {
   if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) f->app_hup = 1;
   if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) f->app_w = 1;
   if (f->dialing) {
-    if (f->server && f->app_w) dial_done(f, f->app_fd);
+    if (f->server) {
+      if (f->app_w) dial_done(f, f->app_fd);
+    } else if (ev & (EPOLLERR | EPOLLHUP)) {
+      /* the captured client reset (or fully closed) while its upstream is still connecting:
+       * nobody waits for that dial any more, so it must not sit in SYN-SENT until its deadline */
+      eng_count(&f->e->ctr.dials_cancelled);
+      flow_fail(f, FAIL_LOCAL);
+      flow_abort(f, "client went away while dialing");
+    }
     return;
   }
   if (f->mode == M_PLAIN) {
@@ -402,6 +415,7 @@ int eng_dial(listener *l, const char *ip, int port, const char *spoof, bool *con
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  eng_sockopts(l->e, fd);
   if (ambit_set_mark(fd, l->mark, &fl) != 0) {
     snprintf(why, cap, "SO_MARK: %s", ambit_errno_name(fl.err));
     close(fd);
@@ -446,6 +460,7 @@ int flow_dial(flow *f, const char *ip, int port, const char *spoof, int *out_fd,
   } else {
     f->up_fd = fd;
     src = &f->up_ev;
+    eng_user_timeout(e, fd); /* a passthrough upstream: another host, as a rule */
   }
   f->dialing = 1;
   f->deadline = eng_now(e) + e->connect_ms;

@@ -26,6 +26,12 @@
  * record as a socket BIO would do.
  */
 #define NET_BIO_BYTES (96 * 1024)
+/*
+ * Plaintext one session may have parsed in one turn before the others are served: a peer that
+ * floods (frames, headers, data) gets the engine for at most this much parsing at a time, and the
+ * rest of its input waits for the next round (e->more).
+ */
+#define READ_SLICE (256 * 1024)
 
 /* SSL over a fresh BIO pair for tc, with a reference on ctx. */
 static bool tconn_tls(tconn *tc, tlsctx *ctx, bool client) {
@@ -55,6 +61,7 @@ static tconn *tconn_alloc(engine *e, listener *l, int fd, bool client) {
   tc->fd = fd;
   tc->client = client;
   tc->deadline = eng_now(e) + e->handshake_ms;
+  tc->last_rx = e->now;
   struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = &tc->ev};
   if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
     free(tc);
@@ -88,6 +95,7 @@ tconn *tconn_accepted(engine *e, listener *l, int fd) {
 }
 
 static void tconn_handshake(tconn *tc);
+static void tconn_linger(tconn *tc);
 static void tconn_read(tconn *tc);
 
 /* The listener's TLS context arrived (NULL: no certificate, fail closed); start the handshake. */
@@ -122,6 +130,17 @@ void tconn_kill(tconn *tc, const char *reason) {
   if (tc->dead) return;
   tc->dead = 1;
   engine *e = tc->e;
+  if (tc->more) {
+    for (tconn **pp = &e->more; *pp != NULL; pp = &(*pp)->mnext) {
+      if (*pp == tc) {
+        *pp = tc->mnext;
+        break;
+      }
+    }
+    tc->more = 0;
+    tc->mnext = NULL;
+  }
+  if (tc->errors > e->abuse_budget && !tc->client) reason = "session closed: too many protocol errors";
   char why[256];
   snprintf(why, sizeof why, "hbone: %s", reason ? reason : "connection closed");
   /* what the flows learn: the TCP dial failed, TLS (handshake or identity) failed, or the
@@ -251,6 +270,7 @@ static ssize_t data_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t l
         }
         f->early_sent = f->early.len;
       }
+      f->last_active = f->e->now;
       /* A short read emptied the socket: the next bytes bring a new edge, so skip the EAGAIN read.
        * Not once the peer closed: its FIN may have come with the data, and no edge follows. */
       if ((size_t)n < length && !f->app_hup) f->app_r = 0;
@@ -327,6 +347,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *fr, const uint8_t 
   f->hdr_pairs++;
   f->hdr_bytes += (uint32_t)(namelen + valuelen + 32);
   if (f->hdr_pairs > MAX_HEADER_PAIRS || f->hdr_bytes > MAX_HEADER_BYTES) {
+    if (!f->too_big && tconn_abuse(tc, "request headers over the limit")) return NGHTTP2_ERR_CALLBACK_FAILURE;
     f->too_big = 1;
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   }
@@ -350,20 +371,20 @@ static void respond(tconn *tc, int32_t sid, int status) {
 }
 
 /* A complete CONNECT request on the server: JS decides (h2_inbound_decision carries it out). */
-static void server_request(tconn *tc, flow *f, bool end_stream) {
+static bool server_request(tconn *tc, flow *f, bool end_stream) {
   engine *e = tc->e;
   if (!f->is_connect) {
     respond(tc, f->sid, f->saw_method ? 405 : 400);
-    return;
+    return !tconn_abuse(tc, f->saw_method ? "a request other than CONNECT" : "a request without :method");
   }
   if (tc->l->closed || tc->goaway) {
     respond(tc, f->sid, 503);
-    return;
+    return true;
   }
   jmsg *m = eng_msg(J_INBOUND);
   if (m == NULL) {
     respond(tc, f->sid, 503);
-    return;
+    return true;
   }
   if (end_stream) f->peer_eof = 1;
   m->lid = tc->l->id;
@@ -377,6 +398,7 @@ static void server_request(tconn *tc, flow *f, bool end_stream) {
   m->p2 = tc->lport;
   f->authority = f->forwarded = NULL;
   eng_post(e, m);
+  return true;
 }
 
 /* JS's answer to a CONNECT: a status to refuse with, or the app to dial. */
@@ -435,6 +457,7 @@ void h2_server_connected(flow *f, bool ok, const char *why) {
     return;
   }
   f->established = 1;
+  f->last_active = tc->e->now;
   eng_event(f->e, 1, f);
   eng_dirty(tc);
   flow_flush_to_app(f);
@@ -452,8 +475,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *fr, void *user
   bool end = (fr->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
   if (fr->hd.type == NGHTTP2_HEADERS) {
     if (!tc->client && fr->headers.cat == NGHTTP2_HCAT_REQUEST) {
-      server_request(tc, f, end);
-      return 0;
+      return server_request(tc, f, end) ? 0 : NGHTTP2_ERR_CALLBACK_FAILURE;
     }
     if (tc->client && fr->headers.cat == NGHTTP2_HCAT_RESPONSE) {
       if (f->status != 200) {
@@ -468,6 +490,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *fr, void *user
         return 0;
       }
       f->established = 1;
+      f->last_active = tc->e->now;
       eng_event(f->e, 1, f);
       /* answered: nothing will be replayed */
       flow_buf_reset(&f->early);
@@ -517,6 +540,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t sid, const u
       f->to_app_n += done;
       nghttp2_session_consume(s, sid, done);
     }
+    f->last_active = f->e->now;
   }
   if (done < len && !flow_buf_append(&f->to_app, (const char *)data + done, len - done)) {
     nghttp2_session_consume(s, sid, len - done);
@@ -576,7 +600,30 @@ static int on_stream_close(nghttp2_session *s, int32_t sid, uint32_t code, void 
 }
 
 static int on_invalid_frame(nghttp2_session *s, const nghttp2_frame *fr, int err, void *user) {
-  return 0;
+  tconn *tc = user;
+  if (tc->client || tc->dead) return 0;
+  char what[96];
+  snprintf(what, sizeof what, "an invalid frame (%s)", nghttp2_strerror(err));
+  return tconn_abuse(tc, what) ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
+}
+
+/*
+ * The abuse budget of a server session: streams reset for over-limit headers, invalid frames,
+ * requests other than CONNECT. Each costs the engine parsing (a header block can be 64 KiB of
+ * HPACK) and the peer nothing, so past `abuse_budget` of them the session ends: GOAWAY
+ * (ENHANCE_YOUR_CALM) and close. True when the caller must stop parsing (return a fatal error).
+ */
+bool tconn_abuse(tconn *tc, const char *what) {
+  engine *e = tc->e;
+  if (tc->client || tc->h2 == NULL) return false;
+  if (++tc->errors <= e->abuse_budget) return false;
+  if (tc->errors == e->abuse_budget + 1) {
+    eng_count(&e->ctr.abusive);
+    eng_log(e, LOG_WARN, "hbone session from %s (%s): %u protocol errors, the last %s; closed with GOAWAY", tc->rip,
+            tc->peer ? tc->peer : "?", tc->errors, what);
+    nghttp2_session_terminate_session(tc->h2, NGHTTP2_ENHANCE_YOUR_CALM);
+  }
+  return true;
 }
 
 bool h2_init(engine *e) {
@@ -755,6 +802,12 @@ void tconn_dequeue(flow *f) {
   f->tc = NULL;
   tc->queued--;
   if (tc->queued == 0 && tc->active == 0 && tc->waiting == NULL && !tc->ready) {
+    if (tc->tcp_connecting) {
+      /* still in SYN-SENT and nobody waits for it: cancel the dial (the next client dials anew) */
+      eng_count(&tc->e->ctr.dials_cancelled);
+      tconn_kill(tc, "no client waits for this connection");
+      return;
+    }
     /* nobody waits for it any more; let it finish the handshake and go idle in the pool */
     tc->idle_since = eng_now(tc->e);
   }
@@ -807,6 +860,8 @@ static int net_in(tconn *tc) {
     if (n > 0) {
       BIO_nwrite(tc->net, &p, (int)n);
       if (n < room && !tc->hup) tc->r = 0; /* emptied it (see data_read) */
+      tc->last_rx = tc->e->now;
+      tc->ping_sent = 0; /* any bytes from the peer show it is alive */
       return 1;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -814,9 +869,15 @@ static int net_in(tconn *tc) {
       tc->r = 0;
       return 0;
     }
+    if (n == 0) {
+      /* Not killed here: records read before the FIN (in the BIO pair or decrypted but not yet
+       * parsed) may end streams cleanly, and must reach nghttp2 first (the caller kills). */
+      tc->eof = 1;
+      tc->r = 0;
+      return 0;
+    }
     char why[96];
-    if (n == 0) snprintf(why, sizeof why, "peer closed the connection");
-    else snprintf(why, sizeof why, "read: %s", ambit_errno_name(errno));
+    snprintf(why, sizeof why, "read: %s", ambit_errno_name(errno));
     tconn_kill(tc, why);
     return -1;
   }
@@ -824,7 +885,7 @@ static int net_in(tconn *tc) {
 
 /* Encrypt and send what nghttp2 has, in batches of up to OUT_BATCH bytes per SSL_write. */
 void tconn_flush(tconn *tc) {
-  if (tc->dead || !tc->ready) return;
+  if (tc->dead || !tc->ready || tc->lingering) return;
   for (;;) {
     ebuf *b = &tc->out;
     if (b->len > b->off) {
@@ -892,7 +953,8 @@ void tconn_flush(tconn *tc) {
     tc->out.cap = 0;
   }
   if (!nghttp2_session_want_read(tc->h2) && !nghttp2_session_want_write(tc->h2)) {
-    tconn_kill(tc, "session finished");
+    if (!tc->client && tc->errors > tc->e->abuse_budget) tconn_linger(tc); /* its GOAWAY is out */
+    else tconn_kill(tc, "session finished");
     return;
   }
   if (tc->client && tc->goaway && tc->active == 0 && tc->waiting == NULL) {
@@ -912,8 +974,54 @@ static bool h2_feed(tconn *tc, size_t n) {
   snprintf(why, sizeof why, "http2: %s", nghttp2_strerror((int)rv));
   /* tell the peer why before going (GOAWAY is queued by nghttp2 for protocol errors) */
   tconn_flush(tc);
-  tconn_kill(tc, why);
+  if (!tc->lingering) tconn_kill(tc, why);
   return false;
+}
+
+/* How long a session closed for abuse keeps reading (and dropping) what its peer still sends. */
+#define LINGER_MS 2000
+
+/*
+ * A session closed for abuse: its GOAWAY is out; now FIN, and read and drop whatever the peer
+ * still sends until its FIN or LINGER_MS, and only then close. Closing at once with its bytes
+ * unread would send an RST, and the peer's TCP stack may drop the GOAWAY on the floor with it,
+ * so it would never learn why.
+ */
+static void tconn_linger(tconn *tc) {
+  if (tc->lingering || tc->dead) return;
+  engine *e = tc->e;
+  tc->lingering = 1;
+  char why[96];
+  snprintf(why, sizeof why, "hbone: session closed: too many protocol errors");
+  while (tc->flows) {
+    flow *f = tc->flows;
+    h2_detach(f);
+    if (!f->established) flow_fail(f, FAIL_LOST);
+    flow_abort(f, why);
+  }
+  shutdown(tc->fd, SHUT_WR);
+  tc->deadline = e->now + LINGER_MS;
+}
+
+/* Lingering: drop what arrives, a slice at a time; close at EOF or on an error. */
+static void linger_read(tconn *tc) {
+  engine *e = tc->e;
+  for (size_t got = 0; got < READ_SLICE;) {
+    ssize_t n = read(tc->fd, e->rbuf, sizeof e->rbuf);
+    if (n > 0) {
+      got += (size_t)n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return;
+    tconn_kill(tc, NULL);
+    return;
+  }
+  if (!tc->more) {
+    tc->more = 1;
+    tc->mnext = e->more;
+    e->more = tc;
+  }
 }
 
 /*
@@ -923,11 +1031,21 @@ static bool h2_feed(tconn *tc, size_t n) {
  */
 static void tconn_read(tconn *tc) {
   engine *e = tc->e;
-  size_t fill = 0;
+  size_t fill = 0, fed = 0;
   while (!tc->dead) {
     if (fill == sizeof e->tlsbuf) {
       if (!h2_feed(tc, fill)) return;
+      fed += fill;
       fill = 0;
+      if (fed >= READ_SLICE) {
+        /* this session had its turn: the rest of its input after the other events */
+        if (!tc->more) {
+          tc->more = 1;
+          tc->mnext = e->more;
+          e->more = tc;
+        }
+        return;
+      }
     }
     ERR_clear_error();
     int n = SSL_read(tc->ssl, e->tlsbuf + fill, (int)(sizeof e->tlsbuf - fill));
@@ -957,7 +1075,61 @@ static void tconn_read(tconn *tc) {
     tconn_kill(tc, why);
     return;
   }
-  if (fill > 0 && !tc->dead) h2_feed(tc, fill);
+  if (fill > 0 && !tc->dead && !h2_feed(tc, fill)) return;
+  /* The FIN came after everything above: streams those bytes ended are closed by now, and only
+   * the ones still open fail with it. What nghttp2 queued (a GOAWAY, say) goes out first. */
+  if (tc->eof && !tc->dead) {
+    tconn_flush(tc);
+    tconn_kill(tc, "peer closed the connection");
+  }
+}
+
+void tconn_more(tconn *tc) {
+  if (tc->lingering) {
+    linger_read(tc);
+    return;
+  }
+  tconn_read(tc);
+  if (!tc->dead) eng_dirty(tc);
+}
+
+/* Deadlines of one connection; from the engine's tick. */
+void tconn_tick(tconn *tc, uint64_t now) {
+  engine *e = tc->e;
+  if (tc->lingering) {
+    if (now >= tc->deadline) tconn_kill(tc, NULL);
+    return;
+  }
+  if (tc->handshaking || tc->await_ctx || tc->verifying) {
+    if (now >= tc->deadline) tconn_kill(tc, tc->tcp_connecting ? "connect: ETIMEDOUT" : "tls handshake timed out");
+    return;
+  }
+  if (!tc->ready || tc->h2 == NULL) return;
+  if (tc->client && tc->active == 0 && tc->queued == 0 && now - tc->idle_since >= e->idle_ms) {
+    tconn_retire(tc);
+    return;
+  }
+  if (!tc->client && tc->active == 0 && now - tc->idle_since >= 2ull * e->idle_ms) {
+    /* a session nobody uses: twice the clients' idle time, so a client normally leaves first */
+    tconn_retire(tc);
+    return;
+  }
+  if (e->ping_ms == 0 || tc->dead) return;
+  /* Keepalive: a PING once the peer was silent for ping_ms; any bytes from it clear the wait
+   * (net_in). No answer within ping_timeout_ms: the peer (or the path to it) is gone. */
+  if (tc->ping_sent != 0) {
+    if (now - tc->ping_sent < e->ping_timeout_ms) return;
+    eng_count(&e->ctr.dead_peers);
+    char why[96];
+    snprintf(why, sizeof why, "peer did not answer PING within %u ms", e->ping_timeout_ms);
+    eng_log(e, LOG_INFO, "hbone connection %s %s port %d: %s", tc->client ? "to" : "from", tc->rip, tc->rport, why);
+    tconn_kill(tc, why);
+    return;
+  }
+  if (now - tc->last_rx >= e->ping_ms && nghttp2_submit_ping(tc->h2, NGHTTP2_FLAG_NONE, NULL) == 0) {
+    tc->ping_sent = now;
+    eng_dirty(tc);
+  }
 }
 
 static void tconn_handshake(tconn *tc) {
@@ -984,6 +1156,7 @@ static void tconn_handshake(tconn *tc) {
     }
     if (err == SSL_ERROR_WANT_READ) {
       if (net_in(tc) > 0) continue;
+      if (tc->eof && !tc->dead) tconn_kill(tc, "peer closed the connection during the TLS handshake");
       return;
     }
     if (err == SSL_ERROR_WANT_WRITE) {
@@ -1013,6 +1186,10 @@ void tconn_event(tconn *tc, uint32_t ev) {
     tconn_handshake(tc);
     return;
   }
+  if (tc->lingering) {
+    if (tc->r) linger_read(tc);
+    return;
+  }
   tconn_read(tc);
   if (!tc->dead) eng_dirty(tc);
 }
@@ -1030,6 +1207,7 @@ tconn *pool_get(engine *e, listener *l, tlsctx *ctx, const char *key, const char
   bool connecting;
   int fd = eng_dial(l, ip, port, NULL, &connecting, why, cap);
   if (fd < 0) return NULL;
+  eng_user_timeout(e, fd);
   tconn *tc = tconn_new(e, l, fd, ctx, true);
   if (tc == NULL) {
     close(fd);

@@ -11,6 +11,7 @@
  *   verify(chain: Buffer[], roots, tag) -> the peer's SPIFFE id (throw to refuse)
  *   context(listenerId) -> the listener's current TLS context, or null (refuse)
  *   event(kind, flowId, fromApp, toApp, error?)    kind 1 established, 2 closed
+ *   log?(level, message)    the engine's log lines (1 debug, 2 info, 3 warn, 4 error); optional
  */
 #include "engine.h"
 
@@ -24,6 +25,16 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+/* A line to the agent's logger (the optional log callback); nothing goes to stderr from C. */
+static void log_line(engine *e, int level, const char *text) {
+  napi_value fn, recv, argv[2], result, exc;
+  if (e->cb_log == NULL || e->destroyed || napi_get_reference_value(e->env, e->cb_log, &fn) != napi_ok) return;
+  napi_get_undefined(e->env, &recv);
+  napi_create_int32(e->env, level, &argv[0]);
+  napi_create_string_utf8(e->env, text, NAPI_AUTO_LENGTH, &argv[1]);
+  if (napi_call_function(e->env, recv, fn, 2, argv, &result) != napi_ok) napi_get_and_clear_last_exception(e->env, &exc);
+}
+
 static void report_exception(engine *e, const char *where) {
   napi_value exc, str;
   char msg[512] = "unknown error";
@@ -31,7 +42,9 @@ static void report_exception(engine *e, const char *where) {
   if (napi_get_and_clear_last_exception(e->env, &exc) == napi_ok && napi_coerce_to_string(e->env, exc, &str) == napi_ok) {
     napi_get_value_string_utf8(e->env, str, msg, sizeof msg, &n);
   }
-  fprintf(stderr, "ambit engine: %s callback threw: %s\n", where, msg);
+  char line[600];
+  snprintf(line, sizeof line, "%s callback threw: %s", where, msg);
+  log_line(e, LOG_ERROR, line);
 }
 
 static bool call(engine *e, napi_ref ref, const char *where, size_t argc, napi_value *argv, napi_value *result) {
@@ -253,6 +266,9 @@ static jcmd *handle(engine *e, jmsg *m) {
       call(e, e->cb_event, "event", 5, argv, &result);
       return NULL;
     }
+    case J_LOG:
+      log_line(e, m->kind, m->s[0] ? m->s[0] : "");
+      return NULL;
   }
   return NULL;
 }
@@ -359,6 +375,20 @@ static bool req_int(napi_env env, napi_value obj, const char *fn, const char *na
   return ambit_arg_int(env, v, fn, field, min, max, out);
 }
 
+/* An optional callback: absent (NULL ref) or a function. */
+static bool get_opt_fn(napi_env env, napi_value obj, const char *name, napi_ref *out) {
+  napi_value v;
+  napi_valuetype t = napi_undefined;
+  *out = NULL;
+  if (napi_get_named_property(env, obj, name, &v) == napi_ok) napi_typeof(env, v, &t);
+  if (t == napi_undefined || t == napi_null) return true;
+  if (t != napi_function) {
+    ambit_type_error(env, "engineCreate", name, "must be a function");
+    return false;
+  }
+  return napi_create_reference(env, v, 1, out) == napi_ok;
+}
+
 /* engineCreate(callbacks, opts) */
 static napi_value js_create(napi_env env, napi_callback_info info) {
   static const char *fn = "engineCreate";
@@ -374,6 +404,18 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   if (!req_int(env, argv[1], fn, "streamWindow", 65535, (1u << 31) - 1, &window)) return NULL;
   if (!req_int(env, argv[1], fn, "connectionWindow", 65535, (1u << 31) - 1, &conn_window)) return NULL;
   if (!req_int(env, argv[1], fn, "maxFrameSize", 16384, (1 << 24) - 1, &max_frame)) return NULL;
+  /* dead peers, idle and abusive ones, the fd reserve (same table) */
+  int64_t ping_ms, ping_timeout_ms, ka_idle_ms, ka_intvl_ms, ka_cnt, user_timeout_ms, flow_idle_ms, half_closed_ms, budget, fd_reserve;
+  if (!req_int(env, argv[1], fn, "pingIntervalMs", 0, 86400000, &ping_ms)) return NULL;
+  if (!req_int(env, argv[1], fn, "pingTimeoutMs", 1, 600000, &ping_timeout_ms)) return NULL;
+  if (!req_int(env, argv[1], fn, "tcpKeepaliveIdleMs", 0, 86400000, &ka_idle_ms)) return NULL;
+  if (!req_int(env, argv[1], fn, "tcpKeepaliveIntervalMs", 1000, 3600000, &ka_intvl_ms)) return NULL;
+  if (!req_int(env, argv[1], fn, "tcpKeepaliveProbes", 1, 127, &ka_cnt)) return NULL;
+  if (!req_int(env, argv[1], fn, "tcpUserTimeoutMs", 0, 86400000, &user_timeout_ms)) return NULL;
+  if (!req_int(env, argv[1], fn, "flowIdleMs", 0, 7 * 86400000LL, &flow_idle_ms)) return NULL;
+  if (!req_int(env, argv[1], fn, "halfClosedMs", 0, 86400000, &half_closed_ms)) return NULL;
+  if (!req_int(env, argv[1], fn, "abuseBudget", 1, 1000000, &budget)) return NULL;
+  if (!req_int(env, argv[1], fn, "fdReserve", 0, 1 << 20, &fd_reserve)) return NULL;
   engine *e = calloc(1, sizeof *e);
   if (e == NULL) {
     napi_throw_error(env, "AMBIT_BUG", "engineCreate: out of memory");
@@ -383,7 +425,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   e->epfd = e->wakefd = -1;
   if (!get_fn(env, argv[0], "outbound", &e->cb_outbound) || !get_fn(env, argv[0], "inbound", &e->cb_inbound) ||
       !get_fn(env, argv[0], "verify", &e->cb_verify) || !get_fn(env, argv[0], "context", &e->cb_context) ||
-      !get_fn(env, argv[0], "event", &e->cb_event)) {
+      !get_fn(env, argv[0], "event", &e->cb_event) || !get_opt_fn(env, argv[0], "log", &e->cb_log)) {
     free(e); /* a few references leak with the throw; engineCreate is called once per agent */
     return NULL;
   }
@@ -395,6 +437,25 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   e->window = (uint32_t)window;
   e->conn_window = (uint32_t)conn_window;
   e->max_frame = (uint32_t)max_frame;
+  e->ping_ms = (uint32_t)ping_ms;
+  e->ping_timeout_ms = (uint32_t)ping_timeout_ms;
+  /* the kernel counts keepalive in whole seconds */
+  e->ka_idle_s = (uint32_t)((ka_idle_ms + 999) / 1000);
+  e->ka_intvl_s = (uint32_t)((ka_intvl_ms + 999) / 1000);
+  e->ka_cnt = (uint32_t)ka_cnt;
+  e->user_timeout_ms = (uint32_t)user_timeout_ms;
+  e->flow_idle_ms = (uint32_t)flow_idle_ms;
+  e->half_closed_ms = (uint32_t)half_closed_ms;
+  e->abuse_budget = (uint32_t)budget;
+  e->fd_reserve = (uint32_t)fd_reserve;
+  /* keepalive and flow limits are checked at a quarter of the shortest (10 ms .. 1 s); the connect
+   * and handshake deadlines keep the 1 s tick (they are minimums, not promises of speed) */
+  uint32_t tick = 1000;
+  uint32_t spans[] = {e->ping_ms, e->ping_timeout_ms, e->flow_idle_ms, e->half_closed_ms};
+  for (size_t i = 0; i < sizeof spans / sizeof spans[0]; i++) {
+    if (spans[i] > 0 && spans[i] / 4 < tick) tick = spans[i] / 4;
+  }
+  e->tick_ms = tick < 10 ? 10 : tick;
   napi_value name;
   napi_create_string_utf8(env, "ambit.engine", NAPI_AUTO_LENGTH, &name);
   uv_loop_t *loop = NULL;
@@ -712,6 +773,25 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, out, "tunnels", v);
   napi_create_uint32(env, __atomic_load_n(&e->nlisteners, __ATOMIC_RELAXED), &v);
   napi_set_named_property(env, out, "listeners", v);
+  struct {
+    const char *name;
+    uint32_t *p;
+  } counters[] = {
+      {"starved", &e->nstarved},
+      {"acceptEmfile", &e->ctr.accept_emfile},
+      {"acceptEnfile", &e->ctr.accept_enfile},
+      {"acceptEnobufs", &e->ctr.accept_enobufs},
+      {"acceptEnomem", &e->ctr.accept_enomem},
+      {"deadPeers", &e->ctr.dead_peers},
+      {"abusiveSessions", &e->ctr.abusive},
+      {"idleClosed", &e->ctr.idle_closed},
+      {"halfClosed", &e->ctr.half_closed},
+      {"dialsCancelled", &e->ctr.dials_cancelled},
+  };
+  for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++) {
+    napi_create_uint32(env, __atomic_load_n(counters[i].p, __ATOMIC_RELAXED), &v);
+    napi_set_named_property(env, out, counters[i].name, v);
+  }
   return out;
 }
 
@@ -755,6 +835,7 @@ static napi_value js_destroy(napi_env env, napi_callback_info info) {
   napi_delete_reference(env, e->cb_verify);
   napi_delete_reference(env, e->cb_context);
   napi_delete_reference(env, e->cb_event);
+  if (e->cb_log) napi_delete_reference(env, e->cb_log);
   napi_async_destroy(env, e->actx);
   uv_close((uv_handle_t *)&e->async, on_async_closed);
   return NULL;

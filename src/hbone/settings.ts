@@ -37,6 +37,47 @@ export interface HboneSettings {
   handshakeTimeoutMs: number;
   /** TCP connect to an HBONE peer or to the app, ms */
   connectTimeoutMs: number;
+  /**
+   * HTTP/2 keepalive on every HBONE connection, client and server side: a PING once the peer sent
+   * nothing for this long, ms; 0 disables keepalive PINGs
+   */
+  pingIntervalMs: number;
+  /**
+   * the dead-peer deadline: a PING with no answer (nor any other byte) this long closes the
+   * connection and resets its flows, ms. A dead peer is found within pingIntervalMs + pingTimeoutMs.
+   */
+  pingTimeoutMs: number;
+  /** TCP keepalive on every socket the engine owns: first probe after this idle time, ms (whole seconds); 0 disables */
+  tcpKeepaliveIdleMs: number;
+  /** TCP keepalive: between probes, ms (whole seconds, at least 1 s) */
+  tcpKeepaliveIntervalMs: number;
+  /** TCP keepalive: unanswered probes before the connection fails */
+  tcpKeepaliveProbes: number;
+  /**
+   * TCP_USER_TIMEOUT on sockets to other hosts (HBONE tunnels, passthrough upstreams): sent data or
+   * a probe unacknowledged this long fails the connection, ms; 0 keeps the kernel's (~15 min of
+   * retransmissions). Not on sockets to the pod's own app: Linux counts a receive window that stays
+   * closed against it, so it would cut an app that pauses reading.
+   */
+  tcpUserTimeoutMs: number;
+  /** a flow (CONNECT stream or relayed connection) with no byte moved either way this long is reset, ms; 0 disables */
+  flowIdleMs: number;
+  /**
+   * a flow one side of which has ended (FIN / END_STREAM) is reset after this long without a byte
+   * moved, ms; 0 disables. A client that never ends its half cannot keep the other side's socket
+   * in CLOSE-WAIT.
+   */
+  halfClosedMs: number;
+  /**
+   * protocol errors one HBONE server session may cause (streams reset for over-limit headers,
+   * invalid frames, requests other than CONNECT) before it is closed with GOAWAY ENHANCE_YOUR_CALM
+   */
+  abuseBudget: number;
+  /**
+   * fds under the soft RLIMIT_NOFILE that the engine's accepts leave to the rest of the process
+   * (readiness, admin, control plane); 0 disables
+   */
+  fdReserve: number;
 }
 
 export const HBONE_SETTINGS: Readonly<HboneSettings> = Object.freeze({
@@ -51,6 +92,19 @@ export const HBONE_SETTINGS: Readonly<HboneSettings> = Object.freeze({
   idleMs: 60_000,
   handshakeTimeoutMs: 10_000,
   connectTimeoutMs: 10_000,
+  // ztunnel's figures: PING every 10 s of silence, dead without an answer within 20 s
+  pingIntervalMs: 10_000,
+  pingTimeoutMs: 20_000,
+  tcpKeepaliveIdleMs: 60_000,
+  tcpKeepaliveIntervalMs: 10_000,
+  tcpKeepaliveProbes: 3,
+  tcpUserTimeoutMs: 30_000,
+  // Istio's TCP idleTimeout
+  flowIdleMs: 3_600_000,
+  // as the kernel's FIN-WAIT-2 timeout (tcp_fin_timeout)
+  halfClosedMs: 60_000,
+  abuseBudget: 20,
+  fdReserve: 64,
 });
 
 /** The engine's creation options: the table, with the caller's overrides (undefined ones ignored). */

@@ -18,6 +18,7 @@ export interface RawAddon {
   setMark(fd: number, mark: number): void;
   setTransparent(fd: number): void;
   closeFd(fd: number): void;
+  raiseFdLimit(): { soft: number; hard: number; before: number };
   recvWithFds(fd: number, maxBytes: number, maxFds: number, timeoutMs: number): Promise<{ data: Buffer; fds: number[] } | null>;
   sendWithFds(fd: number, data: Buffer, fds: number[]): void;
   unixConnect(path: string, kind?: string): number;

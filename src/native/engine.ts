@@ -76,7 +76,12 @@ export interface EngineCallbacks {
   context(listenerId: number): EngineTls | null;
   /** kind 1: the flow is established; kind 2: it closed. Bytes are the app side's. */
   event(kind: 1 | 2, flowId: number, fromApp: number, toApp: number, error: string | undefined): void;
+  /** The engine's own log lines (a back-off, a closed abusive session, a dead peer): level 1 debug, 2 info, 3 warn, 4 error. */
+  log?(level: EngineLogLevel, message: string): void;
 }
+
+/** 1 debug, 2 info, 3 warn, 4 error */
+export type EngineLogLevel = 1 | 2 | 3 | 4;
 
 /**
  * The HBONE settings the engine runs with, every one required: the table and its documentation
@@ -99,6 +104,26 @@ export interface EngineOptions {
   connectionWindow: number;
   /** SETTINGS_MAX_FRAME_SIZE announced and the largest DATA frame sent, bytes */
   maxFrameSize: number;
+  /** HTTP/2 PING after this much silence from the peer, ms; 0 disables keepalive PINGs */
+  pingIntervalMs: number;
+  /** a PING unanswered (no byte at all) this long closes the connection and resets its flows, ms */
+  pingTimeoutMs: number;
+  /** TCP keepalive on every engine socket: first probe after this idle time, ms (whole seconds); 0 disables */
+  tcpKeepaliveIdleMs: number;
+  /** TCP keepalive: between probes, ms (whole seconds, >= 1 s) */
+  tcpKeepaliveIntervalMs: number;
+  /** TCP keepalive: unanswered probes before the connection fails */
+  tcpKeepaliveProbes: number;
+  /** TCP_USER_TIMEOUT on sockets to other hosts (tunnels, passthrough upstreams), ms; 0 keeps the kernel's */
+  tcpUserTimeoutMs: number;
+  /** a flow with no byte moved either way this long is reset, ms; 0 disables */
+  flowIdleMs: number;
+  /** a flow one side of which ended is reset after this long without a byte moved, ms; 0 disables */
+  halfClosedMs: number;
+  /** protocol errors one HBONE server session may cause before GOAWAY (ENHANCE_YOUR_CALM) */
+  abuseBudget: number;
+  /** fds under the soft RLIMIT_NOFILE that accepts leave to the rest of the process; 0 disables */
+  fdReserve: number;
 }
 
 export interface EngineListenOptions {
@@ -109,7 +134,33 @@ export interface EngineListenOptions {
   tag?: string;
 }
 
-export interface EngineStats { flows: number; tunnels: number; listeners: number }
+export interface EngineStats {
+  flows: number;
+  tunnels: number;
+  listeners: number;
+  /** listeners whose accept currently fails for want of fds or memory (backing off) */
+  starved: number;
+  /** failed accepts by cause, since the engine started */
+  acceptEmfile: number;
+  acceptEnfile: number;
+  acceptEnobufs: number;
+  acceptEnomem: number;
+  /** HBONE connections closed because the peer did not answer PING in time */
+  deadPeers: number;
+  /** HBONE sessions closed with GOAWAY for protocol errors over the budget */
+  abusiveSessions: number;
+  /** flows reset at the idle limit */
+  idleClosed: number;
+  /** flows reset at the half-closed limit */
+  halfClosed: number;
+  /** dials dropped because their client went away */
+  dialsCancelled: number;
+}
+
+const NO_STATS: EngineStats = {
+  flows: 0, tunnels: 0, listeners: 0, starved: 0, acceptEmfile: 0, acceptEnfile: 0, acceptEnobufs: 0, acceptEnomem: 0,
+  deadPeers: 0, abusiveSessions: 0, idleClosed: 0, halfClosed: 0, dialsCancelled: 0,
+};
 
 interface RawEngineAddon {
   engineCreate(cb: EngineCallbacks, o: EngineOptions): object;
@@ -194,7 +245,7 @@ export class Engine {
   }
 
   stats(): EngineStats {
-    return this.#destroyed ? { flows: 0, tunnels: 0, listeners: 0 } : this.#raw.engineStats(this.#e);
+    return this.#destroyed ? { ...NO_STATS } : this.#raw.engineStats(this.#e);
   }
 
   /** Cut everything without events. */

@@ -17,7 +17,7 @@ import { wrapNative } from './errors.js';
 export { SyscallError, isSyscallError } from './errors.js';
 export { nativeAvailable } from './addon.js';
 export {
-  Engine, FAIL, LINK, type EngineCallbacks, type EngineOptions, type EngineListenOptions, type EngineStats, type EngineTls, type InboundTarget,
+  Engine, FAIL, LINK, type EngineCallbacks, type EngineLogLevel, type EngineOptions, type EngineListenOptions, type EngineStats, type EngineTls, type InboundTarget,
   type OutboundPlan, type EngineLink, type InboundAdopt, type LinkState, type HbonePlan,
 } from './engine.js';
 
@@ -259,6 +259,14 @@ export function isNetnsFd(fd: number): boolean {
 }
 
 /** close(2) an fd this process owns (one from this module, or received). Refuses 0..2. */
+/** The open-file limit (RLIMIT_NOFILE) after raiseFdLimit: -1 means unlimited. */
+export interface FdLimit { soft: number; hard: number; before: number }
+
+/** Raise the soft open-file limit to the hard one (setrlimit; Node has none). Throws AMBIT_SYSCALL. */
+export function raiseFdLimit(): FdLimit {
+  return call('raiseFdLimit', 'RLIMIT_NOFILE', () => addon().raiseFdLimit());
+}
+
 export function closeFd(fd: number): void {
   checkInt('closeFd', 'fd', fd, 3, 0x7fff_ffff);
   call('closeFd', `fd ${fd}`, () => addon().closeFd(fd));

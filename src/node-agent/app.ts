@@ -11,6 +11,7 @@ import { errorMessage, logger, MeshError } from '../core/index.js';
 import { CertManager, spiffeUri, type CertBundle, type Identity } from '../identity/index.js';
 import { Snapshot } from '../model/index.js';
 import * as realNative from '../native/index.js';
+import type { EngineOptions } from '../native/index.js';
 import { XdsClient, type TokenSource } from '../xds/index.js';
 import { closeHttp, serveHttp } from './admin/admin.js';
 import { applyCapture, removeCapture, type CapturePorts } from './enrol/capture.js';
@@ -106,6 +107,8 @@ export interface AgentOptions {
   /** netns paths to scan for running pods; default /var/run/netns/* and /proc/<pid>/ns/net */
   netnsCandidates?: () => Promise<string[]>;
   random?: () => number;
+  /** the native engine's limits and deadlines (keepalive, idle, abuse budget; defaults in EngineOptions) */
+  engineOptions?: EngineOptions;
 }
 
 export interface EnrollRequest {
@@ -161,7 +164,7 @@ export function createAgent(o: AgentOptions): Agent {
   const telemetry = new AgentTelemetry();
   const connections = new ConnectionRegistry();
   // the addon's engine carries every 15001/15008 connection (HBONE is never terminated in Node)
-  const engine = new AgentEngine({ telemetry, connections, engine: { ...(o.connectTimeoutMs ? { connectTimeoutMs: o.connectTimeoutMs } : {}) } });
+  const engine = new AgentEngine({ telemetry, connections, engine: { ...o.engineOptions, ...(o.connectTimeoutMs ? { connectTimeoutMs: o.connectTimeoutMs } : {}) } });
   const socketPath = join(o.stateDir, 'agent.sock');
   const candidates = o.netnsCandidates ?? defaultNetnsCandidates;
   const selfNetns = netnsIdOf('/proc/self/ns/net');
@@ -250,6 +253,8 @@ export function createAgent(o: AgentOptions): Agent {
 
   const isReady = (): boolean => {
     if (!controlReady || !synced || !started || stopping) return false;
+    // a pod listener that cannot accept (out of fds or memory) until the engine's back-off ends
+    if (engine.starved() > 0) return false;
     for (const e of enrolment.enrolled.values()) if (!e.proxy.listening) return false;
     return true;
   };

@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { MeshError, enableTrace, errorMessage, logger, setLogLevel, type Level } from '../core/index.js';
+import { raiseFdLimit } from '../native/index.js';
 import { checkToken, tokenFromFile } from '../xds/index.js';
 import { createAgent, type Agent, type AgentOptions } from './app.js';
 
@@ -82,6 +83,13 @@ export async function runAgent(env: Readonly<Record<string, string | undefined>>
   if (env.AMBIT_LOG_LEVEL) setLogLevel(env.AMBIT_LOG_LEVEL as Level);
   if (env.AMBIT_TRACE) enableTrace(env.AMBIT_TRACE);
   const settings = agentSettings(env, flags);
+  // Every pod costs fds (listeners, connections, a socket pool): use all the hard limit allows.
+  try {
+    const l = raiseFdLimit();
+    log.info('open-file limit', { soft: l.soft, hard: l.hard, before: l.before });
+  } catch (e) {
+    log.warn('cannot raise the open-file limit', { error: errorMessage(e) });
+  }
   const agent: Agent = createAgent(settings);
   let stopped: Promise<void> | undefined;
   const drain = (signal: string) => {

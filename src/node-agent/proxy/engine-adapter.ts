@@ -6,10 +6,11 @@
  * src/hbone's rule (verifyEnginePeer: SPIFFE rules + trust domain / expected identity), as the
  * waypoint's.
  */
-import { errorMessage, logger } from '../../core/index.js';
+import { Counter, Gauge } from 'prom-client';
+import { errorMessage, logger, type Level } from '../../core/index.js';
 import { clientTag, engineOptions, serverTag, verifyEnginePeer, type HboneSettings } from '../../hbone/index.js';
 import type { CertBundle } from '../../identity/index.js';
-import { Engine, type EngineTls, type InboundTarget, type OutboundPlan } from '../../native/index.js';
+import { Engine, type EngineStats, type EngineTls, type InboundTarget, type OutboundPlan } from '../../native/index.js';
 import type { ConnectionRegistry, TrackedConnection } from './connections.js';
 import type { NetnsHandle } from '../deps.js';
 import type { SourceIdentity } from '../../policy/index.js';
@@ -17,6 +18,19 @@ import { formatAddr } from './route.js';
 import { connectionLabels, type AgentTelemetry, type ConnectionDescription, type ConnectionLabels, type ResponseFlag } from '../admin/telemetry.js';
 
 const log = logger('node-agent.engine');
+/** the engine's log levels (1..4) as the logger's */
+const LEVELS: readonly Level[] = ['debug', 'info', 'warn', 'error'];
+
+/** Engine counters exported as Prometheus counters: [metric, help, labels -> stats field]. */
+const ENGINE_COUNTERS: ReadonlyArray<[string, string, ReadonlyArray<[Record<string, string>, keyof EngineStats]>]> = [
+  ['ambit_engine_accept_failures_total', 'Failed accepts on pod listeners, by the limit that was hit', [
+    [{ reason: 'EMFILE' }, 'acceptEmfile'], [{ reason: 'ENFILE' }, 'acceptEnfile'], [{ reason: 'ENOBUFS' }, 'acceptEnobufs'], [{ reason: 'ENOMEM' }, 'acceptEnomem'],
+  ]],
+  ['ambit_engine_connections_closed_total', 'HBONE sessions and flows the engine closed itself, by cause', [
+    [{ cause: 'dead_peer' }, 'deadPeers'], [{ cause: 'abusive_session' }, 'abusiveSessions'], [{ cause: 'idle' }, 'idleClosed'],
+    [{ cause: 'half_closed' }, 'halfClosed'], [{ cause: 'dial_cancelled' }, 'dialsCancelled'],
+  ]],
+];
 
 export type { EngineTls, InboundTarget, OutboundPlan };
 
@@ -98,8 +112,35 @@ export class AgentEngine {
       verify: (chain, roots, tag) => verifyPeer(chain, roots, tag),
       context: (lid) => this.#hbone.get(lid)?.context() ?? null,
       event: (kind, fid, fromApp, toApp, error) => this.#event(kind, fid, fromApp, toApp, error),
+      log: (level, message) => { log[LEVELS[level - 1] ?? 'warn'](message); },
     }, engineOptions(o.engine));
+    this.#metrics(o.telemetry);
   }
+
+  /** The engine's counters on the agent's registry, read at scrape time (no per-event cost). */
+  #metrics(telemetry: AgentTelemetry): void {
+    const registers = [telemetry.registry];
+    const stats = (): EngineStats => this.#engine.stats();
+    for (const [name, help, series] of ENGINE_COUNTERS) {
+      const labelNames = Object.keys(series[0]![0]);
+      new Counter({
+        name, help, labelNames, registers,
+        collect() {
+          // the engine's totals as they are (it only counts up): reset and set, no per-event cost
+          const s = stats();
+          this.reset();
+          for (const [labels, field] of series) this.inc(labels, s[field]);
+        },
+      });
+    }
+    new Gauge({
+      name: 'ambit_engine_listeners_starved', help: 'Pod listeners that cannot accept (out of fds or memory; the agent reports not ready)', registers,
+      collect() { this.set(stats().starved); },
+    });
+  }
+
+  /** Listeners that cannot accept now (out of fds or memory): the agent is not ready meanwhile. */
+  starved(): number { return this.#engine.stats().starved; }
 
   /** The engine's TLS context for a certificate bundle (one per bundle: rotation makes a new one). */
   tls(b: CertBundle): EngineTls {
@@ -137,7 +178,7 @@ export class AgentEngine {
 
   closeFlows(listenerId: number, reason: string): void { this.#engine.closeFlows(listenerId, reason); }
 
-  stats(): { flows: number; tunnels: number; listeners: number } { return this.#engine.stats(); }
+  stats(): EngineStats { return this.#engine.stats(); }
 
   destroy(): void {
     this.#engine.destroy();
