@@ -43,10 +43,21 @@ function findAddon(): string | undefined {
 let cached: RawAddon | undefined;
 let loadError: Error | undefined;
 
+/**
+ * `AMBIT_NATIVE_ADDON` names another build of the addon (the sanitizer build of `npm run sanitize`).
+ * Read here, not passed in by an entry point: the addon is one per process and is loaded before
+ * any program's config exists (tests load it directly).
+ */
+function addonPath(): string | undefined {
+  // eslint-disable-next-line no-restricted-properties -- see addonPath's comment
+  const override = process.env['AMBIT_NATIVE_ADDON'];
+  return override !== undefined && override !== '' ? override : findAddon();
+}
+
 export function addon(): RawAddon {
   if (cached) return cached;
   if (!loadError) {
-    const path = findAddon();
+    const path = addonPath();
     if (path === undefined) {
       loadError = new MeshError('AMBIT_NATIVE_UNAVAILABLE',
         `native addon: ${RELATIVE} not found; build it with \`npm run install\` (node-gyp rebuild --directory native)`);
