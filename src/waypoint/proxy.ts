@@ -20,7 +20,7 @@ import {
   DEFAULT_HEADER_LIMITS, forwardableRequestHeaders, forwardableResponseHeaders, getHeader, headerListTooLarge, removeHeader, setHeader, toOutgoing,
   upgradeOf, type HeaderLimits, type HeaderList,
 } from './headers.js';
-import { attemptTimeoutMs, grpcTimeoutMs, retryBackoffMs, shouldRetry, type AttemptOutcome } from './l7/index.js';
+import { attemptTimeoutMs, ClusterTable, grpcTimeoutMs, retryBackoffMs, shouldRetry, type AttemptOutcome, type Cluster } from './l7/index.js';
 import { planRequest, planTcp, type ForwardPlan, type LocalReply, type RequestFacts, type RequestPlan } from './router.js';
 import { requestLabels, type WaypointTelemetry } from './telemetry.js';
 import { propagateTrace, type TraceIds } from './trace.js';
@@ -140,8 +140,8 @@ export class HttpProxy {
   readonly #conns = new WeakMap<object, Conn>();
   readonly #open = new Set<Duplex>();
   #pendingH2: Conn | undefined;
-  /** round-robin cursor per cluster */
-  readonly #rr = new Map<string, number>();
+  /** load balancers, pool limits and outlier detection per backend (Service, subset, port) */
+  readonly #clusters = new ClusterTable<Workload>();
   #draining = false;
 
   constructor(d: ProxyDeps) {
@@ -299,6 +299,10 @@ export class HttpProxy {
     down.pause();
     down.once('end', () => { body.complete = true; });
 
+    const cl = this.#clusterOf(plan);
+    const admitted = cl.admit(ex.h2 || ex.grpc ? 'http2' : 'http1');
+    if ('kind' in admitted) { this.#local(ex, { kind: 'respond', status: admitted.status, flags: admitted.flag, details: admitted.details, ...(admitted.body !== undefined ? { body: admitted.body } : {}) }); return; }
+    ex.res.once('close', () => admitted.release());
     const maxAttempts = 1 + (retries?.attempts ?? 0);
     let last: AttemptOutcome | undefined;
     const tried = new Set<string>();
@@ -311,14 +315,17 @@ export class HttpProxy {
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
         if (ex.done) return;
       }
-      const ep = this.#pick(plan, tried);
-      if (!ep) { this.#local(ex, { kind: 'respond', status: 503, flags: 'UH', details: 'no_healthy_upstream', body: 'no healthy upstream' }); return; }
+      const picked = cl.pick(Date.now(), this.#random, { exclude: tried });
+      if ('kind' in picked) { this.#local(ex, { kind: 'respond', status: 503, flags: picked.flag, details: picked.details, body: 'no healthy upstream' }); return; }
+      const ep = picked;
       tried.add(ep.uid);
       ex.attempts = i + 1;
       ex.destination = ep;
       const tryMs = attemptTimeoutMs(timeoutMs, retries, ex.start, Date.now());
       if (tryMs === 0) break;
+      cl.started(ep);
       const outcome = await this.#attempt(ex, plan, ep, path, authority, headers, body, i === 0 ? down : undefined, tryMs, retries !== undefined && i + 1 < maxAttempts, deadline);
+      cl.finished(ep, outcome === 'committed' ? { kind: 'response', status: ex.status > 0 ? ex.status : 502 } : outcome, Date.now());
       if (outcome === 'committed') return;
       last = outcome;
       if (!shouldRetry(retries, i + 1, outcome)) break;
@@ -341,15 +348,16 @@ export class HttpProxy {
     }
   }
 
-  /** Round robin over the plan's endpoints, avoiding ones already tried when others remain. */
-  #pick(plan: ForwardPlan, tried: ReadonlySet<string>): Workload | undefined {
-    const eps = plan.endpoints;
-    if (eps.length === 0) return undefined;
-    const fresh = eps.filter((w) => !tried.has(w.uid));
-    const from = fresh.length > 0 ? fresh : eps;
-    const n = this.#rr.get(plan.cluster) ?? Math.floor(this.#random() * 1_000_000);
-    this.#rr.set(plan.cluster, (n + 1) % 1_000_000_007);
-    return from[n % from.length];
+  /** The backend's cluster state (the plan's endpoints are already narrowed to its subset). */
+  #clusterOf(plan: ForwardPlan): Cluster<Workload> {
+    const dest = plan.trafficPolicy ? { origin: { kind: 'DestinationRule' as const, namespace: plan.service.namespace, name: plan.cluster, rule: 0 }, trafficPolicy: plan.trafficPolicy, subsets: [] } : undefined;
+    return this.#clusters.cluster({ service: plan.cluster, host: plan.service.hostname, port: plan.targetPort }, dest, plan.endpoints);
+  }
+
+  /** One endpoint for a connection-level use (Upgrade, TCP): the cluster's load balancer. */
+  #pick(plan: ForwardPlan): Workload | undefined {
+    const p = this.#clusterOf(plan).pick(Date.now(), this.#random);
+    return 'kind' in p ? undefined : p;
   }
 
   #target(plan: ForwardPlan, ep: Workload): OutboundTarget {
@@ -520,7 +528,7 @@ export class HttpProxy {
       finish(plan.status, plan.flags, undefined, undefined);
       return;
     }
-    const ep = this.#pick(plan, new Set());
+    const ep = this.#pick(plan);
     if (!ep) { socket.end('HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n'); finish(503, 'UH', undefined, undefined); return; }
     const target = this.#target(plan, ep);
     let upstream: Duplex;
@@ -565,7 +573,7 @@ export class HttpProxy {
       stream.destroy();
       return;
     }
-    const ep = this.#pick(plan, new Set());
+    const ep = this.#pick(plan);
     if (!ep) { stream.destroy(); return; }
     const target = this.#target(plan, ep);
     stream.pause();

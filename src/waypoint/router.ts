@@ -5,7 +5,7 @@
  */
 import type { Service, ServicePort, Snapshot, Workload } from '../model/index.js';
 import { serviceKey } from '../model/index.js';
-import type { HeaderModifier, RetryPolicy, ServiceL7 } from '../model/l7.js';
+import type { HeaderModifier, RetryPolicy, ServiceL7, TrafficPolicy } from '../model/l7.js';
 import type { Binding } from './bindings.js';
 import type { HeaderList } from './headers.js';
 import { authorizeL7, planRoute, prepareRequest, selectRoute, type RequestFacts as L7Facts, type RequestPlan as L7Plan } from './l7/index.js';
@@ -55,6 +55,8 @@ export interface ForwardPlan {
   readonly responseHeaders: readonly HeaderModifier[];
   readonly routeName?: string;
   readonly delayMs?: number;
+  /** the DestinationRule's policy for this backend (subset merged): load balancer, pool limits, outlier detection */
+  readonly trafficPolicy?: TrafficPolicy;
 }
 
 export type RequestPlan = LocalReply | ForwardPlan;
@@ -128,10 +130,13 @@ export function planRequest(snap: Snapshot, b: Binding, l7: (key: string) => Ser
   const bport = backend.ports.find((p) => p.port === plan.backend.port);
   if (!bport) return reply(500, '', 'backend_port_unknown', `service ${plan.backend.host} has no port ${plan.backend.port}\n`);
   let labels: Readonly<Record<string, string>> | undefined;
+  const destination = l7(plan.backend.service)?.destination;
+  let trafficPolicy = destination?.trafficPolicy;
   if (plan.backend.subset !== undefined) {
-    const subset = l7(plan.backend.service)?.destination?.subsets.find((s) => s.name === plan.backend.subset);
-    if (!subset) return reply(503, 'NR', 'subset_not_found', `no subset ${plan.backend.subset} of ${plan.backend.host}\n`);
+    const subset = destination?.subsets.find((s) => s.name === plan.backend.subset);
+    if (!subset) return reply(503, 'UH', 'subset_not_found', `no subset ${plan.backend.subset} of ${plan.backend.host}\n`);
     labels = subset.labels;
+    trafficPolicy = subset.trafficPolicy;
   }
   // workload-addressed traffic stays on the addressed pod when the route keeps the same Service
   const endpoints = b.kind === 'workload' && plan.backend.service === key ? [b.workload] : endpointsOf(snap, backend, labels);
@@ -143,6 +148,7 @@ export function planRequest(snap: Snapshot, b: Binding, l7: (key: string) => Ser
     path: plan.path, authority: plan.authority, requestHeaders: plan.requestHeaders, responseHeaders: plan.responseHeaders,
     ...(plan.timeoutMs !== undefined ? { timeoutMs: plan.timeoutMs } : {}), ...(plan.retry ? { retries: plan.retry } : {}),
     ...(rn ? { routeName: rn } : {}), ...(plan.delayMs !== undefined ? { delayMs: plan.delayMs } : {}),
+    ...(trafficPolicy ? { trafficPolicy } : {}),
   };
 }
 
