@@ -4,14 +4,14 @@
  * table and a summary of targets; the exit code is 1 when a target was missed or a suite failed.
  * Suites write their own bench/results/<name>.json.
  *
- *   npm run bench [-- [--suite l4,l7 | l4 l7] [--quick] [--soak-seconds N]]
+ *   npm run bench [-- [--suite l4,l7 | l4 l7] [--quick] [--soak-seconds N] [--profile DIR]]
  *
  * `--suite` (repeatable, comma lists) or bare names pick suites; `--quick` asks suites for a
  * smoke run; `--soak-seconds` sets the soak step's length.
  */
 import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { BenchSuite, SuiteReport } from './common/suite.js';
 
@@ -34,10 +34,11 @@ function isSuite(x: unknown): x is BenchSuite {
 }
 
 /** The command line: suite names, --quick, --soak-seconds N. Throws on anything else. */
-export function parseArgs(args: readonly string[]): { wanted: string[]; quick: boolean; soakSeconds?: number } {
+export function parseArgs(args: readonly string[]): { wanted: string[]; quick: boolean; soakSeconds?: number; profileDir?: string } {
   const wanted: string[] = [];
   let quick = false;
   let soakSeconds: number | undefined;
+  let profileDir: string | undefined;
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     const [flag, inline] = a.startsWith('--') && a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
@@ -52,14 +53,15 @@ export function parseArgs(args: readonly string[]): { wanted: string[]; quick: b
       const v = value();
       soakSeconds = Number(v);
       if (!Number.isInteger(soakSeconds) || soakSeconds < 10 || soakSeconds > 86_400) throw new Error(`--soak-seconds: "${v}" is not a whole number of seconds in 10..86400`);
-    } else if (a.startsWith('-')) throw new Error(`unknown option ${a} (known: --suite NAME[,NAME], --quick, --soak-seconds N)`);
+    } else if (flag === '--profile') profileDir = resolve(value());
+    else if (a.startsWith('-')) throw new Error(`unknown option ${a} (known: --suite NAME[,NAME], --quick, --soak-seconds N, --profile DIR)`);
     else wanted.push(a);
   }
-  return { wanted, quick, ...(soakSeconds !== undefined ? { soakSeconds } : {}) };
+  return { wanted, quick, ...(soakSeconds !== undefined ? { soakSeconds } : {}), ...(profileDir !== undefined ? { profileDir } : {}) };
 }
 
 async function main(): Promise<void> {
-  const { wanted, quick, soakSeconds } = parseArgs(process.argv.slice(2));
+  const { wanted, quick, soakSeconds, profileDir } = parseArgs(process.argv.slice(2));
   const files = await suiteFiles();
   for (const w of wanted) if (!files.some((s) => s.dir === w)) console.error(`unknown suite ${w}; known: ${files.map((s) => s.dir).join(', ')}`);
   const chosen = wanted.length ? files.filter((s) => wanted.includes(s.dir)) : files;
@@ -71,7 +73,7 @@ async function main(): Promise<void> {
     const suite = mod.default;
     console.error(`== ${suite.name}: ${suite.description}`);
     try {
-      const r = await suite.run({ quick, ...(soakSeconds !== undefined ? { soakSeconds } : {}) });
+      const r = await suite.run({ quick, ...(soakSeconds !== undefined ? { soakSeconds } : {}), ...(profileDir !== undefined ? { profileDir } : {}) });
       console.log(`== ${r.name}\n${r.table}\n`);
       reports.push(r);
     } catch (e) {

@@ -10,6 +10,8 @@ export interface BenchOptions {
   readonly quick?: boolean;
   /** length of the soak step, seconds (`--soak-seconds`); default the soak suite's own */
   readonly soakSeconds?: number;
+  /** V8 CPU profiles of the mesh programs go here (`--profile DIR`: l4 the agents, l7 the waypoint); default none */
+  readonly profileDir?: string;
 }
 
 export interface TargetCheck {

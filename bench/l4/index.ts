@@ -45,8 +45,6 @@ export interface L4Options extends BenchOptions {
   readonly resultsDir?: string;
   /** run only these measurements (experiments); default all five */
   readonly only?: readonly StepName[];
-  /** V8 CPU profiles of the agents go here (one .cpuprofile per agent); default none */
-  readonly profileDir?: string;
 }
 
 export interface L4Report extends SuiteReport {

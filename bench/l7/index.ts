@@ -192,7 +192,7 @@ export async function runL7(opts: L7Options = {}): Promise<SuiteReport> {
     if (mesh && wpObjects) {
       let wp: RunningWaypoint | undefined;
       try {
-        wp = await startWaypoint({ cluster: c, mesh, pod: wpObjects.pod, log });
+        wp = await startWaypoint({ cluster: c, mesh, pod: wpObjects.pod, log, ...(opts.profileDir ? { profileDir: opts.profileDir } : {}) });
         stops.push(() => wp!.stop());
         await waitPort(c, mc, wpObjects.service.clusterIP, APP_PORTS.http, 'waypoint path', 30_000);
         waypointRequests = { before: await wp.requests() };

@@ -74,10 +74,14 @@ async function get(cluster: Cluster, node: string, path: string): Promise<{ ok: 
   return { ok: r.code === 0, body: r.code === 0 ? r.stdout : r.stderr.trim() };
 }
 
-export async function startWaypoint(o: { cluster: Cluster; mesh: AmbitMesh; pod: Pod; log: (l: string) => void; logLevel?: string }): Promise<RunningWaypoint> {
+export async function startWaypoint(o: {
+  cluster: Cluster; mesh: AmbitMesh; pod: Pod; log: (l: string) => void; logLevel?: string;
+  /** write a V8 CPU profile of the waypoint here (node --cpu-prof; written when it exits) */
+  profileDir?: string;
+}): Promise<RunningWaypoint> {
   const node = o.pod.node;
   const child: ChildProcess = o.cluster.spawn({ node }, [
-    ...nodeArgv('src/cli/main.ts'), 'waypoint', '--log-level', o.logLevel ?? 'warn',
+    ...nodeArgv('src/cli/main.ts', o.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] : []), 'waypoint', '--log-level', o.logLevel ?? 'warn',
     '--name', WAYPOINT_NAME, '--namespace', o.pod.namespace, '--service-account', WAYPOINT_NAME, '--netns', o.pod.netnsPath, '--node', node,
     '--control-url', o.mesh.controlUrl, '--token-file', o.mesh.tokenFile,
     '--admin-port', String(WP_PORTS.admin), '--metrics-port', String(WP_PORTS.metrics), '--readiness-port', String(WP_PORTS.readiness),

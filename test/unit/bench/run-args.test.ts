@@ -7,6 +7,7 @@ test('suites by --suite (comma lists, repeated, NAME=) or bare names; --quick; -
   t.deepEqual(parseArgs(['--suite', 'l4,l7', '--suite=soak', 'restart', '--quick']), { wanted: ['l4', 'l7', 'soak', 'restart'], quick: true });
   t.deepEqual(parseArgs(['--soak-seconds', '1800']), { wanted: [], quick: false, soakSeconds: 1800 });
   t.deepEqual(parseArgs(['--soak-seconds=90', 'soak']), { wanted: ['soak'], quick: false, soakSeconds: 90 });
+  t.deepEqual(parseArgs(['--profile', '/tmp/p']), { wanted: [], quick: false, profileDir: '/tmp/p' });
 });
 
 test('bad options are refused with what is wrong', (t) => {
