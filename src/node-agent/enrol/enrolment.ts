@@ -19,6 +19,9 @@ import type { PodInfo } from '../proxy/pod-proxy.js';
 
 const log = logger('node-agent.enrol');
 
+/** Pods enrolled at once within a reconcile pass. */
+const ENROL_CONCURRENCY = 8;
+
 /** A pod netns the agent was told about (CNI ADD) or found. */
 export interface KnownNetns {
   readonly name: string;
@@ -77,6 +80,8 @@ export class Enrolment {
   readonly #failed = new Map<string, string>();
   /** pods held captured (rules only, everything refused) until the config knows them, by key */
   readonly #held = new Set<string>();
+  /** pods being enrolled right now (a pass enrols a few at once), by uid */
+  readonly #enrolling = new Map<string, Workload>();
   #running: Promise<void> | undefined;
   #again = false;
   #stopped = false;
@@ -192,21 +197,32 @@ export class Enrolment {
       }
     }
     const max = this.#d.maxPods ?? 1024;
-    for (const w of desired) {
-      if (this.#stopped) return;
-      if (this.#enrolled.has(w.uid)) continue;
-      if (this.#enrolled.size >= max) {
-        this.#failed.set(w.uid, `pod limit reached (${max})`);
-        continue;
+    // Pods are enrolled a few at a time: each waits on a process (nft) and possibly its first
+    // certificate, and one at a time a node's 130 pods took minutes under load.
+    const todo = desired.filter((w) => !this.#enrolled.has(w.uid));
+    let next = 0;
+    let inFlight = 0;
+    const worker = async (): Promise<void> => {
+      while (next < todo.length && !this.#stopped) {
+        const w = todo[next++]!;
+        if (this.#enrolled.size + inFlight >= max) {
+          this.#failed.set(w.uid, `pod limit reached (${max})`);
+          continue;
+        }
+        inFlight++;
+        try {
+          await this.#enrol(w);
+          this.#failed.delete(w.uid);
+        } catch (e) {
+          this.#failed.set(w.uid, errorMessage(e));
+          log.warn('enrolment failed', { pod: `${w.namespace}/${w.name}`, error: errorMessage(e) });
+        } finally {
+          inFlight--;
+        }
       }
-      try {
-        await this.#enrol(w);
-        this.#failed.delete(w.uid);
-      } catch (e) {
-        this.#failed.set(w.uid, errorMessage(e));
-        log.warn('enrolment failed', { pod: `${w.namespace}/${w.name}`, error: errorMessage(e) });
-      }
-    }
+    };
+    await Promise.all(Array.from({ length: Math.min(ENROL_CONCURRENCY, todo.length) }, worker));
+    if (this.#stopped) return;
     for (const uid of [...this.#failed.keys()]) if (!want.has(uid)) this.#failed.delete(uid);
     await this.#releaseHeld();
   }
@@ -235,6 +251,15 @@ export class Enrolment {
   }
 
   async #enrol(w: Workload): Promise<void> {
+    this.#enrolling.set(w.uid, w);
+    try {
+      await this.#enrolOne(w);
+    } finally {
+      this.#enrolling.delete(w.uid);
+    }
+  }
+
+  async #enrolOne(w: Workload): Promise<void> {
     const key = podKey(w.namespace, w.name);
     let netns = this.#known.get(key)?.netns;
     if (netns === undefined) {
@@ -262,8 +287,9 @@ export class Enrolment {
   #untrack(w: Workload): void {
     const id = identityOf(w);
     // identities are shared by pods of one service account: keep tracking while one remains
-    const shared = [...this.#enrolled.values()].some((e) => e.workload.uid !== w.uid &&
-      e.workload.serviceAccount === w.serviceAccount && e.workload.namespace === w.namespace && e.workload.trustDomain === w.trustDomain);
+    // (pods being enrolled alongside count too)
+    const same = (o: Workload) => o.uid !== w.uid && o.serviceAccount === w.serviceAccount && o.namespace === w.namespace && o.trustDomain === w.trustDomain;
+    const shared = [...this.#enrolled.values()].some((e) => same(e.workload)) || [...this.#enrolling.values()].some(same);
     if (!shared) this.#d.untrackIdentity(id);
   }
 
