@@ -27,7 +27,9 @@ async function main(): Promise<void> {
   // keeps serving until one took over (or AMBIT_DRAIN_MS passed), then drains, as `ambit agent`
   // does; otherwise, and on SIGINT, it stops at once.
   const terminate = (agent as { terminate?: (deadlineMs: number) => Promise<void> }).terminate;
-  const drainMs = Number(process.env.AMBIT_DRAIN_MS ?? 5000);
+  // the DaemonSet's drain (daemonset/node-agent.yaml): on a loaded machine a new agent can take
+  // 10 s and more to be ready, and the old one stops serving at this deadline without a successor
+  const drainMs = Number(process.env.AMBIT_DRAIN_MS ?? 25_000);
   process.once('SIGTERM', () => { stopping ??= done(terminate ? terminate.call(agent, drainMs) : agent.stop(0)); });
   process.once('SIGINT', () => { stopping ??= done(agent.stop(0)); });
   const gc = (globalThis as { gc?: () => void }).gc;
