@@ -229,3 +229,20 @@ test('the seed VirtualService: header canary, 90/10 split, retries turn 503s int
   t.is((await get(port, '/other')).status, 404);
   t.is((await get(port, '/only')).status, 200);
 });
+
+test('DestinationRule connection pool: requests over http2MaxRequests get 503 UO while one is in flight', async (t) => {
+  const a = await backend('v1');
+  const h = await harness({ endpoints: [{ name: 'echo-v1', ip: '10.244.1.3', port: a.port, labels: { version: 'v1' } }] });
+  t.teardown(async () => { await h.close(); a.server.close(); });
+  const port = await h.port('10.96.0.10:80');
+  // no routes (the service routes to itself), a DestinationRule with a pool limit
+  h.set({ service: KEY, http: [], grpc: [], destination: { origin: { kind: 'DestinationRule', namespace: 'default', name: 'echo', rule: 0 }, trafficPolicy: { connectionPool: { http2MaxRequests: 1 } }, subsets: [] } });
+  const slow = get(port, '/?delayMs=1500');
+  // the slow one is admitted first (its backend has seen it) before the second arrives
+  while (a.seen.length === 0) await new Promise((r) => setTimeout(r, 10));
+  const over = await get(port, '/');
+  t.is(over.status, 503);
+  t.is((await slow).status, 200);
+  t.regex(await h.telemetry.metrics(), /istio_requests_total\{[^}]*response_code="503"[^}]*response_flags="UO"/);
+  t.is((await get(port, '/')).status, 200);
+});
