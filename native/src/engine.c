@@ -541,19 +541,33 @@ static listener *find_listener(engine *e, uint32_t id) {
   return NULL;
 }
 
-static void close_listener(engine *e, listener *l) {
+/*
+ * Stop accepting. `handed`: the socket lives on in a new agent (handover), so nothing this engine
+ * already accepted is refused: server sessions get a shutdown notice (GOAWAY with the highest
+ * stream id: the peer opens no new streams here, and every stream it already sent is served),
+ * handshakes in progress finish. Otherwise sessions get a GOAWAY naming the last stream seen.
+ */
+static void close_listener(engine *e, listener *l, bool handed) {
   l->closed = true;
   if (l->starved) {
     l->starved = false;
     __atomic_sub_fetch(&e->nstarved, 1, __ATOMIC_RELAXED);
   }
+  l->handed = handed;
   if (l->fd >= 0) close(l->fd);
   l->fd = -1;
   __atomic_sub_fetch(&e->nlisteners, 1, __ATOMIC_RELAXED);
   for (tconn *tc = e->tconns; tc != NULL; tc = tc->next) {
     if (tc->dead || tc->l != l) continue;
     if (tc->client) {
-      tconn_retire(tc);
+      /* handed: flows accepted before the handover may still be waiting for their decision and
+       * then want a pooled connection; idle ones close after the pool's idle time, or with us */
+      if (!handed) tconn_retire(tc);
+    } else if (handed) {
+      if (tc->h2 != NULL) {
+        nghttp2_submit_shutdown_notice(tc->h2);
+        eng_dirty(tc);
+      }
     } else if (tc->h2 != NULL) {
       tc->goaway = 1;
       nghttp2_submit_goaway(tc->h2, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(tc->h2), NGHTTP2_NO_ERROR,
@@ -578,7 +592,7 @@ static void destroy_all(engine *e) {
     if (!tc->dead) tconn_kill(tc, "engine destroyed");
   }
   for (listener *l = e->listeners; l != NULL; l = l->next) {
-    if (!l->closed) close_listener(e, l);
+    if (!l->closed) close_listener(e, l, false);
   }
   e->stop = true;
 }
@@ -623,13 +637,13 @@ static void run_command(engine *e, jcmd *c) {
       e->listeners = l;
       if (l->kind != L_SOURCE && epoll_ctl(e->epfd, EPOLL_CTL_ADD, l->fd, &ev) != 0) {
         eng_log(e, LOG_ERROR, "listener %u: epoll_ctl: %s", l->id, ambit_errno_name(errno));
-        close_listener(e, l);
+        close_listener(e, l, false);
       }
       break;
     }
     case C_UNLISTEN: {
       listener *l = find_listener(e, c->id);
-      if (l != NULL) close_listener(e, l);
+      if (l != NULL) close_listener(e, l, c->t == 1);
       break;
     }
     case C_CLOSE_FLOW: {

@@ -80,6 +80,8 @@ typedef struct listener {
   uint32_t id;
   uint8_t kind;
   bool closed;
+  bool handed;    /* closed by a handover: another process accepts on the socket now; this one
+                   * still serves the sessions and connections it accepted */
   int fd;
   int nsfd;       /* the pod netns, for the sockets the engine dials on the pod's behalf */
   uint32_t mark;

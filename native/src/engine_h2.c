@@ -377,7 +377,7 @@ static bool server_request(tconn *tc, flow *f, bool end_stream) {
     respond(tc, f->sid, f->saw_method ? 405 : 400);
     return !tconn_abuse(tc, f->saw_method ? "a request other than CONNECT" : "a request without :method");
   }
-  if (tc->l->closed || tc->goaway) {
+  if ((tc->l->closed && !tc->l->handed) || tc->goaway) {
     respond(tc, f->sid, 503);
     return true;
   }

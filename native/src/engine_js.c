@@ -722,16 +722,25 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   return id;
 }
 
-/* engineUnlisten(engine, id): stop accepting; HBONE sessions get GOAWAY (open streams go on). */
+/*
+ * engineUnlisten(engine, id, handed?): stop accepting; HBONE sessions get GOAWAY (open streams go
+ * on). handed = 1: the socket was handed to a new agent; sessions get a shutdown notice and every
+ * stream and handshake already here is still served (see close_listener).
+ */
 static napi_value js_unlisten(napi_env env, napi_callback_info info) {
   static const char *fn = "engineUnlisten";
-  napi_value argv[2];
-  int64_t id;
+  napi_value argv[3];
+  int64_t id, handed = 0;
+  size_t argc = 3;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
   if (!ambit_args(env, info, fn, argv, 2, "engine, id")) return NULL;
   engine *e = arg_engine(env, argv[0], fn);
   if (e == NULL || !ambit_arg_int(env, argv[1], fn, "id", 0, UINT32_MAX, &id)) return NULL;
+  if (argc >= 3 && !ambit_arg_int(env, argv[2], fn, "handed", 0, 1, &handed)) return NULL;
   if (e->js_listeners > 0 && --e->js_listeners == 0) uv_unref((uv_handle_t *)&e->async);
-  send_cmd(e, cmd(C_UNLISTEN, (uint32_t)id));
+  jcmd *c = cmd(C_UNLISTEN, (uint32_t)id);
+  if (c) c->t = (int32_t)handed;
+  send_cmd(e, c);
   return NULL;
 }
 

@@ -39,6 +39,7 @@ export type ErrorCode =
   | 'AMBIT_POLICY_DENIED'
   | 'AMBIT_SELF_CALL'
   | 'AMBIT_DRAINING'
+  | 'AMBIT_HANDOVER'
   | 'AMBIT_LIMIT'
   | 'AMBIT_BUG'
   // native addon missing or not loadable (not built for this machine)

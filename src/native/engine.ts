@@ -166,7 +166,7 @@ interface RawEngineAddon {
   engineCreate(cb: EngineCallbacks, o: EngineOptions): object;
   engineTls(chainPem: string, keyPem: string, rootsPem: string): EngineTls;
   engineListen(e: object, fd: number, netns: Netns, o: { kind: number; mark: number; tag?: string }): number;
-  engineUnlisten(e: object, id: number): void;
+  engineUnlisten(e: object, id: number, handed?: 0 | 1): void;
   engineCloseFlows(e: object, listenerId: number, reason: string): void;
   engineCloseFlow(e: object, flowId: number, reason: string): void;
   engineStats(e: object): EngineStats;
@@ -229,9 +229,13 @@ export class Engine {
     return this.#raw.engineOpen(this.#e, sourceId, fd, plan, link);
   }
 
-  /** Stop accepting; HBONE sessions get GOAWAY, open flows go on. */
-  unlisten(id: number): void {
-    if (!this.#destroyed) this.#raw.engineUnlisten(this.#e, id);
+  /**
+   * Stop accepting; HBONE sessions get GOAWAY, open flows go on. `handed`: the listening socket now
+   * belongs to another agent (a handover): sessions get a shutdown notice instead and everything
+   * already accepted here (handshakes, streams in flight) is still served, so no client is refused.
+   */
+  unlisten(id: number, handed = false): void {
+    if (!this.#destroyed) this.#raw.engineUnlisten(this.#e, id, handed ? 1 : 0);
   }
 
   /** Reset one flow (policy change). Asynchronous: its close event follows (none if it was gone). */

@@ -1,6 +1,8 @@
 /**
- * Entry point of the node agent process (`ambit agent`): reads its settings, starts the agent and
- * drains it on SIGTERM/SIGINT (stop accepting, let connections finish until the deadline, close).
+ * Entry point of the node agent process (`ambit agent`): reads its settings, starts the agent
+ * (taking over from a running agent of the same state directory, if there is one) and ends it on
+ * SIGTERM (serve until a successor took over or the drain deadline, then drain) or SIGINT (stop
+ * accepting, let connections finish until the deadline, close).
  */
 import { readFileSync } from 'node:fs';
 import { MeshError, enableTrace, errorMessage, logger, setLogLevel, type Level } from '../core/index.js';
@@ -92,9 +94,11 @@ export async function runAgent(env: Readonly<Record<string, string | undefined>>
   }
   const agent: Agent = createAgent(settings);
   let stopped: Promise<void> | undefined;
+  // SIGTERM (Kubernetes, a rolling update): keep serving until a successor takes over or the
+  // drain deadline. SIGINT (Ctrl-C, `ambit up` tearing down): stop accepting now and drain.
   const drain = (signal: string) => {
-    log.info('draining', { signal, deadlineMs: settings.drainMs });
-    stopped ??= agent.stop(settings.drainMs);
+    log.info(signal === 'SIGTERM' ? 'terminating: serving until a successor takes over' : 'draining', { signal, deadlineMs: settings.drainMs });
+    stopped ??= signal === 'SIGTERM' ? agent.terminate(settings.drainMs) : agent.stop(settings.drainMs);
   };
   const done = new Promise<void>((resolve) => {
     const on = (sig: NodeJS.Signals) => { drain(sig); void stopped!.then(resolve, resolve); };

@@ -170,7 +170,17 @@ export class Mesh {
 
   /** Starts `node`'s agent; `extra` overrides the mesh's agent options for this one. */
   async startAgent(node: string, extra: Partial<AgentOptions> = {}): Promise<Agent> {
-    const agent = createAgent({
+    const agent = this.#createAgent(node, extra);
+    await agent.start();
+    this.agents.set(node, agent);
+    return agent;
+  }
+
+  /** A new agent for `node` (not started; same state directory as the running one). */
+  newAgent(node: string, extra: Partial<AgentOptions> = {}): Agent { return this.#createAgent(node, extra); }
+
+  #createAgent(node: string, extra: Partial<AgentOptions> = {}): Agent {
+    return createAgent({
       node, controlUrl: this.real?.url ?? 'static://', token: this.real?.token ?? 'static', stateDir: join(this.#dir, node), trustDomain: this.trustDomain,
       ports: { admin: 0, metrics: 0, readiness: 0 }, adminHost: '127.0.0.1', publicHost: '127.0.0.1',
       ...(this.real ? {} : { control: this.control }), netnsCandidates: this.netnsCandidates, unenrolDrainMs: 1000, retryMs: 500, certWaitMs: 1000,
@@ -178,9 +188,29 @@ export class Mesh {
       cniAddWaitMs: 3000,
       ...this.#agentOpts, ...extra,
     });
-    await agent.start();
-    this.agents.set(node, agent);
-    return agent;
+  }
+
+  /**
+   * Replaces a node's agent with a new instance (same state directory), as an upgrade does:
+   * - 'overlap' (a rolling update with maxSurge 1, maxUnavailable 0): the new agent starts next
+   *   to the old one and takes its pods over; then the old one is terminated (SIGTERM);
+   * - 'restart': the old agent is terminated first (it keeps serving while it waits for a
+   *   successor), then the new one starts and takes over.
+   * Resolves with the new agent once the old one has stopped (its open connections drained).
+   */
+  async replaceAgent(node: string, mode: 'overlap' | 'restart' = 'overlap', drainMs = 5_000): Promise<Agent> {
+    const old = this.agent(node);
+    const terminated = mode === 'restart' ? old.terminate(drainMs) : undefined;
+    const fresh = this.#createAgent(node);
+    try {
+      await fresh.start();
+    } catch (e) {
+      await fresh.stop(0);
+      throw e;
+    }
+    this.agents.set(node, fresh);
+    await (terminated ?? old.terminate(drainMs));
+    return fresh;
   }
 
   async stopAgent(node: string, deadlineMs = 1000): Promise<void> {

@@ -10,7 +10,15 @@ import { errorMessage } from '../../core/index.js';
 
 export type Route = (req: IncomingMessage) => Promise<{ status: number; type: string; body: string }> | { status: number; type: string; body: string };
 
-export async function serveHttp(host: string, port: number, routes: Record<string, Route>): Promise<{ server: Server; port: number }> {
+export function serveHttp(host: string, port: number, routes: Record<string, Route>): Promise<{ server: Server; port: number }> {
+  return serveHttpAt({ host, port }, routes);
+}
+
+/** Where an HTTP side door listens: a TCP port, a unix socket path, or a listening socket taken over. */
+export type HttpWhere = { host: string; port: number } | { path: string } | { fd: number };
+
+/** Serves `routes`; resolves with the server and its TCP port (0 for a unix socket). */
+export async function serveHttpAt(where: HttpWhere, routes: Record<string, Route>): Promise<{ server: Server; port: number }> {
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0]!;
     const route = routes[path];
@@ -28,9 +36,13 @@ export async function serveHttp(host: string, port: number, routes: Record<strin
   server.maxHeadersCount = 64;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => { server.off('error', reject); resolve(); });
+    const done = (): void => { server.off('error', reject); resolve(); };
+    if ('fd' in where) server.listen({ fd: where.fd }, done);
+    else if ('path' in where) server.listen(where.path, done);
+    else server.listen(where.port, where.host, done);
   });
-  return { server, port: (server.address() as AddressInfo).port };
+  const a = server.address();
+  return { server, port: a !== null && typeof a === 'object' ? (a as AddressInfo).port : 0 };
 }
 
 export function closeHttp(server: Server): Promise<void> {

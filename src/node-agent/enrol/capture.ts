@@ -3,6 +3,7 @@
  * namespace. The rule text is a pure function (golden-tested); applying it is one `nft -f -`
  * transaction run in the namespace through nsenter, so a pod is never half-captured.
  */
+import { createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { MeshError } from '../../core/index.js';
@@ -163,17 +164,34 @@ export interface CaptureOptions {
   ports?: CapturePorts;
   /** install the return-path policy routes (needed to spoof the client's source IP); default true */
   returnPath?: boolean;
+  /**
+   * the rules are live (a new agent taking over from the previous one): a policy rule already in
+   * place is kept, not deleted and re-added, so replies of live connections never miss it
+   * (the nft tables are replaced in one transaction either way)
+   */
+  live?: boolean;
 }
 
 /**
  * Installs capture in a pod netns. Rules first (one transaction), then the policy routes; when
  * the routes cannot be installed the result says so and the caller stops spoofing sources.
  */
+/** Identifies a rule set (ports included): a new agent leaves identical live rules untouched. */
+export function captureFingerprint(ports: CapturePorts = DEFAULT_CAPTURE_PORTS): string {
+  return createHash('sha256').update(captureRules(ports)).update(JSON.stringify(returnRouteCommands())).digest('hex').slice(0, 16);
+}
+
 export async function applyCapture(ns: NetnsRef, o: CaptureOptions = {}): Promise<{ returnPath: boolean }> {
   const r = await runInNetns(ns, ['nft', '-f', '-'], captureRules(o.ports ?? DEFAULT_CAPTURE_PORTS));
   if (r.code !== 0) throw new MeshError('AMBIT_NFT', `nft capture rules rejected in ${netnsPathFor(ns)}: ${r.stderr.trim()}`);
   if (o.returnPath === false) return { returnPath: false };
   const cmds = returnRouteCommands();
+  if (o.live) {
+    for (const fam of ['v4', 'v6'] as const) {
+      const shown = await runInNetns(ns, ['ip', fam === 'v4' ? '-4' : '-6', 'rule', 'list', 'pref', String(RETURN_RULE_PREF)]);
+      if (shown.code === 0 && shown.stdout.trim() !== '') cmds[fam] = cmds[fam].filter((argv) => argv[1] !== 'rule');
+    }
+  }
   let ok = true;
   for (const argv of cmds.v4) {
     const res = await runInNetns(ns, ['ip', ...argv]);

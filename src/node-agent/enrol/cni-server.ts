@@ -4,11 +4,12 @@
  * SCM_RIGHTS fd itself; Node never reads from them. Every fd received and not handed on is
  * closed, whatever went wrong.
  */
-import { chmodSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { errorMessage, logger, MeshError } from '../../core/index.js';
 import { encodeReply, MAX_MESSAGE, parseRequest, type CniAdd, type CniDel } from './cni-protocol.js';
 import type { FdPassing } from '../deps.js';
+import { listenUnix } from '../unix-socket.js';
 
 const log = logger('node-agent.cni');
 
@@ -59,18 +60,10 @@ function finish(socket: Socket, answer: Buffer): void {
   socket.setTimeout(5_000, () => socket.destroy());
 }
 
-/** Sets the process umask, returning the old one; undefined where that is not allowed. */
-function setUmask(mask: number): number | undefined {
-  try {
-    return process.umask(mask);
-  } catch {
-    return undefined;
-  }
-}
-
 export class CniServer {
   readonly #o: Required<CniServerOptions>;
   #server: Server | undefined;
+  #ownsPath = false;
   readonly #sockets = new Set<Socket>();
   /** connections refused at the limit since the last warning, and when that was (rate limit) */
   #refused = 0;
@@ -83,40 +76,43 @@ export class CniServer {
   /** CNI connections being served now. */
   get activeConnections(): number { return this.#sockets.size; }
 
-  async listen(): Promise<void> {
-    rmSync(this.#o.path, { force: true }); // a stale socket file of a previous agent
+  /**
+   * Serves the socket: bound at the path (replacing a stale file; the caller made sure no live
+   * agent serves it), or the listening socket `fd` taken over from the previous agent.
+   */
+  async listen(fd?: number): Promise<void> {
     // No server.maxConnections: Node closes connections past it without a word. The limit is
     // kept in #accept, which answers them.
     const server = createServer({ pauseOnConnect: true }, (s) => this.#accept(s));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      // Whoever can connect can hand us a netns to capture: root only. bind() happens inside
-      // listen(), so a strict umask around it means the socket is never, even briefly, open to
-      // others (a container may run us with umask 0); the chmod below covers the case where the
-      // umask cannot be changed (worker threads).
-      const old = setUmask(0o177);
-      try {
-        server.listen(this.#o.path, () => { server.off('error', reject); resolve(); });
-      } finally {
-        if (old !== undefined) setUmask(old);
-      }
-    });
+    // Whoever can connect can hand us a netns to capture: root only (listenUnix).
+    await listenUnix(server, fd !== undefined ? { fd } : { path: this.#o.path });
     this.#server = server;
-    try {
-      chmodSync(this.#o.path, 0o600);
-    } catch (e) {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      this.#server = undefined;
-      throw new MeshError('AMBIT_CONFIG_INVALID', `cni socket ${this.#o.path}: cannot restrict its mode to 0600: ${errorMessage(e)}`, { cause: e });
-    }
+    this.#ownsPath = fd === undefined;
   }
+
+  /** The listening socket, for a successor. */
+  fd(): number | undefined {
+    return this.#server ? this.#o.native.socketFd(this.#server) : undefined;
+  }
+
+  /** Whether `close` removes the path: this agent is the one serving it (not after a handover, or before one completed). */
+  set ownsPath(v: boolean) { this.#ownsPath = v; }
 
   async close(): Promise<void> {
     const s = this.#server;
     this.#server = undefined;
     for (const c of this.#sockets) c.destroy();
     if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
-    rmSync(this.#o.path, { force: true });
+    if (this.#ownsPath) rmSync(this.#o.path, { force: true });
+    this.#ownsPath = false;
+  }
+
+  /** Stop accepting (a successor serves the socket now); requests in progress finish. The path stays. */
+  stopAccepting(): void {
+    this.#ownsPath = false;
+    const s = this.#server;
+    this.#server = undefined;
+    s?.close(); // stops accepting at once; its callback would wait for every open connection
   }
 
   #accept(socket: Socket): void {

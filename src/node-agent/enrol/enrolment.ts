@@ -15,7 +15,7 @@ import { errorMessage, logger } from '../../core/index.js';
 import type { Identity } from '../../identity/index.js';
 import type { Snapshot, Workload } from '../../model/index.js';
 import type { NetnsHandle } from '../deps.js';
-import type { PodInfo } from '../proxy/pod-proxy.js';
+import type { ListenerFds, PodInfo } from '../proxy/pod-proxy.js';
 
 const log = logger('node-agent.enrol');
 
@@ -38,13 +38,31 @@ export interface EnrolledProxy {
   readonly openConnections: number;
   start(): Promise<void>;
   stop(deadlineMs: number): Promise<void>;
+  /** handover: stop accepting (the successor holds the sockets), serve what was accepted, drain */
+  release?(deadlineMs: number): Promise<void>;
+  /** the listening sockets, for a handover */
+  listenerFds?(): ListenerFds | undefined;
+}
+
+/** A pod's listeners taken over from the previous agent, waiting for its enrolment. */
+export interface AdoptedListeners {
+  readonly fds: ListenerFds;
+  /** what the previous agent installed in the pod: fingerprint of its capture rules, return path */
+  readonly capture?: string | undefined;
+  readonly returnPath?: boolean | undefined;
 }
 
 export interface EnrolmentDeps {
   node: string;
   snapshot(): Snapshot;
-  /** install capture in the pod netns; resolves whether the return path (source spoofing) is on */
-  applyCapture(netns: NetnsHandle): Promise<{ returnPath: boolean }>;
+  /**
+   * install capture in the pod netns; resolves whether the return path (source spoofing) is on.
+   * `adopted`: the previous agent's rules are in place and carry live traffic (replace them
+   * atomically, never remove first).
+   */
+  applyCapture(netns: NetnsHandle, adopted?: AdoptedListeners): Promise<{ returnPath: boolean }>;
+  /** listeners handed over by the previous agent for this workload uid (taken: asked once) */
+  takeAdopted?(uid: string): AdoptedListeners | undefined;
   removeCapture(netns: NetnsHandle): Promise<void>;
   /** find a running pod's netns by IP (scan) */
   findNetns(ip: string): Promise<NetnsHandle | undefined>;
@@ -85,6 +103,10 @@ export class Enrolment {
   #running: Promise<void> | undefined;
   #again = false;
   #stopped = false;
+  /** while set, no pass starts (a handover is moving the pods between agents) */
+  #paused: Promise<void> | undefined;
+  /** the pass in progress */
+  #passing: Promise<void> | undefined;
 
   constructor(d: EnrolmentDeps) { this.#d = d; }
 
@@ -140,6 +162,23 @@ export class Enrolment {
     if (w && !this.#enrolled.has(w.uid)) throw new Error(this.#failed.get(w.uid) ?? `pod ${key} could not be enrolled`);
   }
 
+  /**
+   * Hold every pass until the returned function is called: waits for the pass in progress, so
+   * the set of enrolled pods stays still while a handover reads or fills it. Calls of
+   * `reconcile` meanwhile run once it is released.
+   */
+  async pause(): Promise<() => void> {
+    let resume!: () => void;
+    const p = new Promise<void>((r) => { resume = r; });
+    while (this.#paused) await this.#paused;
+    this.#paused = p;
+    await this.#passing?.catch(() => undefined);
+    return () => {
+      if (this.#paused === p) this.#paused = undefined;
+      resume();
+    };
+  }
+
   #forget(key: string): void {
     this.#held.delete(key);
     const k = this.#known.get(key);
@@ -166,8 +205,10 @@ export class Enrolment {
     this.#running = (async () => {
       try {
         do {
+          while (this.#paused) await this.#paused;
           this.#again = false;
-          await this.#pass();
+          this.#passing = this.#pass();
+          await this.#passing;
         } while (this.#again && !this.#stopped);
       } finally {
         this.#running = undefined;
@@ -269,9 +310,11 @@ export class Enrolment {
       if (netns === undefined) throw new Error(`pod ${key}: no network namespace holds ${ip} (not handed over by CNI, not found by scan)`);
       this.#known.set(key, { name: w.name, namespace: w.namespace, ip, netns });
     }
-    const { returnPath } = await this.#d.applyCapture(netns);
+    const adopted = this.#d.takeAdopted?.(w.uid);
+    const { returnPath } = await this.#d.applyCapture(netns, adopted);
     const proxy = this.#d.createProxy({
       uid: w.uid, name: w.name, namespace: w.namespace, serviceAccount: w.serviceAccount, ips: w.addresses, netns, spoof: returnPath,
+      ...(adopted ? { listenFds: adopted.fds } : {}),
     });
     this.#d.trackIdentity(identityOf(w));
     try {
@@ -281,7 +324,7 @@ export class Enrolment {
       throw e;
     }
     this.#setEnrolled(w.uid, { workload: w, netns, proxy, returnPath });
-    log.info('pod enrolled', { pod: key, ips: w.addresses, returnPath });
+    log.info('pod enrolled', { pod: key, ips: w.addresses, returnPath, ...(adopted ? { takenOver: true } : {}) });
   }
 
   #untrack(w: Workload): void {
@@ -305,6 +348,16 @@ export class Enrolment {
       }
     }
     log.info('pod unenrolled', { pod: `${e.workload.namespace}/${e.workload.name}`, rulesRemoved: removeRules });
+  }
+
+  /**
+   * Handover done: the successor accepts on every pod's sockets and owns the netns. No more
+   * passes here; every proxy stops accepting and drains (capture rules stay: they are the
+   * successor's now). Netns fds are kept until `stop`: draining connections still dial from them.
+   */
+  async release(deadlineMs: number): Promise<void> {
+    this.#stopped = true;
+    await Promise.all([...this.#enrolled.values()].map((e) => e.proxy.release ? e.proxy.release(deadlineMs) : e.proxy.stop(deadlineMs)));
   }
 
   /**

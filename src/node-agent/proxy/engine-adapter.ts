@@ -164,9 +164,18 @@ export class AgentEngine {
     return id;
   }
 
-  /** Stop accepting on a listener; its open flows go on. */
-  unlisten(id: number): void {
-    this.#engine.unlisten(id);
+  /**
+   * Stop accepting on a listener; its open flows go on. `handed` (a handover to a new agent):
+   * everything this engine already accepted is still decided and served, so the handlers stay
+   * until `forget(id)`; otherwise a connection still waiting for its decision is refused.
+   */
+  unlisten(id: number, handed = false): void {
+    this.#engine.unlisten(id, handed);
+    if (!handed) this.forget(id);
+  }
+
+  /** Drop a closed listener's handlers (after a handover drain). */
+  forget(id: number): void {
     this.#outbound.delete(id);
     this.#hbone.delete(id);
   }

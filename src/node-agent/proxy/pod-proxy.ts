@@ -34,6 +34,8 @@ export interface PodPorts {
 
 export const DEFAULT_POD_PORTS: PodPorts = AGENT_PORT;
 
+/** The three listening sockets of a pod proxy (fds), as a handover passes them on. */
+export type ListenerFds = Readonly<Record<keyof PodPorts, number>>;
 /** What every pod proxy of an agent shares. Narrow: no model writers, no CA. */
 export interface ProxyContext {
   native: NetnsSockets;
@@ -65,6 +67,11 @@ export interface PodInfo {
   netns: NetnsHandle;
   /** the return-path routes are installed: inbound upstreams can spoof the client's address */
   spoof: boolean;
+  /**
+   * Listening sockets taken over from the previous agent (handover): served instead of opening
+   * new ones, so no connection queued on them is lost. The proxy owns them from `start` on.
+   */
+  listenFds?: ListenerFds;
 }
 
 const log = logger('node-agent.proxy');
@@ -132,6 +139,10 @@ export class PodProxy implements FlowOwner {
   /** every relay of this pod, inbound and outbound: destroyed at the drain deadline */
   readonly #live = new Set<{ destroy(reason?: string): void }>();
   #started = false;
+  /** handed to a successor: stopped accepting, still serves what it accepted */
+  #released = false;
+  /** the listening sockets, while this proxy accepts on them (for a handover) */
+  #fds: { -readonly [K in keyof PodPorts]?: number } = {};
   /** engine listener ids (15001, 15008) and this pod's flows the engine still carries */
   #engineIds: number[] = [];
   /** listening fds not yet handed to the engine (closed by stop) */
@@ -150,6 +161,13 @@ export class PodProxy implements FlowOwner {
   }
 
   get listening(): boolean { return this.#started; }
+
+  /** The listening sockets (fds this process holds) while listening; a handover sends them on. */
+  listenerFds(): ListenerFds | undefined {
+    const f = this.#fds;
+    return this.#started && f.outbound !== undefined && f.inboundPlain !== undefined && f.hbone !== undefined
+      ? { outbound: f.outbound, inboundPlain: f.inboundPlain, hbone: f.hbone } : undefined;
+  }
   get openConnections(): number { return this.#live.size + this.#engineOpen; }
 
   /** FlowOwner: one of this pod's engine flows ended. */
@@ -173,41 +191,63 @@ export class PodProxy implements FlowOwner {
     if (this.#started) return;
     const { native, ports } = this.#ctx;
     const family = this.pod.ips.some((ip) => ip.includes(':')) ? '::' : '0.0.0.0';
-    const open = (port: number) => native.listenInNetns(this.pod.netns, { address: family, port, mark: AGENT_MARK, reusePort: true, transparent: true, backlog: 511 });
+    const adopted = this.pod.listenFds;
+    const open = (key: keyof PodPorts) => {
+      const fd = adopted?.[key] ?? native.listenInNetns(this.pod.netns, { address: family, port: ports[key], mark: AGENT_MARK, reusePort: true, transparent: true, backlog: 511 });
+      this.#fds[key] = fd;
+      return fd;
+    };
     try {
+      // Taking over from a previous agent: its certificate first (the old agent keeps serving
+      // meanwhile), so no connection accepted here is refused for want of one.
+      if (adopted) await this.#waitForCert(true);
       const engine = this.#ctx.engine;
       // 15001 listens at once but is handed to the engine only once the certificate is here (or
       // the wait gave up): until then the pod's new connections wait in the kernel's accept queue
       // instead of being refused for want of a certificate (a restarted agent).
-      const outboundFd = open(ports.outbound);
+      const outboundFd = open('outbound');
       this.#pendingFds.push(outboundFd);
-      await this.#serve(open(ports.inboundPlain), (s) => this.#onInboundPlain(s));
+      await this.#serve(open('inboundPlain'), (s) => this.#onInboundPlain(s));
       await this.#waitForCert();
       this.#pendingFds.splice(this.#pendingFds.indexOf(outboundFd), 1);
       this.#engineIds.push(engine.listenOutbound(outboundFd, this.pod.netns, AGENT_MARK, {
         outbound: (fid, dip, dport, pip, pport) => this.#engineOutbound(engine, fid, dip, dport, pip, pport),
       }));
-      this.#engineIds.push(engine.listenHbone(open(ports.hbone), this.pod.netns, AGENT_MARK, this.#ctx.trustDomain, {
+      this.#engineIds.push(engine.listenHbone(open('hbone'), this.pod.netns, AGENT_MARK, this.#ctx.trustDomain, {
         context: () => this.#engineContext(engine),
         inbound: (fid, peer, authority, fwd, rip, rport, lip, lport) => this.#engineInbound(engine, fid, peer, authority, fwd, rip, rport, lip, lport),
       }));
     } catch (e) {
+      // adopted sockets not handed to a server or the engine yet are still ours to close
+      for (const key of ['outbound', 'inboundPlain', 'hbone'] as const) {
+        const fd = adopted?.[key];
+        if (fd !== undefined && this.#fds[key] === undefined) { try { native.closeFd(fd); } catch { /* closed */ } }
+      }
       await this.stop(0);
-      throw new MeshError('AMBIT_NETNS', `pod ${this.pod.namespace}/${this.pod.name}: cannot open listeners: ${errorMessage(e)}`, { cause: e });
+      throw new MeshError('AMBIT_NETNS', `pod ${this.pod.namespace}/${this.pod.name}: cannot ${adopted ? 'take over' : 'open'} listeners: ${errorMessage(e)}`, { cause: e });
     }
     this.#started = true;
   }
 
-  /** Best effort: a control plane that is down must not keep the pod's listeners from coming up. */
-  async #waitForCert(): Promise<void> {
+  /**
+   * Best effort: a control plane that is down must not keep the pod's listeners from coming up.
+   * `required` (taking over a previous agent's listeners): no certificate in time is an error, so
+   * the handover is abandoned and the previous agent goes on serving.
+   */
+  async #waitForCert(required = false): Promise<void> {
     const fetch = this.#ctx.fetchCert;
     if (!fetch || this.#ctx.cert(this.#identity())) return;
     let timer: NodeJS.Timeout | undefined;
+    let error = 'no certificate in time';
     await Promise.race([
-      fetch(this.#identity()).catch((e: unknown) => log.warn('no certificate yet', { pod: this.pod.name, error: errorMessage(e) })),
+      fetch(this.#identity()).catch((e: unknown) => {
+        error = errorMessage(e);
+        if (!required) log.warn('no certificate yet', { pod: this.pod.name, error });
+      }),
       new Promise<void>((resolve) => { timer = setTimeout(resolve, this.#ctx.certWaitMs ?? 5_000); }),
     ]);
     clearTimeout(timer);
+    if (required && !this.#ctx.cert(this.#identity())) throw new MeshError('AMBIT_CERT_INVALID', `no certificate to take over the listeners with: ${error}`);
   }
 
   async #serve(fd: number, onConn: (s: Socket) => void): Promise<void> {
@@ -232,6 +272,7 @@ export class PodProxy implements FlowOwner {
    */
   async stop(deadlineMs: number): Promise<void> {
     this.#started = false;
+    this.#fds = {};
     const closing = this.#servers.splice(0).map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     const engine = this.#ctx.engine;
     const engineIds = this.#engineIds.splice(0);
@@ -243,6 +284,31 @@ export class PodProxy implements FlowOwner {
       for (const id of engineIds) engine.closeFlows(id, 'drain deadline');
     });
     await Promise.all(closing);
+  }
+
+  /**
+   * A handover: the listening sockets now belong to a new agent, which accepts on them. Stop
+   * accepting here (the sockets stay open in the new agent, so nothing queued is lost), serve
+   * everything already accepted (connections waiting for a decision, HBONE streams the peers sent
+   * before they saw our shutdown notice), and let open connections finish until `deadlineMs`.
+   */
+  async release(deadlineMs: number): Promise<void> {
+    if (!this.#started) return;
+    this.#released = true;
+    this.#started = false;
+    this.#fds = {};
+    const closing = this.#servers.splice(0).map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    const engine = this.#ctx.engine;
+    const engineIds = this.#engineIds.splice(0);
+    for (const id of engineIds) engine.unlisten(id, true);
+    if (this.#engineOpen > 0) this.#drain.track(new Promise<void>((resolve) => { this.#engineIdle = resolve; }));
+    await this.#drain.start(deadlineMs, () => {
+      for (const r of [...this.#live]) r.destroy('drain deadline');
+      for (const id of engineIds) engine.closeFlows(id, 'drain deadline');
+    });
+    await Promise.all(closing);
+    // the handlers stay: a peer that has not seen our shutdown notice yet may still open a
+    // stream on a session here, and it is served; they go with the engine when the agent stops
   }
 
   /** A TCP connection from inside the pod netns, marked so capture leaves it alone. */
@@ -370,7 +436,8 @@ export class PodProxy implements FlowOwner {
   /** A captured outbound connection: the same decision as #onOutbound, answered as an engine plan. */
   #engineOutbound(engine: AgentEngine, flowId: number, dstIp: string, dstPort: number, peerIp: string, peerPort: number): OutboundPlan | null {
     const started = Date.now();
-    if (this.#drain.draining) return null;
+    // accepted before a handover: still ours to serve (the successor never sees it)
+    if (this.#drain.draining && !this.#released) return null;
     // Addresses are formatted only for a refusal: an accepted flow keeps them as parts.
     const refuse = (d: ConnectionDescription, error: string, hboneAddr?: string): null => {
       this.#refuse(undefined, started, 'outbound', formatAddr(peerIp, peerPort), formatAddr(dstIp, dstPort), d, error, hboneAddr);
@@ -430,7 +497,7 @@ export class PodProxy implements FlowOwner {
       this.#ctx.telemetry.closed({ direction: 'inbound', srcAddr: formatAddr(remoteIp, remotePort), dstAddr, labels: connectionLabels({ ...desc, responseFlags: flag }), bytesRecv: 0, bytesSent: 0, durationMs: Date.now() - started, error: reason }, false);
       return status;
     };
-    if (this.#drain.draining) return fail(503, 'draining', 'CONNECT');
+    if (this.#drain.draining && !this.#released) return fail(503, 'draining', 'CONNECT');
     if (!target) return fail(400, `bad authority ${JSON.stringify(authority.slice(0, 64))}`, 'CONNECT');
     if (target.ip !== localIp) return fail(400, `ip mismatch: authority ${target.ip}, connection arrived on ${localIp}`, 'CONNECT');
     const bad = this.#checkTarget(target);
