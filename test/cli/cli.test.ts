@@ -7,9 +7,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import { listNetns } from '../../src/local/index.js';
+import { rootTest } from '../helpers/root.js';
 
-const root = process.getuid?.() === 0;
-const nt = root ? test : test.skip;
+const nt = rootTest;
 const main = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 

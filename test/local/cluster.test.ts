@@ -3,10 +3,10 @@ import { execFileSync } from 'node:child_process';
 import { parseAllDocuments } from 'yaml';
 import { isMeshError } from '../../src/core/index.js';
 import { createCluster, listNetns, startEchoServer, type Cluster, type Pod } from '../../src/local/index.js';
+import { isRoot, rootTest } from '../helpers/root.js';
 
-const root = process.getuid?.() === 0;
-const nt = root ? test : test.skip;
-if (!root) test('netns tests need root (skipped)', (t) => { t.pass(); });
+const root = isRoot;
+const nt = rootTest;
 
 /**
  * Connects from `from` to ip:port with a raw TCP socket, sends a line and prints what comes back.

@@ -2,13 +2,11 @@
  * Teardown racing with construction: a destroy() while pods are still being added must leave no
  * namespace of the cluster behind, whichever side finishes first.
  */
-import test from 'ava';
 import { setTimeout as delay } from 'node:timers/promises';
 import { createCluster, listNetns } from '../../src/local/index.js';
+import { rootSerial } from '../helpers/root.js';
 
-const root = process.getuid?.() === 0;
-const nt = root ? test.serial : test.serial.skip;
-if (!root) test('netns tests need root (skipped)', (t) => { t.pass(); });
+const nt = rootSerial;
 
 nt('destroy() during addPod leaves no namespace of the cluster, and a second destroy() is a no-op', async (t) => {
   // the race window moves with machine speed, so tear down at several points of the adds

@@ -1,13 +1,11 @@
-import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { cleanupStale, createCluster, listNetns, pidAlive, removeNetns } from '../../src/local/index.js';
+import { rootTest } from '../helpers/root.js';
 
-const root = process.getuid?.() === 0;
-const nt = root ? test : test.skip;
-if (!root) test('netns tests need root (skipped)', (t) => { t.pass(); });
+const nt = rootTest;
 
 const fixture = fileURLToPath(new URL('./fixtures/crash-child.ts', import.meta.url));
 

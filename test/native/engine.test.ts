@@ -23,17 +23,13 @@ import {
   closeFd, connectInNetns, Engine, isSyscallError, listenInNetns, type EngineCallbacks, type EngineTls, type InboundTarget, type OutboundPlan,
 } from '../../src/native/index.js';
 import { engineOptions, type HboneSettings } from '../../src/hbone/index.js';
-import { addBlackhole, addLocalAddrs, addNetns, canUseNetns, cleanupStaleNetns, podPair, type RawNetns, type TeardownHost } from '../helpers/netns-raw.js';
+import { addBlackhole, addLocalAddrs, addNetns, cleanupStaleNetns, podPair, type RawNetns, type TeardownHost } from '../helpers/netns-raw.js';
 import { makeForeignPki, makeTestPki, type TestPki } from '../helpers/pki.js';
+import { netnsOk, netnsTest, rootSerial, rootTest } from '../helpers/root.js';
 
 const SELF = '/proc/self/ns/net';
 const execFileP = promisify(execFile);
-const isRoot = process.getuid?.() === 0;
-const netnsOk = canUseNetns();
 /** listenInNetns enters a netns (setns needs CAP_SYS_ADMIN), even the process's own. */
-const rootTest = isRoot ? test : test.skip;
-const rootSerial = isRoot ? test.serial : test.serial.skip;
-const netnsTest = netnsOk ? test : test.skip;
 
 test.before(() => {
   if (netnsOk) cleanupStaleNetns();

@@ -11,9 +11,8 @@ import {
   closeFd, connectInNetns, isNetnsFd, isSyscallError, listenInNetns, netnsId, openNetns, originalDst,
   recvWithFds, sendWithFds, setMark, setTransparent, socketFd, unixConnect, unixSocketPair, type SyscallError,
 } from '../../src/native/index.js';
+import { rootTest } from '../helpers/root.js';
 
-const root = process.getuid?.() === 0;
-const rootTest = root ? test : test.skip;
 
 function tempFile(t: { teardown(fn: () => void): void }): { path: string; fd: number } {
   const dir = mkdtempSync(join(tmpdir(), 'ambit-native-'));

@@ -14,9 +14,9 @@ import { join } from 'node:path';
 import {
   closeFd, connectInNetns, isSyscallError, listenInNetns, netnsId, openNetns, recvWithFds, sendWithFds, unixConnect, unixSocketPair,
 } from '../../src/native/index.js';
+import { rootSerial } from '../helpers/root.js';
 
-const root = process.getuid?.() === 0;
-const rootTest = root ? test.serial : test.serial.skip;
+const rootTest = rootSerial;
 const ROUNDS = 50;
 
 function openFds(): number {

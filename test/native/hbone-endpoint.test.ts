@@ -9,7 +9,7 @@
  *   (a)+(b): endpoint.connect() -> engine -> endpoint listener -> node:http server.
  * Errors are typed (HboneError), never a clean EOF for a failed stream.
  */
-import test, { type ExecutionContext } from 'ava';
+import { type ExecutionContext } from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
@@ -23,10 +23,10 @@ import { spiffeUri, type CertBundle } from '../../src/identity/index.js';
 import { Engine, listenInNetns, type EngineOptions } from '../../src/native/index.js';
 import type { TeardownHost } from '../helpers/netns-raw.js';
 import { makeTestPki, type TestPki } from '../helpers/pki.js';
+import { rootTest } from '../helpers/root.js';
 
 const SELF = '/proc/self/ns/net';
 const TD = 'cluster.local';
-const rootTest = process.getuid?.() === 0 ? test : test.skip;
 
 interface Pki { pki: TestPki; client: CertBundle; server: CertBundle; clientId: string; serverId: string }
 let shared: Promise<Pki> | undefined;

@@ -7,10 +7,10 @@ import { sumMetric } from '../../src/cli/mesh.js';
 import { hasCapture } from '../../src/node-agent/index.js';
 import { createMesh, type Mesh } from '../helpers/mesh.js';
 import type { Pod } from '../../src/local/index.js';
+import { isRoot, rootSerial } from '../helpers/root.js';
 
-const root = process.getuid?.() === 0;
-const serial = root ? test.serial : test.serial.skip;
-if (!root) test('netns tests need root', (t) => { t.log('skipped: not root'); t.pass(); });
+const root = isRoot;
+const serial = rootSerial;
 
 let mesh: Mesh;
 let client: Pod; // ambient, node-1

@@ -13,10 +13,10 @@ import { hboneConnect } from '../helpers/hbone-peer.js';
 import { captureUnderlay } from '../helpers/pcap.js';
 import { createMesh, type Mesh } from '../helpers/mesh.js';
 import { makeForeignPki } from '../helpers/pki.js';
+import { isRoot, rootSerial } from '../helpers/root.js';
 
-const root = process.getuid?.() === 0;
-const serial = root ? test.serial : test.serial.skip;
-if (!root) test('netns tests need root', (t) => { t.log('skipped: not root'); t.pass(); });
+const root = isRoot;
+const serial = rootSerial;
 
 let mesh: Mesh;
 let client: Pod; // ambient, node-1, sa client

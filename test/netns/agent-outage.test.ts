@@ -12,10 +12,10 @@ import { hasCapture, type Agent } from '../../src/node-agent/index.js';
 import { XdsClient } from '../../src/xds/index.js';
 import { createMesh, type Mesh } from '../helpers/mesh.js';
 import { captureUnderlay } from '../helpers/pcap.js';
+import { isRoot, rootSerial } from '../helpers/root.js';
 
-const root = process.getuid?.() === 0;
-const serial = root ? test.serial : test.serial.skip;
-if (!root) test('netns tests need root', (t) => { t.log('skipped: not root'); t.pass(); });
+const root = isRoot;
+const serial = rootSerial;
 
 let mesh: Mesh;
 let web: Pod; // ambient, node-2, echo server

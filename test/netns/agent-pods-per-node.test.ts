@@ -8,7 +8,6 @@
  * The agent runs in this process, so the fd and thread counts logged are the process's: they
  * include the test's own client sockets (one per pod during the burst), said so in the log.
  */
-import test from 'ava';
 import { readdirSync, readFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 import type { Pod } from '../../src/local/index.js';
@@ -16,10 +15,9 @@ import * as native from '../../src/native/index.js';
 import { runCni, hasCapture } from '../../src/node-agent/index.js';
 import { sumMetric } from '../../src/cli/mesh.js';
 import { createMesh } from '../helpers/mesh.js';
+import { rootTest } from '../helpers/root.js';
 
-const root = process.getuid?.() === 0;
-const maybe = root ? test : test.skip;
-if (!root) test('netns tests need root', (t) => { t.log('skipped: not root'); t.pass(); });
+const maybe = rootTest;
 
 const PODS = 130;
 const BATCH = 13;

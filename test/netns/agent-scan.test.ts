@@ -6,11 +6,10 @@
 import test from 'ava';
 import * as native from '../../src/native/index.js';
 import { findNetnsByIp, netnsAddresses, netnsIdOfPath } from '../../src/node-agent/enrol/netns-scan.js';
-import { addLocalAddrs, addNetns, canUseNetns, cleanupStaleNetns, run, type TeardownHost } from '../helpers/netns-raw.js';
+import { addLocalAddrs, addNetns, cleanupStaleNetns, run, type TeardownHost } from '../helpers/netns-raw.js';
+import { netnsOk, netnsTest } from '../helpers/root.js';
 
-const root = canUseNetns();
-const rootTest = root ? test : test.skip;
-if (!root) test('netns tests need root', (t) => { t.log('skipped: not root (or ip/nft missing)'); t.pass(); });
+const root = netnsOk;
 
 test.before(() => {
   if (root) cleanupStaleNetns();
@@ -29,7 +28,7 @@ function bareNetns(t: TeardownHost): string {
   return `/var/run/netns/${name}`;
 }
 
-rootTest('a bare namespace accepts any bind, yet the scan picks the namespace that holds the IP', async (t) => {
+netnsTest('a bare namespace accepts any bind, yet the scan picks the namespace that holds the IP', async (t) => {
   const bare = bareNetns(t);
   const pod = addNetns(t, 'scanpod');
   addLocalAddrs(pod, ['10.79.0.7/32', 'fd00:79::7/128']);
@@ -45,7 +44,7 @@ rootTest('a bare namespace accepts any bind, yet the scan picks the namespace th
   t.is(found6?.path, pod.path);
 });
 
-rootTest('only a bare namespace among the candidates: nothing is found', async (t) => {
+netnsTest('only a bare namespace among the candidates: nothing is found', async (t) => {
   const bare = bareNetns(t);
   const other = addNetns(t, 'scanother');
   addLocalAddrs(other, ['10.79.1.1/32']);
@@ -53,7 +52,7 @@ rootTest('only a bare namespace among the candidates: nothing is found', async (
   t.is(await findNetnsByIp(native, 'fd00:79::7', [bare]), undefined);
 });
 
-rootTest('an excluded namespace (already enrolled, the agent\'s own) is skipped even when it holds the IP', async (t) => {
+netnsTest('an excluded namespace (already enrolled, the agent\'s own) is skipped even when it holds the IP', async (t) => {
   const pod = addNetns(t, 'scanpod');
   addLocalAddrs(pod, ['10.79.0.7/32']);
   const id = await netnsIdOfPath(pod.path);
@@ -61,7 +60,7 @@ rootTest('an excluded namespace (already enrolled, the agent\'s own) is skipped 
   t.is(await findNetnsByIp(native, '10.79.0.7', [pod.path], new Set([id!])), undefined);
 });
 
-rootTest('netnsAddresses lists a namespace\'s addresses in canonical form; none for a bare one', async (t) => {
+netnsTest('netnsAddresses lists a namespace\'s addresses in canonical form; none for a bare one', async (t) => {
   const bare = bareNetns(t);
   const pod = addNetns(t, 'scanpod');
   addLocalAddrs(pod, ['10.79.0.7/32', 'FD00:79:0::7/128']);

@@ -9,10 +9,10 @@ import type { Pod } from '../../src/local/index.js';
 import { setLogLevel } from '../../src/core/index.js';
 import { createMesh, type Mesh } from '../helpers/mesh.js';
 import { addWaypoint, type TestWaypoint } from '../helpers/waypoint-mesh.js';
+import { isRoot, rootSerial } from '../helpers/root.js';
 
-const root = process.getuid?.() === 0;
-const serial = root ? test.serial : test.serial.skip;
-if (!root) test('netns tests need root', (t) => { t.log('skipped: not root'); t.pass(); });
+const root = isRoot;
+const serial = rootSerial;
 setLogLevel((process.env.WP_LOG as 'info') ?? 'warn');
 
 let mesh: Mesh;

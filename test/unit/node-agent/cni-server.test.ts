@@ -10,8 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CniServer } from '../../../src/node-agent/enrol/cni-server.js';
 import type { FdPassing } from '../../../src/node-agent/deps.js';
+import { rootTest } from '../../helpers/root.js';
 
-const root = process.getuid?.() === 0;
 
 const native: FdPassing = {
   socketFd: () => { throw new Error('not used'); },
@@ -42,7 +42,7 @@ test('the CNI socket is owner-only whatever the umask', async (t) => {
   t.is(statSync(path).mode & 0o777, 0o600);
 });
 
-(root ? test : test.skip)('an unprivileged process cannot connect to the CNI socket', async (t) => {
+rootTest('an unprivileged process cannot connect to the CNI socket', async (t) => {
   const path = await listenUnderUmask(t, 0);
   const script = `require('net').connect(${JSON.stringify(path)})`
     + `.on('connect', () => { console.log('CONNECTED'); process.exit(0); })`
