@@ -23,6 +23,10 @@ module.exports = {
       from: { path: '^src/', pathNot: '^src/xds/' }, to: { path: '^protobufjs' } },
     { name: 'src-never-imports-test', severity: 'error',
       from: { path: '^src/' }, to: { path: '^(test|bench)/' } },
+    { name: 'modules-through-their-index', severity: 'error',
+      comment: 'from another module, only src/<module>/index.ts may be imported',
+      from: { path: '^src/([^/]+)/' },
+      to: { path: '^src/[^/]+/', pathNot: ['^src/$1/', '^src/[^/]+/index\\.ts$'] } },
     { name: 'no-circular', severity: 'error', from: {}, to: { circular: true } },
   ],
   options: {

@@ -10,7 +10,7 @@ import type { Argv } from 'yargs';
 import { MeshError, errorMessage } from '../core/index.js';
 // Types only: the programs (and the native addon, the Kubernetes client) are loaded by the
 // command that runs them, so `ambit exec` or `ambit --help` never pay for them.
-import type { ControlSettings } from '../control/main.js';
+import type { ControlSettings } from '../control/index.js';
 import type { AgentSettings } from '../node-agent/index.js';
 import { resolveDir } from './state-file.js';
 
@@ -143,7 +143,7 @@ export function controlFlags(a: ControlArgs, env: Readonly<Record<string, string
 
 export async function controlCommand(a: ControlArgs): Promise<void> {
   const flags = controlFlags(a, process.env);
-  const { runControl } = await import('../control/main.js');
+  const { runControl } = await import('../control/index.js');
   await runControl(process.env, flags);
 }
 

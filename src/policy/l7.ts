@@ -14,7 +14,7 @@
  *
  * Policies are compiled once per L7Authorization object (they are immutable).
  */
-import type { L7Authorization, L7Condition, L7Operation, L7PathPattern, L7Source } from '../model/l7.js';
+import type { L7Authorization, L7Condition, L7Operation, L7PathPattern, L7Source } from '../model/index.js';
 import type { StringMatch } from '../model/index.js';
 import { authorizationKey, cidrContains, compileCidr, parseCidr, parseIp } from '../model/index.js';
 import type { CompiledCidr, IpAddr } from '../model/index.js';

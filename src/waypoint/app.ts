@@ -8,7 +8,7 @@ import type { Server } from 'node:http';
 import { errorMessage, logger, MeshError } from '../core/index.js';
 import { CertManager, spiffeUri, type CertBundle, type Identity } from '../identity/index.js';
 import { serviceKey, Snapshot, waypointKey, type Waypoint } from '../model/index.js';
-import type { ServiceL7 } from '../model/l7.js';
+import type { ServiceL7 } from '../model/index.js';
 import { XdsClient, type TokenSource } from '../xds/index.js';
 import { closeHttp, serveHttp } from './admin.js';
 import { resolveBinding } from './bindings.js';

@@ -14,7 +14,7 @@ import type { Duplex, Readable } from 'node:stream';
 import { errorMessage, logger } from '../core/index.js';
 import { spiffeUri } from '../identity/index.js';
 import type { Snapshot, Waypoint, Workload } from '../model/index.js';
-import type { ServiceL7, HeaderModifier } from '../model/l7.js';
+import type { ServiceL7, HeaderModifier } from '../model/index.js';
 import { resolveBinding, type Binding } from './bindings.js';
 import {
   DEFAULT_HEADER_LIMITS, forwardableRequestHeaders, forwardableResponseHeaders, getHeader, headerListTooLarge, removeHeader, setHeader, toOutgoing,

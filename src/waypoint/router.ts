@@ -5,7 +5,7 @@
  */
 import type { Service, ServicePort, Snapshot, Workload } from '../model/index.js';
 import { serviceKey } from '../model/index.js';
-import type { HeaderModifier, RetryPolicy, ServiceL7, TrafficPolicy } from '../model/l7.js';
+import type { HeaderModifier, RetryPolicy, ServiceL7, TrafficPolicy } from '../model/index.js';
 import type { Binding } from './bindings.js';
 import type { HeaderList } from './headers.js';
 import { authorizeL7, planRoute, prepareRequest, selectRoute, type RequestFacts as L7Facts, type RequestPlan as L7Plan } from './l7/index.js';

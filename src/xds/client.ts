@@ -9,7 +9,7 @@ import type { PeerCertificate } from 'node:tls';
 import WebSocket from 'ws';
 import type { Authorization, Service, Waypoint, Workload } from '../model/index.js';
 import { Snapshot } from '../model/index.js';
-import type { ServiceL7 } from '../model/l7.js';
+import type { ServiceL7 } from '../model/index.js';
 import type { BackoffOptions, ErrorCode, Logger } from '../core/index.js';
 import { Backoff, MeshError, errorMessage, logger } from '../core/index.js';
 import { spiffeUri } from '../identity/index.js';

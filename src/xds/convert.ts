@@ -7,7 +7,7 @@ import type {
   Waypoint, WaypointFor, Authorization, AuthzClause, AuthzMatch, AuthzRule, Cidr, Service, ServicePort, StringMatch, WaypointRef, Workload, WorkloadType,
 } from '../model/index.js';
 import { authorizationKey, serviceKey, waypointKey } from '../model/index.js';
-import type { ServiceL7 } from '../model/l7.js';
+import type { ServiceL7 } from '../model/index.js';
 import { MeshError, errorMessage } from '../core/index.js';
 import type { WireResource } from './codec.js';
 import { bytesToIp, ipToBytes } from './ip.js';

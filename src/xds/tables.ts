@@ -10,7 +10,7 @@ import { errorMessage } from '../core/index.js';
 import { ADDRESS_TYPE, AUTHORIZATION_TYPE, TYPE_URLS, WAYPOINT_CONFIG_TYPE, encodeControlMessage } from './codec.js';
 import type { TypeUrl, WireResource } from './codec.js';
 import { encodeAuthorization, encodeService, encodeWaypoint, encodeWaypointConfig, encodeWorkload, waypointResourceName } from './convert.js';
-import type { ServiceL7 } from '../model/l7.js';
+import type { ServiceL7 } from '../model/index.js';
 
 export interface ResourceEntry {
   /** content hash: equal payloads have equal versions across control-plane restarts */

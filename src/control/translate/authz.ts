@@ -11,7 +11,7 @@
  * Policies with targetRefs belong to waypoints and are not sent to the node agent.
  */
 import type { Authorization, AuthzClause, AuthzMatch, AuthzRule, Cidr, StringMatch } from '../../model/index.js';
-import type { L7Authorization, L7Condition, L7Operation, L7PathPattern, L7Rule, L7Source } from '../../model/l7.js';
+import type { L7Authorization, L7Condition, L7Operation, L7PathPattern, L7Rule, L7Source } from '../../model/index.js';
 import { parseCidr } from '../../model/index.js';
 import type { KubeObject } from '../config/types.js';
 import type { Check, Obj } from './check.js';

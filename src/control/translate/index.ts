@@ -6,7 +6,7 @@
  */
 import type { Service, Waypoint, Workload } from '../../model/index.js';
 import { authorizationKey, serviceKey, Snapshot, waypointKey } from '../../model/index.js';
-import type { ServiceL7 } from '../../model/l7.js';
+import type { ServiceL7 } from '../../model/index.js';
 import type { KubeObject, Rejection } from '../config/types.js';
 import type { AuthzInfo } from './authz.js';
 import { failClosedAuthorization, readAuthorizationPolicy } from './authz.js';

@@ -13,14 +13,14 @@
  * - Mixing both for one Service is undefined upstream; here Gateway API routes win and the VS is reported.
  * - Several VirtualServices (or DestinationRules) for one host: the oldest wins, then namespace/name order.
  */
-import type { Service } from '../../model/types.js';
-import { parseDurationMs } from '../../model/l7.js';
+import type { Service } from '../../model/index.js';
+import { parseDurationMs } from '../../model/index.js';
 import { compileRegex } from '../../policy/index.js';
 import type {
   DestinationPolicy, GrpcMatch, GrpcRoute, HeaderMatch, HeaderModifier, HttpAction, HttpMatch, HttpRoute,
   L7Origin, L7StringMatch, LoadBalancer, Mirror, OutlierDetection, PathMatch, QueryParamMatch, Redirect,
   RetryPolicy, Rewrite, ServiceL7, Subset, TrafficPolicy, WeightedBackend, ConnectionPool, FaultPolicy, ConsistentHash,
-} from '../../model/l7.js';
+} from '../../model/index.js';
 import type { KubeObject, Rejection } from '../config/types.js';
 
 export interface L7Context {

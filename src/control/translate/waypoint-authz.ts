@@ -10,7 +10,7 @@
  * traffic (`istio.io/waypoint-for: workload|all`), which has no Service config of its own.
  */
 import type { Service, Waypoint } from '../../model/index.js';
-import type { L7Authorization, ServiceL7 } from '../../model/l7.js';
+import type { L7Authorization, ServiceL7 } from '../../model/index.js';
 import type { Rejection } from '../config/types.js';
 import type { AuthzInfo } from './authz.js';
 

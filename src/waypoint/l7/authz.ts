@@ -1,4 +1,4 @@
-import type { L7Authorization } from '../../model/l7.js';
+import type { L7Authorization } from '../../model/index.js';
 import { evaluateL7 } from '../../policy/index.js';
 import type { L7Decision } from '../../policy/index.js';
 import type { LocalResponse, PreparedRequest } from './request.js';

@@ -4,8 +4,8 @@
  * caller's `rand`; nothing here starts a timer (an ejected endpoint comes back when a later call sees that its
  * ejection time has passed).
  */
-import type { ConnectionPool, ConsistentHash, DestinationPolicy, LoadBalancer, OutlierDetection, TrafficPolicy } from '../../model/l7.js';
-import { DEFAULT_LOAD_BALANCER } from '../../model/l7.js';
+import type { ConnectionPool, ConsistentHash, DestinationPolicy, LoadBalancer, OutlierDetection, TrafficPolicy } from '../../model/index.js';
+import { DEFAULT_LOAD_BALANCER } from '../../model/index.js';
 import type { HashTable } from './hash.js';
 import { maglev, ringHash } from './hash.js';
 import type { BackendTarget, Rand } from './plan.js';

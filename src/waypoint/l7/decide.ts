@@ -1,4 +1,4 @@
-import type { ServiceL7 } from '../../model/l7.js';
+import type { ServiceL7 } from '../../model/index.js';
 import { authorizeL7 } from './authz.js';
 import type { Rand, RequestPlan } from './plan.js';
 import { planRoute } from './plan.js';

@@ -3,8 +3,8 @@
  * fault abort, 500 for nothing valid to send to) or forward (backend, rewritten path and authority, header
  * modifiers, timeout, retries, mirrors, fault delay). Pure: randomness comes from the caller's `rand`.
  */
-import type { HeaderModifier, HttpAction, L7Origin, PathMatch, Redirect, RetryPolicy, Rewrite, WeightedBackend } from '../../model/l7.js';
-import { replacePrefix } from '../../model/l7.js';
+import type { HeaderModifier, HttpAction, L7Origin, PathMatch, Redirect, RetryPolicy, Rewrite, WeightedBackend } from '../../model/index.js';
+import { replacePrefix } from '../../model/index.js';
 import { compileRegex } from '../../policy/index.js';
 import type { LocalResponse, PreparedRequest } from './request.js';
 import type { RouteChoice } from './route.js';

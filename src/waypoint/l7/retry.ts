@@ -2,7 +2,7 @@
  * Retry decisions with Envoy's `retryOn` semantics (reference §2.2), backoff and per-try deadlines. Pure:
  * the caller passes the outcome of the attempt, the clock and a random number.
  */
-import type { RetryPolicy } from '../../model/l7.js';
+import type { RetryPolicy } from '../../model/index.js';
 
 /** What became of one attempt. */
 export type AttemptOutcome =

@@ -5,8 +5,8 @@
  */
 import type {
   GrpcRoute, HeaderMatch, HttpAction, HttpMatch, HttpRoute, L7Origin, L7StringMatch, PathMatch, ServiceL7,
-} from '../../model/l7.js';
-import { pathHasPrefix } from '../../model/l7.js';
+} from '../../model/index.js';
+import { pathHasPrefix } from '../../model/index.js';
 import { compileRegex } from '../../policy/index.js';
 import type { CompiledRegex } from '../../policy/index.js';
 import type { LocalResponse, PreparedRequest } from './request.js';

@@ -1,0 +1,3 @@
+/** The control plane program: config sources -> model -> push to agents and waypoints, CA, status. */
+export { runControl, startControl, controlSettings, parseAudiences } from './main.js';
+export type { ControlSettings } from './main.js';
