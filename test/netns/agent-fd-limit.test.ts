@@ -6,7 +6,6 @@
  * counts it, and the agent reports not-ready while its admin, metrics and readiness servers keep
  * answering. When the connections close it accepts again and is ready, by itself.
  */
-import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import { get } from 'node:http';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -14,10 +13,9 @@ import { Socket } from 'node:net';
 import { setLogSink } from '../../src/core/index.js';
 import * as native from '../../src/native/index.js';
 import { createMesh } from '../helpers/mesh.js';
+import { rootSerial } from '../helpers/root.js';
 
-const root = process.getuid?.() === 0;
-const serial = root ? test.serial : test.serial.skip;
-if (!root) test('netns tests need root', (t) => { t.log('skipped: not root'); t.pass(); });
+const serial = rootSerial;
 
 function limits(): { soft: number; hard: number } {
   const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'))!;
