@@ -5,17 +5,15 @@
  * on another node and to one on its own node must all succeed, and nothing may cross the underlay
  * in plaintext, across an overlapping replacement and a restart of either node's agent.
  */
-import test from 'ava';
 import { existsSync } from 'node:fs';
 import * as native from '../../src/native/index.js';
 import { sendCniRequest } from '../../src/node-agent/index.js';
 import { createMesh } from '../helpers/mesh.js';
 import { captureUnderlay } from '../helpers/pcap.js';
 import { startRequestLoop } from '../helpers/request-loop.js';
+import { rootSerial } from '../helpers/root.js';
 
-const root = process.getuid?.() === 0;
-const serial = root ? test.serial : test.serial.skip;
-if (!root) test('netns tests need root', (t) => { t.log('skipped: not root'); t.pass(); });
+const serial = rootSerial;
 
 const opened = async (m: { telemetry: { metrics(): Promise<string> } }): Promise<number> => {
   let n = 0;
