@@ -1771,7 +1771,7 @@ function summary(rtts: number[]): string {
   return `n=${rtts.length} median=${q(0.5)} ms p99=${q(0.99)} ms max=${q(1)} ms`;
 }
 
-rootTest('hostile HTTP/2: a session that keeps sending over-limit headers gets GOAWAY (ENHANCE_YOUR_CALM); another client\'s stream keeps flowing', async (t) => {
+rootSerial('hostile HTTP/2: a session that keeps sending over-limit headers gets GOAWAY (ENHANCE_YOUR_CALM); another client\'s stream keeps flowing', async (t) => {
   const rig = await serverRig(t);
   const { r } = rig;
   const authority = `127.0.0.1:${rig.echo.port}`;
@@ -1795,7 +1795,7 @@ rootTest('hostile HTTP/2: a session that keeps sending over-limit headers gets G
   t.log(`${sent} abusive streams sent (budget 20); bystander round trips meanwhile: ${summary(during)}`);
 });
 
-rootTest('hostile HTTP/2: one session flooding over-limit headers (budget lifted) cannot stall another session\'s stream', async (t) => {
+rootSerial('hostile HTTP/2: one session flooding over-limit headers (budget lifted) cannot stall another session\'s stream', async (t) => {
   // with the budget out of the way, only the per-turn slice keeps the flood from hogging the engine
   const rig = await serverRig(t, { abuseBudget: 1_000_000 });
   const authority = `127.0.0.1:${rig.echo.port}`;
