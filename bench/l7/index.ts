@@ -5,6 +5,7 @@
  *   direct    client pod -> server pod (not enrolled)
  *   haproxy   client pod -> haproxy, http mode (proxy pod, node-2) -> server pod
  *   nginx     client pod -> nginx proxy_pass, upstream keepalive (same proxy pod) -> server pod
+ *   node      client pod -> a bare node:http proxy, keep-alive agent (same proxy pod) -> server pod
  *   ambit     ambient pods, no waypoint: client -> agent ==HBONE==> agent -> server (the mesh's L4 cost)
  *   waypoint  ambient pods, the server's Service bound to a waypoint (pod on node-2):
  *             client -> agent ==HBONE==> waypoint ==HBONE==> agent -> server
@@ -116,6 +117,8 @@ async function measureOwn(cluster: Cluster, p: LivePath, st: L7Settings, tools: 
     });
   }
   await step('requests/s (wrk)', async () => {
+    // one unmeasured second first: a JIT-compiled proxy (node, the waypoint) is measured warm, like the native ones
+    await cluster.exec(p.client, [tools.wrk!, `-c${st.wrkConnections}`, '-t2', '-d1s', `http://${p.host}:${p.port}/`], { timeoutMs: 31_000 });
     const pids = p.pids();
     const c0 = sumCpu(pids);
     const t0 = Date.now();
@@ -137,7 +140,7 @@ export async function runL7(opts: L7Options = {}): Promise<SuiteReport> {
   const tools = await ensureTools(L7_TOOLS, log);
   const started = new Date();
   const outcomes: Record<L7PathName, { metrics: L7Metrics | null; error?: string }> = {
-    direct: { metrics: null, error: 'not set up' }, haproxy: { metrics: null, error: 'not set up' }, nginx: { metrics: null, error: 'not set up' },
+    direct: { metrics: null, error: 'not set up' }, haproxy: { metrics: null, error: 'not set up' }, nginx: { metrics: null, error: 'not set up' }, node: { metrics: null, error: 'not set up' },
     ambit: { metrics: null, error: 'not set up' }, waypoint: { metrics: null, error: 'not set up' },
   };
   const dir = mkdtempSync(join(tmpdir(), 'ambit-bench-l7-'));
@@ -173,10 +176,12 @@ export async function runL7(opts: L7Options = {}): Promise<SuiteReport> {
       stops.push(() => px.stop());
       outcomes.haproxy = { metrics: emptyL7() };
       outcomes.nginx = { metrics: emptyL7() };
+      outcomes.node = { metrics: emptyL7() };
       live.push({ name: 'haproxy', client: pc, host: proxyPod.ip, port: PROXY_PORTS.haproxy, pids: () => [px.pids.haproxy] });
       live.push({ name: 'nginx', client: pc, host: proxyPod.ip, port: PROXY_PORTS.nginx, pids: () => processTree(px.pids.nginx) });
+      live.push({ name: 'node', client: pc, host: proxyPod.ip, port: PROXY_PORTS.node, pids: () => [px.pids.node] });
     } catch (e) {
-      outcomes.haproxy = outcomes.nginx = { metrics: null, error: messageOf(e) };
+      outcomes.haproxy = outcomes.nginx = outcomes.node = { metrics: null, error: messageOf(e) };
     }
     let mesh: AmbitMesh | undefined;
     try {
@@ -275,7 +280,7 @@ export async function runL7(opts: L7Options = {}): Promise<SuiteReport> {
 
 export const l7Suite: BenchSuite = {
   name: 'l7',
-  description: 'HTTP keep-alive, 1 kB responses: direct vs haproxy (http mode) vs nginx vs ambit L4 vs the waypoint',
+  description: 'HTTP keep-alive, 1 kB responses: direct vs haproxy (http mode) vs nginx vs a bare node:http proxy vs ambit L4 vs the waypoint',
   run: (opts) => runL7(opts),
 };
 

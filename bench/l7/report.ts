@@ -2,8 +2,9 @@
 import { formatTable, round } from '../common/stats.js';
 import type { TargetCheck } from '../common/suite.js';
 
-export type L7PathName = 'direct' | 'haproxy' | 'nginx' | 'ambit' | 'waypoint';
-export const L7_PATHS: readonly L7PathName[] = ['direct', 'haproxy', 'nginx', 'ambit', 'waypoint'];
+export type L7PathName = 'direct' | 'haproxy' | 'nginx' | 'node' | 'ambit' | 'waypoint';
+/** `node`: a bare node:http reverse proxy (keep-alive agent), the floor of the runtime the waypoint is written on */
+export const L7_PATHS: readonly L7PathName[] = ['direct', 'haproxy', 'nginx', 'node', 'ambit', 'waypoint'];
 
 export interface L7Metrics {
   /** wrk at c=16, keep-alive */

@@ -106,6 +106,24 @@ int ambit_socket_in_netns(int nsfd, int family, int type, int *out_fd, ambit_fai
 /* A fresh non-blocking socket made in the netns, from its helper's pool; -1 on a miss (connect.c). */
 int ambit_pool_take(int nsfd, int family);
 
+/*
+ * Pinned pools (connect.c), for the engine: its thread must never create or join a thread.
+ * ambit_pool_pin (the JS thread, when a pod's listener opens) starts the netns's pool if there is
+ * none and waits until its helper thread is in the netns; a pinned pool never goes idle. The
+ * engine takes sockets with ambit_pool_get: a miss (the pool is empty under a burst) is queued
+ * and answered by the helper, which calls `done` (on its thread, under the pool lock: keep it
+ * short) with the fd or an errno. ambit_pool_forget(owner) drops an owner's pending misses (after
+ * it, `done` is never called for that owner again).
+ */
+typedef struct ns_pool ns_pool;
+typedef void (*ambit_pool_done)(void *owner, uint32_t id, uint8_t what, int fd, int err);
+/* families: 1 IPv4, 2 IPv6 (a mask of the families kept ready). NULL with *f on failure. */
+ns_pool *ambit_pool_pin(int nsfd, int families, ambit_fail *f);
+void ambit_pool_unpin(ns_pool *p);
+/* >= 0: a socket; -1: a miss, queued (done follows); -2: failed, errno in *err. */
+int ambit_pool_get(ns_pool *p, int family, ambit_pool_done done, void *owner, uint32_t id, uint8_t what, int *err);
+void ambit_pool_forget(void *owner);
+
 /* sockopt helpers (sockopt.c). */
 int ambit_set_transparent(int fd, int family, ambit_fail *f);
 int ambit_set_mark(int fd, uint32_t mark, ambit_fail *f);
@@ -126,6 +144,7 @@ napi_value ambit_set_mark_js(napi_env env, napi_callback_info info);
 napi_value ambit_set_transparent_js(napi_env env, napi_callback_info info);
 napi_value ambit_close_fd(napi_env env, napi_callback_info info);
 napi_value ambit_raise_fd_limit(napi_env env, napi_callback_info info);
+napi_value ambit_set_parent_death_signal(napi_env env, napi_callback_info info);
 napi_value ambit_connect_in_netns(napi_env env, napi_callback_info info);
 napi_value ambit_recv_with_fds(napi_env env, napi_callback_info info);
 napi_value ambit_send_with_fds(napi_env env, napi_callback_info info);
@@ -133,6 +152,12 @@ napi_value ambit_unix_connect(napi_env env, napi_callback_info info);
 napi_value ambit_unix_socketpair(napi_env env, napi_callback_info info);
 /* The data-path engine (engine.c). */
 bool ambit_engine_init(napi_env env, napi_value exports);
+/* The nghttp2 and OpenSSL the addon binds to (versions.c): checked at load. */
+bool ambit_versions_check(int nghttp2_num, const char *nghttp2_text, unsigned long openssl_num, const char *openssl_text,
+                          char *msg, size_t cap);
+bool ambit_versions_ok(napi_env env);
+napi_value ambit_versions(napi_env env, napi_callback_info info);
+napi_value ambit_versions_check_js(napi_env env, napi_callback_info info);
 
 #define AMBIT_NAPI(call)                                                          \
   do {                                                                            \

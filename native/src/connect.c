@@ -6,9 +6,11 @@
  * largest single item of the server side's CPU profile for new connections. So each netns that is
  * connected from gets a small pool of fresh sockets, kept full by one long-lived helper thread
  * that entered the netns once and never leaves it; the JS thread only pops an fd under a mutex.
- * A miss (first call, pool empty, too many pools) falls back to the per-call thread. A pool with
- * no use for POOL_IDLE_SEC closes its sockets and its thread exits, so it never keeps a deleted
- * pod's netns alive for longer than that. Options, bind and a non-blocking connect() follow on
+ * A miss (first call, pool empty, too many pools) falls back to the per-call thread; not for the
+ * engine, whose thread never makes a thread: it pins the pool when a pod's listeners open and has
+ * a miss answered by the helper (ambit_pool_pin, ambit_pool_get). A pool with no pin and no use
+ * for POOL_IDLE_SEC closes its sockets and its thread exits, so it never keeps a deleted pod's
+ * netns alive for longer than that. Options, bind and a non-blocking connect() follow on
  * the calling thread. Waiting for the handshake is event driven:
  * a uv_poll on the event loop plus a uv_timer for the deadline. That keeps both the JS thread and
  * the libuv thread pool free, so many slow or blackholed upstreams cannot starve file or DNS work.
@@ -17,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -30,11 +33,23 @@
 
 /* Ready sockets kept per netns and family: enough for a burst of parallel new connections. */
 #define POOL_TARGET 8
-/* Netns pools alive at once (one helper thread each); beyond that, calls use the per-call thread. */
+/* Pools started by connectInNetns alone (one helper thread each) alive at once; beyond that, its
+ * calls use the per-call thread. Pools pinned by engine listeners do not count: a pod's listeners
+ * cost their own fds already, and the engine never falls back to a thread of its own. */
 #define POOL_MAX 128
 #define POOL_IDLE_SEC 3
 
-typedef struct ns_pool {
+/* A socket asked for while the pool was empty (the engine's miss): made by the helper, handed to done. */
+typedef struct pool_req {
+  struct pool_req *next;
+  ambit_pool_done done;
+  void *owner; /* NULL once forgotten (ambit_pool_forget) */
+  uint32_t id;
+  uint8_t what;
+  int fam;
+} pool_req;
+
+struct ns_pool {
   struct ns_pool *next;
   dev_t dev;
   ino_t ino;
@@ -42,15 +57,22 @@ typedef struct ns_pool {
   bool want[2]; /* families asked for: [0] IPv4, [1] IPv6 */
   int count[2];
   int fds[2][POOL_TARGET];
+  bool entered; /* the helper is in the netns */
   bool dead; /* the helper could not enter the netns, or is leaving */
+  int err; /* dead: why (setns's errno) */
+  int pins; /* engine listeners (and sources) of this netns: a pinned pool never goes idle */
+  pool_req *reqs, *reqs_tail; /* misses waiting for a socket, oldest first */
+  pool_req *inflight; /* the request the helper is making a socket for (outside the lock) */
   time_t last_use; /* CLOCK_MONOTONIC seconds */
   pthread_cond_t cond;
-} ns_pool;
+};
 
 /* One lock for the pool list and every pool: takes are a few instructions, refills are rare. */
 static pthread_mutex_t pools_mu = PTHREAD_MUTEX_INITIALIZER;
+/* pool helpers announce that they entered their netns (or could not): ambit_pool_pin waits for it */
+static pthread_cond_t pools_entered = PTHREAD_COND_INITIALIZER;
 static ns_pool *pools;
-static int npools;
+static int npools, npinned;
 
 static time_t mono_sec(void) {
   struct timespec ts;
@@ -60,11 +82,34 @@ static time_t mono_sec(void) {
 
 static void *pool_thread(void *arg) {
   ns_pool *p = arg;
+  pthread_setname_np(pthread_self(), "ambit-nspool");
   /* This thread lives in the pod netns until it exits; it never switches back. */
   bool entered = setns(p->nsfd, CLONE_NEWNET) == 0;
+  int setns_err = errno;
   pthread_mutex_lock(&pools_mu);
-  if (!entered) p->dead = true;
+  if (!entered) {
+    p->dead = true;
+    p->err = setns_err;
+  }
+  p->entered = entered;
+  pthread_cond_broadcast(&pools_entered);
   while (!p->dead) {
+    pool_req *q = p->reqs;
+    if (q != NULL) {
+      /* a miss first: someone waits for exactly this socket */
+      p->reqs = q->next;
+      if (p->reqs == NULL) p->reqs_tail = NULL;
+      p->inflight = q;
+      pthread_mutex_unlock(&pools_mu);
+      int fd = socket(q->fam ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+      int err = fd < 0 ? errno : 0;
+      pthread_mutex_lock(&pools_mu);
+      p->inflight = NULL;
+      if (q->owner != NULL) q->done(q->owner, q->id, q->what, fd, err);
+      else if (fd >= 0) close(fd);
+      free(q);
+      continue;
+    }
     int fam = -1;
     for (int i = 0; i < 2; i++) {
       if (p->want[i] && p->count[i] < POOL_TARGET) {
@@ -86,11 +131,16 @@ static void *pool_thread(void *arg) {
       }
       continue;
     }
+    if (p->pins > 0) {
+      pthread_cond_wait(&p->cond, &pools_mu);
+      continue;
+    }
     time_t now = mono_sec();
     if (now - p->last_use >= POOL_IDLE_SEC) break;
     struct timespec until = {.tv_sec = p->last_use + POOL_IDLE_SEC, .tv_nsec = 0};
     pthread_cond_timedwait(&p->cond, &pools_mu, &until);
   }
+  p->dead = true;
   /* Unlink first: from here on no take can see this pool. */
   for (ns_pool **pp = &pools; *pp != NULL; pp = &(*pp)->next) {
     if (*pp == p) {
@@ -102,6 +152,16 @@ static void *pool_thread(void *arg) {
   for (int i = 0; i < 2; i++) {
     while (p->count[i] > 0) close(p->fds[i][--p->count[i]]);
   }
+  /* only when the helper never entered the netns: misses are answered with the error */
+  while (p->reqs != NULL) {
+    pool_req *q = p->reqs;
+    p->reqs = q->next;
+    if (q->owner != NULL) q->done(q->owner, q->id, q->what, -1, p->err ? p->err : EBADF);
+    free(q);
+  }
+  p->reqs_tail = NULL;
+  /* a pool that failed while pinned: its pinners still hold it until they unpin */
+  while (p->pins > 0) pthread_cond_wait(&p->cond, &pools_mu);
   pthread_mutex_unlock(&pools_mu);
   close(p->nsfd);
   pthread_cond_destroy(&p->cond);
@@ -109,16 +169,25 @@ static void *pool_thread(void *arg) {
   return NULL;
 }
 
-/* Start a pool for the netns (called with pools_mu held). False when it cannot. */
-static bool pool_start(int nsfd, const struct stat *st, int fi) {
-  if (npools >= POOL_MAX) return false;
+/* Start a pool for the netns (called with pools_mu held). NULL when it cannot (*err says why). */
+static ns_pool *pool_start(int nsfd, const struct stat *st, int fi, int pins, int *err) {
+  if (pins == 0 && npools - npinned >= POOL_MAX) {
+    *err = EAGAIN;
+    return NULL;
+  }
   ns_pool *p = calloc(1, sizeof *p);
-  if (p == NULL) return false;
+  if (p == NULL) {
+    *err = ENOMEM;
+    return NULL;
+  }
   p->dev = st->st_dev;
   p->ino = st->st_ino;
-  p->want[fi] = true;
+  if (fi & 1) p->want[0] = true;
+  if (fi & 2) p->want[1] = true;
+  p->pins = pins;
   p->last_use = mono_sec();
   p->nsfd = fcntl(nsfd, F_DUPFD_CLOEXEC, 3);
+  *err = errno;
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -127,21 +196,30 @@ static bool pool_start(int nsfd, const struct stat *st, int fi) {
   if (p->nsfd < 0 || crc != 0) {
     if (p->nsfd >= 0) close(p->nsfd);
     if (crc == 0) pthread_cond_destroy(&p->cond);
+    else *err = crc;
     free(p);
-    return false;
+    return NULL;
   }
-  /* a helper thread, parked in the netns until the pool goes idle */
+  /* a helper thread, parked in the netns until the pool goes idle (never while pinned) */
   int rc = ambit_thread_start(pool_thread, p, 64 * 1024, true, NULL);
   if (rc != 0) {
     close(p->nsfd);
     pthread_cond_destroy(&p->cond);
     free(p);
-    return false;
+    *err = rc;
+    return NULL;
   }
   p->next = pools;
   pools = p;
   npools++;
-  return true;
+  if (pins > 0) npinned++;
+  return p;
+}
+
+static ns_pool *pool_find(const struct stat *st) {
+  ns_pool *p = pools;
+  while (p != NULL && !(p->dev == st->st_dev && p->ino == st->st_ino && !p->dead)) p = p->next;
+  return p;
 }
 
 /* A fresh socket of `family` created in the netns, from its pool; -1 on a miss (never fails). */
@@ -149,12 +227,11 @@ int ambit_pool_take(int nsfd, int family) {
   struct stat st;
   if (fstat(nsfd, &st) != 0) return -1;
   int fi = family == AF_INET6 ? 1 : 0;
-  int fd = -1;
+  int fd = -1, err;
   pthread_mutex_lock(&pools_mu);
-  ns_pool *p = pools;
-  while (p != NULL && !(p->dev == st.st_dev && p->ino == st.st_ino && !p->dead)) p = p->next;
+  ns_pool *p = pool_find(&st);
   if (p == NULL) {
-    pool_start(nsfd, &st, fi);
+    pool_start(nsfd, &st, 1 << fi, 0, &err);
   } else {
     p->last_use = mono_sec();
     p->want[fi] = true;
@@ -164,6 +241,92 @@ int ambit_pool_take(int nsfd, int family) {
   }
   pthread_mutex_unlock(&pools_mu);
   return fd;
+}
+
+ns_pool *ambit_pool_pin(int nsfd, int families, ambit_fail *f) {
+  struct stat st;
+  if (fstat(nsfd, &st) != 0) {
+    ambit_fail_set(f, "fstat", errno, "netns");
+    return NULL;
+  }
+  int err = 0;
+  pthread_mutex_lock(&pools_mu);
+  ns_pool *p = pool_find(&st);
+  if (p != NULL) {
+    if (p->pins++ == 0) npinned++;
+    if (families & 1) p->want[0] = true;
+    if (families & 2) p->want[1] = true;
+    pthread_cond_signal(&p->cond);
+  } else {
+    p = pool_start(nsfd, &st, families, 1, &err);
+  }
+  /* ready when this returns: the helper is in the netns (a failure to enter it is this call's) */
+  while (p != NULL && !p->entered && !p->dead) pthread_cond_wait(&pools_entered, &pools_mu);
+  if (p != NULL && p->dead) {
+    err = p->err ? p->err : EBADF;
+    if (--p->pins == 0) npinned--;
+    pthread_cond_signal(&p->cond);
+    p = NULL;
+  }
+  pthread_mutex_unlock(&pools_mu);
+  if (p == NULL) ambit_fail_set(f, err == EAGAIN || err == ENOMEM ? "pthread_create" : "setns", err, "netns socket pool");
+  return p;
+}
+
+void ambit_pool_unpin(ns_pool *p) {
+  if (p == NULL) return;
+  pthread_mutex_lock(&pools_mu);
+  if (--p->pins == 0) {
+    npinned--;
+    p->last_use = mono_sec(); /* idle from now: the netns is let go POOL_IDLE_SEC later */
+  }
+  pthread_cond_signal(&p->cond);
+  pthread_mutex_unlock(&pools_mu);
+}
+
+int ambit_pool_get(ns_pool *p, int family, ambit_pool_done done, void *owner, uint32_t id, uint8_t what, int *err) {
+  int fi = family == AF_INET6 ? 1 : 0;
+  int fd = -1;
+  pthread_mutex_lock(&pools_mu);
+  if (p->dead) {
+    *err = p->err ? p->err : EBADF;
+    fd = -2;
+  } else {
+    p->want[fi] = true;
+    if (p->count[fi] > 0 && p->reqs == NULL) {
+      fd = p->fds[fi][--p->count[fi]];
+      if (p->count[fi] <= POOL_TARGET / 2) pthread_cond_signal(&p->cond);
+    } else {
+      pool_req *q = calloc(1, sizeof *q);
+      if (q == NULL) {
+        *err = ENOMEM;
+        fd = -2;
+      } else {
+        q->done = done;
+        q->owner = owner;
+        q->id = id;
+        q->what = what;
+        q->fam = fi;
+        if (p->reqs_tail) p->reqs_tail->next = q;
+        else p->reqs = q;
+        p->reqs_tail = q;
+        pthread_cond_signal(&p->cond);
+      }
+    }
+  }
+  pthread_mutex_unlock(&pools_mu);
+  return fd;
+}
+
+void ambit_pool_forget(void *owner) {
+  pthread_mutex_lock(&pools_mu);
+  for (ns_pool *p = pools; p != NULL; p = p->next) {
+    if (p->inflight != NULL && p->inflight->owner == owner) p->inflight->owner = NULL;
+    for (pool_req *q = p->reqs; q != NULL; q = q->next) {
+      if (q->owner == owner) q->owner = NULL;
+    }
+  }
+  pthread_mutex_unlock(&pools_mu);
 }
 
 typedef struct {
@@ -229,6 +392,14 @@ static void on_writable(uv_poll_t *p, int status, int events) {
 static void on_timeout(uv_timer_t *t) {
   connect_req *req = t->data;
   if (req->settled) return;
+  /* libuv runs due timers before it polls: after the event loop was blocked past the deadline,
+   * the handshake may have finished (or been refused) long ago. Ask the socket before calling
+   * it a timeout. */
+  struct pollfd pfd = {.fd = req->fd, .events = POLLOUT};
+  if (poll(&pfd, 1, 0) == 1) {
+    on_writable(&req->poll, 0, UV_WRITABLE);
+    return;
+  }
   ambit_fail_set(&req->fail, "connect", ETIMEDOUT, "no answer within timeoutMs");
   settle(req);
 }

@@ -177,13 +177,15 @@ void link_publish(flowlink *k, uint8_t state, uint8_t fail, uint16_t status, con
 }
 
 void eng_event(engine *e, int kind, flow *f) {
-  if (kind == 1 && f->link) __atomic_store_n(&f->link->established, 1, __ATOMIC_RELEASE);
+  if (kind == EVT_ESTABLISHED && f->link) __atomic_store_n(&f->link->established, 1, __ATOMIC_RELEASE);
+  if (kind == EVT_ESTABLISHED) eng_timer(f); /* established: the idle limit from here */
   jmsg *m = eng_msg(J_EVENT);
   if (m == NULL) return;
   m->kind = (uint8_t)kind;
   m->id = f->id;
   m->n1 = (double)f->from_app_n;
   m->n2 = (double)f->to_app_n;
+  m->p1 = kind == EVT_CLOSED ? f->fail : FAIL_NONE;
   if (f->err) m->s[0] = strdup(f->err);
   eng_post(e, m);
 }
@@ -212,15 +214,137 @@ static flow *fmap_get(engine *e, uint32_t id) {
   return NULL;
 }
 
+void eng_tmap_add(engine *e, tconn *tc) {
+  tconn **b = &e->tmap[tc->id & (TCONN_BUCKETS - 1)];
+  tc->hnext = *b;
+  *b = tc;
+}
+
+static void tmap_del(engine *e, tconn *tc) {
+  for (tconn **pp = &e->tmap[tc->id & (TCONN_BUCKETS - 1)]; *pp != NULL; pp = &(*pp)->hnext) {
+    if (*pp == tc) {
+      *pp = tc->hnext;
+      return;
+    }
+  }
+}
+
 static tconn *tconn_by_id(engine *e, uint32_t id) {
-  for (tconn *tc = e->tconns; tc != NULL; tc = tc->next) {
+  for (tconn *tc = e->tmap[id & (TCONN_BUCKETS - 1)]; tc != NULL; tc = tc->hnext) {
     if (tc->id == id) return tc->dead ? NULL : tc;
   }
   return NULL;
 }
 
+/* ---- the deadline wheel ---- */
+
+static void wheel_unlink(engine *e, flow *f) {
+  if (f->tw_slot == -1) return;
+  flow **head = f->tw_slot == -2 ? &e->wheel_tmp : &e->wheel[f->tw_slot];
+  if (f->twprev) f->twprev->twnext = f->twnext;
+  else *head = f->twnext;
+  if (f->twnext) f->twnext->twprev = f->twprev;
+  f->twprev = f->twnext = NULL;
+  f->tw_slot = -1;
+}
+
+static void wheel_insert(engine *e, flow *f, uint64_t due) {
+  uint64_t at = due / e->tick_ms;
+  if (at < e->wheel_next) at = e->wheel_next; /* already due: the next tick sees it */
+  int32_t slot = (int32_t)(at % WHEEL_SLOTS);
+  f->due = due;
+  f->tw_slot = slot;
+  f->twprev = NULL;
+  f->twnext = e->wheel[slot];
+  if (f->twnext) f->twnext->twprev = f;
+  e->wheel[slot] = f;
+}
+
+/* The flow's next deadline (0: none): the dial's, or the idle / half-closed limit from the last
+ * byte moved once it is established. */
+static uint64_t flow_due(flow *f) {
+  engine *e = f->e;
+  if (f->dead) return 0;
+  if (f->dialing) return f->deadline;
+  /* before it is established a flow waits on other deadlines (the decision, the tunnel's
+   * handshake and keepalive) */
+  if (!f->established) return 0;
+  uint32_t limit = f->app_eof || f->peer_eof ? e->half_closed_ms : e->flow_idle_ms;
+  return limit == 0 ? 0 : f->last_active + limit;
+}
+
+void eng_timer(flow *f) {
+  uint64_t due = flow_due(f);
+  if (due == 0) {
+    wheel_unlink(f->e, f);
+    return;
+  }
+  /* scheduled no later than that: the wheel rechecks then (a later due only moves it lazily) */
+  if (f->tw_slot >= 0 && f->due <= due) return;
+  wheel_unlink(f->e, f);
+  wheel_insert(f->e, f, due);
+}
+
+void eng_timer_del(flow *f) { wheel_unlink(f->e, f); }
+
+/* A flow whose checked deadline has come. */
+static void flow_expire(engine *e, flow *f, uint64_t now) {
+  if (f->dialing) {
+    f->dialing = 0;
+    flow_fail(f, FAIL_CONNECT);
+    if (f->server) h2_server_connected(f, false, "connect: ETIMEDOUT");
+    else flow_abort(f, "connect: ETIMEDOUT");
+    return;
+  }
+  /* one way already ended (or both, and bytes wait for a reader that does not read) */
+  bool half = f->app_eof || f->peer_eof;
+  uint32_t limit = half ? e->half_closed_ms : e->flow_idle_ms;
+  char why[96];
+  if (half) {
+    eng_count(&e->ctr.half_closed);
+    snprintf(why, sizeof why, "half-closed with no traffic for %u ms", limit);
+  } else {
+    eng_count(&e->ctr.idle_closed);
+    snprintf(why, sizeof why, "idle for %u ms", limit);
+  }
+  flow_fail(f, FAIL_LOCAL);
+  flow_abort(f, why);
+}
+
+/*
+ * The wheel's slots from the last tick to now: each flow there whose deadline came is checked
+ * against its state now (bytes moved since push the idle deadline on: it goes back in the wheel),
+ * the others wait their round. A tick visits only the flows of its slots, not every flow.
+ */
+static void wheel_expire(engine *e, uint64_t now) {
+  uint64_t until = now / e->tick_ms;
+  uint64_t from = e->wheel_next;
+  if (until - from >= WHEEL_SLOTS) from = until - (WHEEL_SLOTS - 1); /* a long stall: one full turn */
+  e->wheel_next = until + 1;
+  for (uint64_t at = from; at <= until && !e->stop; at++) {
+    int32_t slot = (int32_t)(at % WHEEL_SLOTS);
+    e->wheel_tmp = e->wheel[slot];
+    e->wheel[slot] = NULL;
+    for (flow *f = e->wheel_tmp; f != NULL; f = f->twnext) f->tw_slot = -2;
+    while (e->wheel_tmp != NULL) {
+      flow *f = e->wheel_tmp;
+      wheel_unlink(e, f);
+      uint64_t due = flow_due(f);
+      if (due == 0) continue;
+      if (due > now) wheel_insert(e, f, due);
+      else flow_expire(e, f, now);
+    }
+  }
+}
+
 static void listener_free(listener *l) {
   engine *e = l->e;
+  for (listener **pp = &e->lmap[l->id & (LISTENER_BUCKETS - 1)]; *pp != NULL; pp = &(*pp)->hnext) {
+    if (*pp == l) {
+      *pp = l->hnext;
+      break;
+    }
+  }
   for (listener **pp = &e->listeners; *pp != NULL; pp = &(*pp)->next) {
     if (*pp == l) {
       *pp = l->next;
@@ -229,6 +353,7 @@ static void listener_free(listener *l) {
   }
   if (l->fd >= 0) close(l->fd);
   if (l->nsfd >= 0) close(l->nsfd);
+  ambit_pool_unpin(l->pool);
   free(l->tag);
   free(l);
 }
@@ -263,6 +388,7 @@ void eng_reap(engine *e) {
     if (tc->prev) tc->prev->next = tc->next;
     else e->tconns = tc->next;
     if (tc->next) tc->next->prev = tc->prev;
+    tmap_del(e, tc);
     tconn_free(tc);
   }
   /* listeners last: the flows and tconns above held references to them */
@@ -287,23 +413,26 @@ static void batch_close(engine *e) {
 static void outbound_plan(engine *e, flow *f, jcmd *c) {
   char why[256];
   f->silent = 0;
-  if (c->t == 1) {
+  if (c->t == PLAN_PLAIN) {
     f->mode = M_PLAIN;
-    int fd;
     if (!flow_watch_app(f)) {
       flow_abort(f, "epoll");
       return;
     }
-    if (flow_dial(f, c->ip ? c->ip : "", c->port, NULL, &fd, why, sizeof why) != 0) flow_abort(f, why);
+    if (flow_dial(f, c->ip ? c->ip : "", c->port, NULL, why, sizeof why) != 0) {
+      flow_fail(f, FAIL_CONNECT);
+      flow_abort(f, why);
+    }
     return;
   }
-  if (c->t != 2) {
+  if (c->t != PLAN_HBONE) {
     f->silent = 1;
     flow_abort(f, "refused");
     return;
   }
   f->mode = M_H2;
   if (c->ctx == NULL || c->key == NULL || c->tag == NULL || c->hdrs == NULL) {
+    flow_fail(f, c->ctx == NULL ? FAIL_TLS : FAIL_LOCAL);
     flow_abort(f, c->ctx == NULL ? "hbone: no certificate" : "hbone: bad plan");
     return;
   }
@@ -338,8 +467,9 @@ static void open_flow(engine *e, jcmd *c) {
     c->fd = -1;
     jmsg *m = eng_msg(J_EVENT);
     if (m != NULL) {
-      m->kind = 2;
+      m->kind = EVT_CLOSED;
       m->id = c->fid;
+      m->p1 = FAIL_LOCAL;
       m->s[0] = strdup(why);
       eng_post(e, m);
     }
@@ -351,6 +481,29 @@ static void open_flow(engine *e, jcmd *c) {
   outbound_plan(e, f, c);
 }
 
+/* Same address family, address and port. */
+static bool same_endpoint(const ambit_addr *a, const ambit_addr *b) {
+  if (a->u.sa.sa_family != b->u.sa.sa_family) return false;
+  if (a->u.sa.sa_family == AF_INET)
+    return a->u.v4.sin_port == b->u.v4.sin_port && a->u.v4.sin_addr.s_addr == b->u.v4.sin_addr.s_addr;
+  if (a->u.sa.sa_family == AF_INET6)
+    return a->u.v6.sin6_port == b->u.v6.sin6_port && memcmp(&a->u.v6.sin6_addr, &b->u.v6.sin6_addr, sizeof a->u.v6.sin6_addr) == 0;
+  return false;
+}
+
+/*
+ * A connection that reached the capture listener without a redirect has no original destination.
+ * Where conntrack tracks the namespace (any nat or ct rule loaded there), SO_ORIGINAL_DST answers
+ * with the connection's own destination, the listener itself: that is "no redirect" too.
+ */
+static bool redirected_dst(int fd, int family, ambit_addr *dst, ambit_fail *fl) {
+  if (ambit_orig_dst(fd, family, dst, fl) != 0) return false;
+  ambit_addr local;
+  local.len = sizeof local.u;
+  if (getsockname(fd, &local.u.sa, &local.len) != 0) return false;
+  return !same_endpoint(dst, &local);
+}
+
 static void accept_outbound(engine *e, listener *l, int fd, const ambit_addr *peer) {
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -359,7 +512,7 @@ static void accept_outbound(engine *e, listener *l, int fd, const ambit_addr *pe
   ambit_fail fl = {0};
   jmsg *m = NULL;
   flow *f = NULL;
-  if (ambit_orig_dst(fd, peer->u.sa.sa_family, &dst, &fl) != 0 || (m = eng_msg(J_OUTBOUND)) == NULL ||
+  if (!redirected_dst(fd, peer->u.sa.sa_family, &dst, &fl) || (m = eng_msg(J_OUTBOUND)) == NULL ||
       (f = flow_new(e, l, 0, fd)) == NULL) {
     free(m);
     flow_reset_fd(fd);
@@ -535,7 +688,7 @@ static uint64_t listeners_next(engine *e) {
 /* ---- commands from JS ---- */
 
 static listener *find_listener(engine *e, uint32_t id) {
-  for (listener *l = e->listeners; l != NULL; l = l->next) {
+  for (listener *l = e->lmap[id & (LISTENER_BUCKETS - 1)]; l != NULL; l = l->hnext) {
     if (l->id == id && !l->closed) return l;
   }
   return NULL;
@@ -611,8 +764,9 @@ static void run_command(engine *e, jcmd *c) {
         /* an adopted socket for a stream that went meanwhile: JS still hears of its end, once */
         jmsg *m = eng_msg(J_EVENT);
         if (m != NULL) {
-          m->kind = 2;
+          m->kind = EVT_CLOSED;
           m->id = c->id;
+          m->p1 = FAIL_LOCAL;
           m->s[0] = strdup("hbone: the stream was gone before it was taken");
           eng_post(e, m);
         }
@@ -635,6 +789,9 @@ static void run_command(engine *e, jcmd *c) {
       struct epoll_event ev = {.events = EPOLLIN, .data.ptr = l};
       l->next = e->listeners;
       e->listeners = l;
+      listener **b = &e->lmap[l->id & (LISTENER_BUCKETS - 1)];
+      l->hnext = *b;
+      *b = l;
       if (l->kind != L_SOURCE && epoll_ctl(e->epfd, EPOLL_CTL_ADD, l->fd, &ev) != 0) {
         eng_log(e, LOG_ERROR, "listener %u: epoll_ctl: %s", l->id, ambit_errno_name(errno));
         close_listener(e, l, false);
@@ -671,6 +828,15 @@ static void run_command(engine *e, jcmd *c) {
       break;
     case C_OPEN:
       open_flow(e, c);
+      break;
+    case C_SOCKET:
+      if (c->t == DIAL_FLOW) {
+        flow *f = fmap_get(e, c->id);
+        if (f != NULL) flow_socket(f, &c->fd, c->status);
+      } else {
+        tconn *tc = tconn_by_id(e, c->id);
+        if (tc != NULL) tconn_socket(tc, &c->fd, c->status);
+      }
       break;
   }
 }
@@ -714,39 +880,13 @@ static void dispatch(engine *e, evsrc *src, uint32_t ev) {
 }
 
 /*
- * Deadlines, checked every tick_ms: dials, the idle and half-closed limits of flows (lazily,
- * from the time of the last byte moved, so moving bytes never touches a timer), and each
- * connection's handshake, idle and keepalive deadlines. A walk of every flow per tick is a few
- * microseconds per thousand flows.
+ * Deadlines, checked every tick_ms: flows through the wheel (dials, the idle and half-closed
+ * limits, lazily from the time of the last byte moved, so moving bytes never touches a timer);
+ * each connection's handshake, idle and keepalive deadlines (connections are few: at most
+ * MAX_TCONNS, a handful per peer node).
  */
 static void tick(engine *e, uint64_t now) {
-  for (flow *f = e->flows; f != NULL; f = f->next) {
-    if (f->dead) continue;
-    if (f->dialing) {
-      if (now < f->deadline) continue;
-      f->dialing = 0;
-      if (f->server) h2_server_connected(f, false, "connect: ETIMEDOUT");
-      else flow_abort(f, "connect: ETIMEDOUT");
-      continue;
-    }
-    /* before it is established a flow waits on other deadlines (the decision, the dial, the
-     * tunnel's handshake and keepalive) */
-    if (!f->established) continue;
-    /* one way already ended (or both, and bytes wait for a reader that does not read) */
-    bool half = f->app_eof || f->peer_eof;
-    uint32_t limit = half ? e->half_closed_ms : e->flow_idle_ms;
-    if (limit == 0 || now - f->last_active < limit) continue;
-    char why[96];
-    if (half) {
-      eng_count(&e->ctr.half_closed);
-      snprintf(why, sizeof why, "half-closed with no traffic for %u ms", limit);
-    } else {
-      eng_count(&e->ctr.idle_closed);
-      snprintf(why, sizeof why, "idle for %u ms", limit);
-    }
-    flow_fail(f, FAIL_LOCAL);
-    flow_abort(f, why);
-  }
+  wheel_expire(e, now);
   for (tconn *tc = e->tconns; tc != NULL; tc = tc->next) {
     if (!tc->dead) tconn_tick(tc, now);
   }
@@ -767,11 +907,14 @@ static void serve_more(engine *e) {
 
 void *engine_main(void *arg) {
   engine *e = arg;
+  /* so profiles and `top -H` tell it from Node's threads (15 characters at most) */
+  pthread_setname_np(pthread_self(), "ambit-engine");
   struct epoll_event evs[64];
   struct epoll_event wev = {.events = EPOLLIN, .data.ptr = &wake_src};
   epoll_ctl(e->epfd, EPOLL_CTL_ADD, e->wakefd, &wev);
   e->now = eng_now(e);
   e->next_tick = e->now + e->tick_ms;
+  e->wheel_next = e->now / e->tick_ms;
   while (!e->stop) {
     uint64_t now = eng_now(e);
     uint64_t wake_at = e->next_tick;

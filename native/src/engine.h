@@ -31,10 +31,29 @@ enum { EV_LISTENER = 1, EV_TCONN, EV_APP, EV_UP };
 /* Bytes a client stream sends before its CONNECT is answered (kept to replay them if the stream
  * is refused); the rest waits for the answer. */
 #define EARLY_MAX (64 * 1024)
+/*
+ * Codes shared with TypeScript. This header is their one definition: the addon exports them as a
+ * table (engineCodes(), engine_js.c), src/native/engine.ts's constants must equal it (checked when
+ * an Engine is created, and by test/native/engine-codes.test.ts).
+ */
 enum { L_OUTBOUND = 1, L_HBONE, L_SOURCE }; /* L_SOURCE: no socket, only a netns and a mark (engineOpen) */
+/* an outbound plan's t (0 or anything else: refused) */
+enum { PLAN_PLAIN = 1, PLAN_HBONE = 2 };
+/* event(kind, ...) */
+enum { EVT_ESTABLISHED = 1, EVT_CLOSED = 2 };
 enum { M_PLAIN = 1, M_H2 };
 
 typedef struct engine engine;
+
+/* Where a dial goes (eng_dial_addr): the target, and the spoofed source when `spoof`. */
+typedef struct {
+  ambit_addr to, from;
+  bool spoof;
+} dialaddr;
+/* A dial waiting for its socket from the pool (a miss): eng_dial's answer; the socket comes as
+ * C_SOCKET for a flow (DIAL_FLOW) or a pooled HBONE connection (DIAL_TCONN), by id. */
+#define DIAL_PENDING (-2)
+enum { DIAL_FLOW = 1, DIAL_TCONN };
 typedef struct tconn tconn;
 typedef struct flow flow;
 
@@ -76,6 +95,7 @@ typedef struct {
 typedef struct listener {
   evsrc ev;
   struct listener *next;
+  struct listener *hnext; /* the engine's id table */
   engine *e;
   uint32_t id;
   uint8_t kind;
@@ -84,6 +104,7 @@ typedef struct listener {
                    * still serves the sessions and connections it accepted */
   int fd;
   int nsfd;       /* the pod netns, for the sockets the engine dials on the pod's behalf */
+  ns_pool *pool;  /* its socket pool, pinned while the listener lives (the engine makes no thread) */
   uint32_t mark;
   char *tag;      /* hbone: handed to the verify callback with the client's chain */
   int refs;       /* the open listener itself, its flows and tconns */
@@ -102,6 +123,9 @@ struct flow {
   flow *wnext;         /* the tconn's wait list (client, before its handshake) */
   flow *gnext;         /* the engine's list of dead flows, freed by eng_reap */
   flow *hnext;         /* the engine's id table */
+  flow *twprev, *twnext; /* the deadline wheel's slot (eng_timer) */
+  int32_t tw_slot;     /* its slot; -1 none, -2 on the list being expired */
+  uint64_t due;        /* loop ms the wheel checks it next */
   engine *e;
   listener *l;
   tconn *tc;
@@ -136,6 +160,7 @@ struct flow {
   uint64_t last_active;    /* loop ms of the last byte moved either way (idle and half-closed limits) */
   char *authority, *forwarded; /* server: request fields until the decision */
   char *hdrs;              /* client: extra CONNECT headers until submit ("name\0value\0"...) */
+  dialaddr *pend;          /* dialing, the socket not there yet (a pool miss): where it goes */
   uint32_t hdrs_len;
   char *err;
 };
@@ -166,10 +191,15 @@ struct tconn {
   flow *waiting;        /* client flows waiting for the handshake (wnext) */
   tconn *dnext;         /* engine dirty list */
   tconn *gnext;         /* the engine's list of dead tconns, freed by eng_reap */
+  tconn *hnext;         /* the engine's id table */
+  tconn *knext;         /* client: the pool's key table (pool_get) */
+  uint32_t khash;       /* client: hash of (key, ctx, listener); valid while in_pool */
+  unsigned in_pool : 1; /* client: in the key table */
   uint32_t id;
   unsigned await_ctx : 1, verifying : 1;
   ebuf out;             /* HTTP/2 bytes not yet taken by SSL_write */
   char rip[48], lip[48];  /* client: rip, rport are the peer dialed */
+  dialaddr *pend;       /* client: connecting, the socket not there yet (a pool miss) */
   int rport, lport;
 };
 
@@ -181,7 +211,7 @@ typedef struct jmsg {
   struct jmsg *next;
   uint8_t type, kind;
   uint32_t lid, id;     /* listener; flow (outbound, inbound, event) or tconn (verify, context) */
-  int32_t p1, p2;       /* ports */
+  int32_t p1, p2;       /* ports; event: p1 the closed flow's FAIL_* (0 none) */
   double n1, n2;        /* event: bytes from / to the app */
   char *s[5];           /* owned strings, by type (see engine.c) */
   tlsctx *ctx;          /* verify: a reference for its roots */
@@ -190,7 +220,8 @@ typedef struct jmsg {
 } jmsg;
 
 /* JS -> engine thread: the answers, and the API calls. */
-enum { C_PLAN = 1, C_INBOUND, C_VERIFIED, C_CONTEXT, C_LISTEN, C_UNLISTEN, C_CLOSE_FLOW, C_CLOSE_FLOWS, C_DESTROY, C_OPEN };
+enum { C_PLAN = 1, C_INBOUND, C_VERIFIED, C_CONTEXT, C_LISTEN, C_UNLISTEN, C_CLOSE_FLOW, C_CLOSE_FLOWS, C_DESTROY, C_OPEN,
+       C_SOCKET /* a pool helper: the socket a miss waited for (t: DIAL_*, fd, status: errno) */ };
 typedef struct jcmd {
   struct jcmd *next;
   uint8_t type;
@@ -206,6 +237,10 @@ typedef struct jcmd {
 } jcmd;
 
 #define FLOW_BUCKETS 16384
+#define TCONN_BUCKETS 4096
+#define LISTENER_BUCKETS 1024
+/* The deadline wheel: slots of tick_ms; a deadline further than a turn waits its round in place. */
+#define WHEEL_SLOTS 1024
 
 /* Counters read by stats() on the JS thread (atomics). */
 typedef struct {
@@ -215,6 +250,7 @@ typedef struct {
   uint32_t idle_closed;     /* flows closed at the idle limit */
   uint32_t half_closed;     /* flows closed at the half-closed limit */
   uint32_t dials_cancelled; /* pending dials dropped because their client went away */
+  uint32_t pool_waits;      /* dials that found the netns socket pool empty and waited for its helper */
 } eng_counters;
 
 struct engine {
@@ -244,6 +280,12 @@ struct engine {
   tconn *tconns;
   flow *flows;
   flow *fmap[FLOW_BUCKETS];
+  tconn *tmap[TCONN_BUCKETS];   /* tconns by id (answers from JS) */
+  tconn *kmap[TCONN_BUCKETS];   /* pooled client tconns by key hash (pool_get) */
+  listener *lmap[LISTENER_BUCKETS];
+  flow *wheel[WHEEL_SLOTS];     /* flows by next deadline (dial, idle, half-closed) */
+  flow *wheel_tmp;              /* the slot being expired */
+  uint64_t wheel_next;          /* the next wheel tick (now / tick_ms) to expire */
   tconn *dirty;
   uint32_t ndead;       /* dead flows, tconns and unreferenced listeners waiting for eng_reap */
   flow *dead_flows;
@@ -292,6 +334,11 @@ void listener_unref(listener *l);
 void *engine_main(void *arg);
 /* Index a new flow by id (answers from JS name flows by id). */
 void eng_fmap_add(engine *e, flow *f);
+void eng_tmap_add(engine *e, tconn *tc);
+/* (Re)schedule the flow's next deadline in the wheel after its state changed: a dial started,
+ * it was established, one side ended. Bytes moving need no call: the wheel checks lazily. */
+void eng_timer(flow *f);
+void eng_timer_del(flow *f);
 void eng_cmd_free(jcmd *c);
 /* A fresh flow or tconn id (never 0); any thread. */
 uint32_t eng_next_id(engine *e);
@@ -299,6 +346,8 @@ void link_unref(flowlink *k);
 /* Publish an adopted flow's end (or its peer's clean half-close) before its socket says so. */
 void link_publish(flowlink *k, uint8_t state, uint8_t fail, uint16_t status, const char *reason);
 void eng_msg_free(jmsg *m);
+/* Queue a command for the engine thread and wake it (any thread). */
+void eng_send_cmd(engine *e, jcmd *c);
 
 /* engine_flow.c */
 flow *flow_new(engine *e, listener *l, uint8_t mode, int app_fd);
@@ -314,34 +363,54 @@ void flow_maybe_finish(flow *f);
 void flow_flush_to_app(flow *f);
 bool flow_buf_append(ebuf *b, const char *p, size_t n);
 void flow_buf_reset(ebuf *b);
-int flow_dial(flow *f, const char *ip, int port, const char *spoof, int *out_fd, char *why, size_t cap);
-int eng_dial(listener *l, const char *ip, int port, const char *spoof, bool *connecting, char *why, size_t cap);
+/* 0: dialing (or waiting for the socket: flow_socket follows); -1 with why. */
+int flow_dial(flow *f, const char *ip, int port, const char *spoof, char *why, size_t cap);
+void flow_socket(flow *f, int *fd, int err);
+bool eng_dial_addr(const char *ip, int port, const char *spoof, dialaddr *d, char *why, size_t cap);
+int eng_dial(listener *l, const dialaddr *d, uint8_t what, uint32_t id, bool *connecting, char *why, size_t cap);
+int eng_dial_fd(listener *l, int fd, const dialaddr *d, bool *connecting, char *why, size_t cap);
 void flow_free(flow *f);
 void flow_reset_fd(int fd);
 
-/* engine_h2.c */
-bool h2_init(engine *e);
-void h2_fini(engine *e);
+/* engine_tconn.c: the TLS connection under a session (life, handshake, socket I/O, deadlines) */
 tconn *tconn_new(engine *e, listener *l, int fd, tlsctx *ctx, bool client);
 /* Server side: the accepted socket waits for its listener's TLS context (asked of JS). */
 tconn *tconn_accepted(engine *e, listener *l, int fd);
 void tconn_context(tconn *tc, tlsctx *ctx);
-void tconn_verified(tconn *tc, const char *peer);
-void h2_inbound_decision(flow *f, jcmd *c);
 void tconn_event(tconn *tc, uint32_t ev);
 void tconn_kill(tconn *tc, const char *reason);
+/* Encrypt and send what the session has queued. */
 void tconn_flush(tconn *tc);
+/* Decrypt what arrived and feed it to the session (h2_feed), a slice at a time. */
+void tconn_read(tconn *tc);
 void tconn_retire(tconn *tc);
 void tconn_free(tconn *tc);
 /* Deadlines of one connection (handshake, idle, keepalive PING); from the tick. */
 void tconn_tick(tconn *tc, uint64_t now);
 /* Continue a session whose read slice ran out. */
 void tconn_more(tconn *tc);
+/* A client's dialed socket, watched from here; false (fd closed, why) on failure. */
+bool tconn_watch(tconn *tc, int fd, bool connecting, char *why, size_t cap);
+
+/* engine_h2.c: the HTTP/2 session and its CONNECT streams */
+bool h2_init(engine *e);
+void h2_fini(engine *e);
+/* JS named the peer (NULL: refused): the session starts, queued streams open. */
+void tconn_verified(tconn *tc, const char *peer);
+/* Parse n decrypted bytes of e->tlsbuf; false once the connection is gone. */
+bool h2_feed(tconn *tc, size_t n);
+void h2_inbound_decision(flow *f, jcmd *c);
 /* Server: the peer caused a protocol error; over the budget the session ends with GOAWAY. */
 bool tconn_abuse(tconn *tc, const char *what);
+
+/* engine_pool.c: the client pool */
 tconn *pool_get(engine *e, listener *l, tlsctx *ctx, const char *key, const char *tag, const char *ip, int port,
                 char *why, size_t cap);
+/* A connection leaves the pool (it died). */
+void pool_del(tconn *tc);
 void tconn_attach(tconn *tc, flow *f);
+/* The socket a pooled connection's dial waited for (a pool miss), or the errno it failed with. */
+void tconn_socket(tconn *tc, int *fd, int err);
 void h2_client_submit(tconn *tc, flow *f);
 void tconn_enqueue(tconn *tc, flow *f);
 void tconn_dequeue(flow *f);

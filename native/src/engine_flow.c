@@ -6,6 +6,8 @@
  */
 #include "engine.h"
 
+#include <sys/epoll.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -65,6 +67,7 @@ flow *flow_new_id(engine *e, listener *l, uint8_t mode, int app_fd, uint32_t id)
   f->up_fd = -1;
   f->app_w = 1;
   f->last_active = e->now;
+  f->tw_slot = -1;
   f->id = id;
   eng_fmap_add(e, f);
   f->next = e->flows;
@@ -99,6 +102,7 @@ static void flow_end(flow *f, bool reset) {
   if (f->dead) return;
   f->dead = 1;
   engine *e = f->e;
+  eng_timer_del(f);
   if (f->queued) tconn_dequeue(f);
   else if (f->tc != NULL) {
     tconn *tc = f->tc;
@@ -113,6 +117,11 @@ static void flow_end(flow *f, bool reset) {
     uint8_t kind = f->fail != FAIL_NONE ? f->fail : f->established ? FAIL_RESET : FAIL_LOCAL;
     link_publish(f->link, reset ? LINK_FAILED : LINK_DONE, kind, f->status, f->err);
   }
+  /* Out of epoll before the close: a file description that lives on elsewhere (a copy JS or
+   * another process holds) would keep its registration, and its next event would name this flow
+   * after it is freed. */
+  if (f->app_fd >= 0) epoll_ctl(e->epfd, EPOLL_CTL_DEL, f->app_fd, NULL);
+  if (f->up_fd >= 0) epoll_ctl(e->epfd, EPOLL_CTL_DEL, f->up_fd, NULL);
   if (reset) {
     flow_reset_fd(f->app_fd);
     flow_reset_fd(f->up_fd);
@@ -121,7 +130,7 @@ static void flow_end(flow *f, bool reset) {
     if (f->up_fd >= 0) close(f->up_fd);
   }
   f->app_fd = f->up_fd = -1;
-  if (!f->silent) eng_event(e, 2, f);
+  if (!f->silent) eng_event(e, EVT_CLOSED, f);
   __atomic_sub_fetch(&e->nflows, 1, __ATOMIC_RELAXED);
   e->ndead++;
   f->gnext = e->dead_flows;
@@ -143,6 +152,7 @@ void flow_free(flow *f) {
   free(f->forwarded);
   free(f->hdrs);
   free(f->err);
+  free(f->pend);
   free(f);
 }
 
@@ -269,6 +279,7 @@ static bool pump(flow *f, bool from_app) {
         f->peer_eof = 1;
         f->up_r = 0;
       }
+      eng_timer(f); /* half-closed: its shorter limit */
       continue;
     }
     if (errno == EINTR) continue;
@@ -303,7 +314,10 @@ static void dial_done(flow *f, int fd) {
   int soerr = ambit_socket_error(fd);
   f->dialing = 0;
   char why[96];
-  if (soerr != 0) snprintf(why, sizeof why, "connect: %s", ambit_errno_name(soerr));
+  if (soerr != 0) {
+    snprintf(why, sizeof why, "connect: %s", ambit_errno_name(soerr));
+    flow_fail(f, FAIL_CONNECT);
+  }
   if (f->server) {
     h2_server_connected(f, soerr == 0, why);
     return;
@@ -314,7 +328,7 @@ static void dial_done(flow *f, int fd) {
   }
   f->established = 1;
   f->last_active = f->e->now;
-  eng_event(f->e, 1, f);
+  eng_event(f->e, EVT_ESTABLISHED, f);
   plain_pump(f);
 }
 
@@ -366,54 +380,72 @@ void flow_up_event(flow *f, uint32_t ev) {
 }
 
 /*
- * A socket made inside the flow's pod netns, marked, optionally with a spoofed source, connecting
- * to ip:port. Watched as the app side (inbound) or the upstream side (outbound passthrough).
+ * Where a dial goes: ip:port, optionally from a spoofed source (transparent). -1 with `why` for
+ * an address that does not parse.
  */
-/*
- * A non-blocking TCP socket made in the listener's pod netns (from the netns socket pool),
- * NODELAY, with the listener's mark, optionally bound to a spoofed source (transparent), and
- * connecting to ip:port. -1 with `why` when it cannot; *connecting when the handshake is pending.
- */
-int eng_dial(listener *l, const char *ip, int port, const char *spoof, bool *connecting, char *why, size_t cap) {
-  ambit_addr addr, local;
-  memset(&addr, 0, sizeof addr);
-  memset(&local, 0, sizeof local);
+bool eng_dial_addr(const char *ip, int port, const char *spoof, dialaddr *d, char *why, size_t cap) {
+  memset(d, 0, sizeof *d);
   if (port < 1 || port > 65535) {
     snprintf(why, cap, "bad port %d", port);
-    return -1;
+    return false;
   }
-  if (inet_pton(AF_INET, ip, &addr.u.v4.sin_addr) == 1) {
-    addr.u.v4.sin_family = AF_INET;
-    addr.u.v4.sin_port = htons((uint16_t)port);
-    addr.len = sizeof addr.u.v4;
-  } else if (inet_pton(AF_INET6, ip, &addr.u.v6.sin6_addr) == 1) {
-    addr.u.v6.sin6_family = AF_INET6;
-    addr.u.v6.sin6_port = htons((uint16_t)port);
-    addr.len = sizeof addr.u.v6;
+  if (inet_pton(AF_INET, ip, &d->to.u.v4.sin_addr) == 1) {
+    d->to.u.v4.sin_family = AF_INET;
+    d->to.u.v4.sin_port = htons((uint16_t)port);
+    d->to.len = sizeof d->to.u.v4;
+  } else if (inet_pton(AF_INET6, ip, &d->to.u.v6.sin6_addr) == 1) {
+    d->to.u.v6.sin6_family = AF_INET6;
+    d->to.u.v6.sin6_port = htons((uint16_t)port);
+    d->to.len = sizeof d->to.u.v6;
   } else {
     snprintf(why, cap, "bad address %.60s", ip);
-    return -1;
+    return false;
   }
-  int family = addr.u.sa.sa_family;
+  int family = d->to.u.sa.sa_family;
   if (spoof != NULL) {
-    if (family == AF_INET && inet_pton(AF_INET, spoof, &local.u.v4.sin_addr) == 1) {
-      local.u.v4.sin_family = AF_INET;
-      local.len = sizeof local.u.v4;
-    } else if (family == AF_INET6 && inet_pton(AF_INET6, spoof, &local.u.v6.sin6_addr) == 1) {
-      local.u.v6.sin6_family = AF_INET6;
-      local.len = sizeof local.u.v6;
+    if (family == AF_INET && inet_pton(AF_INET, spoof, &d->from.u.v4.sin_addr) == 1) {
+      d->from.u.v4.sin_family = AF_INET;
+      d->from.len = sizeof d->from.u.v4;
+    } else if (family == AF_INET6 && inet_pton(AF_INET6, spoof, &d->from.u.v6.sin6_addr) == 1) {
+      d->from.u.v6.sin6_family = AF_INET6;
+      d->from.len = sizeof d->from.u.v6;
     } else {
       snprintf(why, cap, "bad source address %.60s", spoof);
-      return -1;
+      return false;
     }
+    d->spoof = true;
   }
+  return true;
+}
+
+/* From a pool helper thread (under its lock): the socket a miss asked for, as a command. */
+static void socket_ready(void *owner, uint32_t id, uint8_t what, int fd, int err) {
+  engine *e = owner;
+  jcmd *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    /* the dial waiting for it fails at its connect deadline */
+    if (fd >= 0) close(fd);
+    return;
+  }
+  c->type = C_SOCKET;
+  c->id = id;
+  c->t = what;
+  c->fd = fd;
+  c->status = err;
+  eng_send_cmd(e, c);
+}
+
+/*
+ * Options, bind and a non-blocking connect on a fresh socket of the listener's pod netns:
+ * NODELAY, keepalive, the listener's mark, optionally the spoofed source. The fd, or -1 with
+ * `why` (the socket is closed then); *connecting when the handshake is pending.
+ */
+int eng_dial_fd(listener *l, int fd, const dialaddr *d, bool *connecting, char *why, size_t cap) {
   ambit_fail fl = {0};
-  int fd = ambit_pool_take(l->nsfd, family);
-  if (fd < 0 && ambit_socket_in_netns(l->nsfd, family, SOCK_STREAM, &fd, &fl) != 0) {
-    snprintf(why, cap, "socket: %s", ambit_errno_name(fl.err));
-    return -1;
-  }
   int one = 1;
+  int family = d->to.u.sa.sa_family;
+  char ip[64];
+  int port;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   eng_sockopts(l->e, fd);
   if (ambit_set_mark(fd, l->mark, &fl) != 0) {
@@ -421,23 +453,27 @@ int eng_dial(listener *l, const char *ip, int port, const char *spoof, bool *con
     close(fd);
     return -1;
   }
-  if (spoof != NULL) {
+  if (d->spoof) {
     if (ambit_set_transparent(fd, family, &fl) != 0) {
       snprintf(why, cap, "transparent: %s", ambit_errno_name(fl.err));
       close(fd);
       return -1;
     }
     if (family == AF_INET) setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-    if (bind(fd, &local.u.sa, local.len) != 0) {
-      snprintf(why, cap, "bind %.60s: %s", spoof, ambit_errno_name(errno));
+    if (bind(fd, &d->from.u.sa, d->from.len) != 0) {
+      int err = errno;
+      ambit_addr_text(&d->from.u.sa, ip, sizeof ip, &port);
+      snprintf(why, cap, "bind %.60s: %s", ip, ambit_errno_name(err));
       close(fd);
       return -1;
     }
   }
   *connecting = false;
-  if (connect(fd, &addr.u.sa, addr.len) != 0) {
+  if (connect(fd, &d->to.u.sa, d->to.len) != 0) {
     if (errno != EINPROGRESS) {
-      snprintf(why, cap, "connect %.60s port %d: %s", ip, port, ambit_errno_name(errno));
+      int err = errno;
+      ambit_addr_text(&d->to.u.sa, ip, sizeof ip, &port);
+      snprintf(why, cap, "connect %.60s port %d: %s", ip, port, ambit_errno_name(err));
       close(fd);
       return -1;
     }
@@ -446,12 +482,33 @@ int eng_dial(listener *l, const char *ip, int port, const char *spoof, bool *con
   return fd;
 }
 
-/* Dial for the flow (the app, inbound; the upstream, passthrough) and watch the socket. */
-int flow_dial(flow *f, const char *ip, int port, const char *spoof, int *out_fd, char *why, size_t cap) {
+/*
+ * A socket from the listener's pod netns pool, dialing d (eng_dial_fd). The pool was pinned when
+ * the listener opened, so this never makes a thread: when it is empty the socket is asked of its
+ * helper thread and arrives later as a C_SOCKET command for (what, id): DIAL_PENDING. -1 with
+ * `why` when it cannot.
+ */
+int eng_dial(listener *l, const dialaddr *d, uint8_t what, uint32_t id, bool *connecting, char *why, size_t cap) {
+  if (l->pool == NULL) {
+    snprintf(why, cap, "socket: no socket pool for the netns");
+    return -1;
+  }
+  int err = 0;
+  int fd = ambit_pool_get(l->pool, d->to.u.sa.sa_family, socket_ready, l->e, id, what, &err);
+  if (fd == -1) {
+    eng_count(&l->e->ctr.pool_waits);
+    return DIAL_PENDING;
+  }
+  if (fd < 0) {
+    snprintf(why, cap, "socket: %s", ambit_errno_name(err));
+    return -1;
+  }
+  return eng_dial_fd(l, fd, d, connecting, why, cap);
+}
+
+/* The flow's dialed socket is connecting: watch it as the app (inbound) or the upstream side. */
+static int flow_dialed(flow *f, int fd, char *why, size_t cap) {
   engine *e = f->e;
-  bool connecting;
-  int fd = eng_dial(f->l, ip, port, spoof, &connecting, why, cap);
-  if (fd < 0) return -1;
   evsrc *src;
   if (f->server) {
     f->app_fd = fd;
@@ -462,8 +519,6 @@ int flow_dial(flow *f, const char *ip, int port, const char *spoof, int *out_fd,
     src = &f->up_ev;
     eng_user_timeout(e, fd); /* a passthrough upstream: another host, as a rule */
   }
-  f->dialing = 1;
-  f->deadline = eng_now(e) + e->connect_ms;
   if (!watch(e, fd, src)) {
     snprintf(why, cap, "epoll: %s", ambit_errno_name(errno));
     if (f->server) f->app_fd = -1;
@@ -472,6 +527,54 @@ int flow_dial(flow *f, const char *ip, int port, const char *spoof, int *out_fd,
     close(fd);
     return -1;
   }
-  *out_fd = fd;
   return 0;
+}
+
+/*
+ * Dial for the flow (the app, inbound; the upstream, passthrough) and watch the socket; or, on a
+ * pool miss, wait for the socket (flow_socket). The connect deadline covers both waits.
+ */
+int flow_dial(flow *f, const char *ip, int port, const char *spoof, char *why, size_t cap) {
+  engine *e = f->e;
+  dialaddr d;
+  bool connecting;
+  if (!eng_dial_addr(ip, port, spoof, &d, why, cap)) return -1;
+  int fd = eng_dial(f->l, &d, DIAL_FLOW, f->id, &connecting, why, cap);
+  if (fd == -1) return -1;
+  f->dialing = 1;
+  f->deadline = eng_now(e) + e->connect_ms;
+  eng_timer(f);
+  if (fd == DIAL_PENDING) {
+    f->pend = malloc(sizeof *f->pend);
+    if (f->pend == NULL) {
+      f->dialing = 0;
+      snprintf(why, cap, "out of memory");
+      return -1;
+    }
+    *f->pend = d;
+    return 0;
+  }
+  return flow_dialed(f, fd, why, cap);
+}
+
+/* The socket a pool miss waited for (or the errno it failed with): the dial goes on. */
+void flow_socket(flow *f, int *fd, int err) {
+  if (f->dead || f->pend == NULL) return;
+  dialaddr *d = f->pend;
+  f->pend = NULL;
+  char why[200];
+  bool connecting;
+  int s = -1;
+  if (*fd < 0) {
+    snprintf(why, sizeof why, "socket: %s", ambit_errno_name(err ? err : EIO));
+  } else {
+    s = eng_dial_fd(f->l, *fd, d, &connecting, why, sizeof why);
+    *fd = -1;
+  }
+  free(d);
+  if (s >= 0 && flow_dialed(f, s, why, sizeof why) == 0) return;
+  f->dialing = 0;
+  flow_fail(f, FAIL_CONNECT);
+  if (f->server) h2_server_connected(f, false, why);
+  else flow_abort(f, why);
 }

@@ -10,7 +10,8 @@
  *       -> {ip, port, spoof?} to dial the app, or an HTTP status to refuse with
  *   verify(chain: Buffer[], roots, tag) -> the peer's SPIFFE id (throw to refuse)
  *   context(listenerId) -> the listener's current TLS context, or null (refuse)
- *   event(kind, flowId, fromApp, toApp, error?)    kind 1 established, 2 closed
+ *   event(kind, flowId, fromApp, toApp, error?, fail)    kind 1 established, 2 closed;
+ *       fail: why a closed flow failed (FAIL_* of engine.h, 0 none), so JS maps codes, not text
  *   log?(level, message)    the engine's log lines (1 debug, 2 info, 3 warn, 4 error); optional
  */
 #include "engine.h"
@@ -110,13 +111,35 @@ static jcmd *cmd(uint8_t type, uint32_t id) {
   return c;
 }
 
+/*
+ * What JS holds of the engine's objects: externals, each type-tagged at creation, so a value of
+ * another kind (a TLS context passed as an engine, any other addon's external) is refused before
+ * its pointer is read. The engine itself is reached through a handle that outlives it: destroy
+ * clears handle->e, and the handle is freed only by its finalizer, once JS cannot name it; so a
+ * destroyed engine's handle can never lead to freed memory.
+ */
+static const napi_type_tag TAG_ENGINE = {0x616d626974656e67ULL, 0x696e652068616e64ULL};
+static const napi_type_tag TAG_TLS = {0x616d626974746c73ULL, 0x20636f6e74657874ULL};
+static const napi_type_tag TAG_LINK = {0x616d6269746c696eULL, 0x6b20666c6f77206cULL};
+
+typedef struct {
+  engine *e; /* NULL once destroyed */
+} ehandle;
+
+/* The pointer of an external of ours of the given kind, or NULL (no throw). */
+static void *tagged(napi_env env, napi_value v, const napi_type_tag *tag) {
+  napi_valuetype t = napi_undefined;
+  bool ok = false;
+  void *p = NULL;
+  if (v == NULL || napi_typeof(env, v, &t) != napi_ok || t != napi_external) return NULL;
+  if (napi_check_object_type_tag(env, v, tag, &ok) != napi_ok || !ok) return NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok) return NULL;
+  return p;
+}
+
 /* A flow link from a JS value (an external made by engineLink), or NULL. */
 static flowlink *link_of(napi_env env, napi_value v) {
-  napi_valuetype t = napi_undefined;
-  flowlink *k = NULL;
-  napi_typeof(env, v, &t);
-  if (t != napi_external || napi_get_value_external(env, v, (void **)&k) != napi_ok) return NULL;
-  return k;
+  return tagged(env, v, &TAG_LINK);
 }
 
 /* A plan object into a C_PLAN command (t 0 = refuse). */
@@ -127,11 +150,10 @@ static void read_plan(napi_env env, napi_value plan, jcmd *c) {
   c->t = prop_int(env, plan, "t");
   c->port = prop_int(env, plan, "port");
   c->ip = prop_str(env, plan, "ip", 63);
-  if (c->t != 2) return;
+  if (c->t != PLAN_HBONE) return;
   napi_value v;
   tlsctx *ctx = NULL;
-  if (napi_get_named_property(env, plan, "ctx", &v) == napi_ok && napi_get_value_external(env, v, (void **)&ctx) == napi_ok &&
-      ctx != NULL) {
+  if (napi_get_named_property(env, plan, "ctx", &v) == napi_ok && (ctx = tagged(env, v, &TAG_TLS)) != NULL) {
     tlsctx_ref(ctx);
     c->ctx = ctx;
   }
@@ -249,7 +271,7 @@ static jcmd *handle(engine *e, jmsg *m) {
         napi_valuetype t = napi_undefined;
         tlsctx *ctx = NULL;
         napi_typeof(env, result, &t);
-        if (t == napi_external && napi_get_value_external(env, result, (void **)&ctx) == napi_ok && ctx != NULL) {
+        if (t == napi_external && (ctx = tagged(env, result, &TAG_TLS)) != NULL) {
           tlsctx_ref(ctx);
           c->ctx = ctx;
         }
@@ -257,13 +279,14 @@ static jcmd *handle(engine *e, jmsg *m) {
       return c;
     }
     case J_EVENT: {
-      napi_value argv[5];
+      napi_value argv[6];
       napi_create_int32(env, m->kind, &argv[0]);
       napi_create_uint32(env, m->id, &argv[1]);
       argv[2] = num(env, m->n1);
       argv[3] = num(env, m->n2);
       argv[4] = str(env, m->s[0]);
-      call(e, e->cb_event, "event", 5, argv, &result);
+      napi_create_uint32(env, (uint32_t)m->p1, &argv[5]);
+      call(e, e->cb_event, "event", 6, argv, &result);
       return NULL;
     }
     case J_LOG:
@@ -292,6 +315,16 @@ static void send_cmds(engine *e, jcmd *head, jcmd *tail) {
 
 static void send_cmd(engine *e, jcmd *c) {
   if (c) send_cmds(e, c, c);
+}
+
+void eng_send_cmd(engine *e, jcmd *c) { send_cmd(e, c); }
+
+/* The families a listener's pod dials in: its own (an IPv6 listener is dual-stack: both). */
+static int listener_families(int fd) {
+  ambit_addr a;
+  socklen_t len = sizeof a.u;
+  if (fd >= 0 && getsockname(fd, &a.u.sa, &len) == 0 && a.u.sa.sa_family == AF_INET6) return 3;
+  return 1;
 }
 
 static void on_async(uv_async_t *h) {
@@ -341,17 +374,23 @@ static void on_async(uv_async_t *h) {
 /* ---- Node-API ---- */
 
 static engine *arg_engine(napi_env env, napi_value v, const char *fn) {
-  engine *e = NULL;
-  if (napi_get_value_external(env, v, (void **)&e) != napi_ok || e == NULL) {
-    ambit_type_error(env, fn, "engine", "must be an engine");
+  ehandle *h = tagged(env, v, &TAG_ENGINE);
+  if (h == NULL) {
+    ambit_type_error(env, fn, "engine", "must be an engine (engineCreate)");
     return NULL;
   }
-  if (e->destroyed) {
-    napi_throw_error(env, "AMBIT_ENGINE_CLOSED", "engine: already destroyed");
+  if (h->e == NULL || h->e->destroyed) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s: the engine was destroyed", fn);
+    napi_throw_error(env, "AMBIT_ENGINE_CLOSED", msg);
     return NULL;
   }
-  return e;
+  return h->e;
 }
+
+/* The engine handle's finalizer: JS can no longer name it. A live engine is not stopped here
+ * (its owner destroys it); only the handle goes. */
+static void handle_finalize(napi_env env, void *data, void *hint) { free(data); }
 
 static bool get_fn(napi_env env, napi_value obj, const char *name, napi_ref *out) {
   napi_value v;
@@ -477,7 +516,14 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
     return NULL;
   }
   napi_value ext;
-  AMBIT_NAPI(napi_create_external(env, e, NULL, NULL, &ext));
+  ehandle *h = calloc(1, sizeof *h);
+  if (h == NULL || napi_create_external(env, h, handle_finalize, NULL, &ext) != napi_ok ||
+      napi_type_tag_object(env, ext, &TAG_ENGINE) != napi_ok) {
+    free(h); /* the engine runs on unreachable: only when out of memory at its creation */
+    napi_throw_error(env, "AMBIT_BUG", "engineCreate: cannot make the engine's handle");
+    return NULL;
+  }
+  h->e = e;
   return ext;
 }
 
@@ -528,6 +574,7 @@ static napi_value js_tls(napi_env env, napi_callback_info info) {
     tlsctx_unref(c);
     return NULL;
   }
+  AMBIT_NAPI(napi_type_tag_object(env, ext, &TAG_TLS));
   return ext;
 }
 
@@ -569,6 +616,17 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
     free(c);
     free(tag);
     ambit_throw_errno(env, "fcntl", err, "listener");
+    return NULL;
+  }
+  /* the pod's socket pool, ready before its first connection (the engine thread makes no thread) */
+  ambit_fail pf = {0};
+  l->pool = ambit_pool_pin(nsfd, listener_families(fd), &pf);
+  if (l->pool == NULL) {
+    close(nsfd);
+    free(l);
+    free(c);
+    free(tag);
+    ambit_throw_fail(env, &pf);
     return NULL;
   }
   l->ev.kind = EV_LISTENER;
@@ -615,6 +673,15 @@ static napi_value js_source(napi_env env, napi_callback_info info) {
     ambit_throw_errno(env, "fcntl", err, "source");
     return NULL;
   }
+  ambit_fail pf = {0};
+  l->pool = ambit_pool_pin(nsfd, 1, &pf);
+  if (l->pool == NULL) {
+    close(nsfd);
+    free(l);
+    free(c);
+    ambit_throw_fail(env, &pf);
+    return NULL;
+  }
   l->ev.kind = EV_LISTENER;
   l->e = e;
   l->fd = -1;
@@ -635,6 +702,48 @@ static napi_value js_source(napi_env env, napi_callback_info info) {
 
 static void link_finalize(napi_env env, void *data, void *hint) { link_unref(data); }
 
+typedef struct {
+  const char *name;
+  int value;
+} code_entry;
+
+static napi_value code_group(napi_env env, const code_entry *c, size_t n) {
+  napi_value obj, v;
+  if (napi_create_object(env, &obj) != napi_ok) return NULL;
+  for (size_t i = 0; i < n; i++) {
+    napi_create_int32(env, c[i].value, &v);
+    napi_set_named_property(env, obj, c[i].name, v);
+  }
+  return obj;
+}
+
+/* engineCodes() -> {listen, plan, event, link, fail, log}: engine.h's codes shared with TS, by name. */
+static napi_value js_codes(napi_env env, napi_callback_info info) {
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+  static const code_entry listen[] = {{"outbound", L_OUTBOUND}, {"hbone", L_HBONE}};
+  static const code_entry plan[] = {{"plain", PLAN_PLAIN}, {"hbone", PLAN_HBONE}};
+  static const code_entry event[] = {{"established", EVT_ESTABLISHED}, {"closed", EVT_CLOSED}};
+  static const code_entry link[] = {{"OPEN", LINK_OPEN}, {"PEER_EOF", LINK_PEER_EOF}, {"DONE", LINK_DONE}, {"FAILED", LINK_FAILED}};
+  static const code_entry fail[] = {{"CONNECT", FAIL_CONNECT}, {"TLS", FAIL_TLS},   {"STATUS", FAIL_STATUS}, {"REFUSED", FAIL_REFUSED},
+                                    {"LOST", FAIL_LOST},       {"RESET", FAIL_RESET}, {"LOCAL", FAIL_LOCAL}};
+  static const code_entry log[] = {{"debug", LOG_DEBUG}, {"info", LOG_INFO}, {"warn", LOG_WARN}, {"error", LOG_ERROR}};
+  struct {
+    const char *name;
+    const code_entry *c;
+    size_t n;
+  } groups[] = {{"listen", listen, N(listen)}, {"plan", plan, N(plan)}, {"event", event, N(event)},
+                {"link", link, N(link)},       {"fail", fail, N(fail)}, {"log", log, N(log)}};
+#undef N
+  napi_value out, g;
+  AMBIT_NAPI(napi_create_object(env, &out));
+  for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {
+    g = code_group(env, groups[i].c, groups[i].n);
+    if (g == NULL) return NULL;
+    AMBIT_NAPI(napi_set_named_property(env, out, groups[i].name, g));
+  }
+  return out;
+}
+
 /* engineLink() -> link: the shared record of one adopted flow (see flowlink in engine.h). */
 static napi_value js_link(napi_env env, napi_callback_info info) {
   flowlink *k = calloc(1, sizeof *k);
@@ -648,6 +757,7 @@ static napi_value js_link(napi_env env, napi_callback_info info) {
     free(k);
     return NULL;
   }
+  AMBIT_NAPI(napi_type_tag_object(env, ext, &TAG_LINK));
   return ext;
 }
 
@@ -705,7 +815,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   read_plan(env, argv[3], c);
-  if (c->t != 2 || c->ctx == NULL || c->key == NULL || c->tag == NULL || c->hdrs == NULL || c->ip == NULL) {
+  if (c->t != PLAN_HBONE || c->ctx == NULL || c->key == NULL || c->tag == NULL || c->hdrs == NULL || c->ip == NULL) {
     close(fd);
     eng_cmd_free(c);
     ambit_type_error(env, fn, "plan", "must be an HBONE plan {t: 2, ctx, key, tag, ip, port, authority, headers}");
@@ -796,6 +906,7 @@ static napi_value js_stats(napi_env env, napi_callback_info info) {
       {"idleClosed", &e->ctr.idle_closed},
       {"halfClosed", &e->ctr.half_closed},
       {"dialsCancelled", &e->ctr.dials_cancelled},
+      {"poolWaits", &e->ctr.pool_waits},
   };
   for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++) {
     napi_create_uint32(env, __atomic_load_n(counters[i].p, __ATOMIC_RELAXED), &v);
@@ -817,11 +928,19 @@ static void on_async_closed(uv_handle_t *h) {
 static napi_value js_destroy(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!ambit_args(env, info, "engineDestroy", argv, 1, "engine")) return NULL;
-  engine *e = NULL;
-  if (napi_get_value_external(env, argv[0], (void **)&e) != napi_ok || e == NULL || e->destroyed) return NULL;
+  ehandle *h = tagged(env, argv[0], &TAG_ENGINE);
+  if (h == NULL) {
+    ambit_type_error(env, "engineDestroy", "engine", "must be an engine (engineCreate)");
+    return NULL;
+  }
+  engine *e = h->e;
+  if (e == NULL || e->destroyed) return NULL; /* destroy twice: nothing more to do */
+  h->e = NULL; /* from here the handle names no engine: every call through it throws AMBIT_ENGINE_CLOSED */
   e->destroyed = true;
   send_cmd(e, cmd(C_DESTROY, 0));
   pthread_join(e->thread, NULL);
+  /* no pool helper hands this engine a socket any more (those already handed are in in_head) */
+  ambit_pool_forget(e);
   /* what neither side will read any more */
   for (jmsg *m = e->out_head, *next; m != NULL; m = next) {
     next = m->next;
@@ -830,6 +949,7 @@ static napi_value js_destroy(napi_env env, napi_callback_info info) {
   for (jcmd *c = e->in_head, *next; c != NULL; c = next) {
     next = c->next;
     if (c->l) {
+      ambit_pool_unpin(c->l->pool);
       close(c->l->fd);
       close(c->l->nsfd);
       free(c->l->tag);
@@ -864,6 +984,7 @@ bool ambit_engine_init(napi_env env, napi_value exports) {
       {"engineLinkState", NULL, js_link_state, NULL, NULL, NULL, napi_enumerable, NULL},
       {"engineOpen", NULL, js_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"engineDestroy", NULL, js_destroy, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"engineCodes", NULL, js_codes, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props) == napi_ok;
 }

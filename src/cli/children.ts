@@ -4,9 +4,10 @@
  * file, and watched, so that a program that dies is reported instead of silently missing.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, constants, openSync, readFileSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import { MeshError } from '../core/index.js';
+import { childOfThisProcess } from './parent-death.js';
 
 /**
  * argv prefix that runs this CLI with this Node: `node dist/src/cli/main.js`, or from sources
@@ -46,6 +47,20 @@ export interface ProgramOptions {
   /** stdout and stderr go here (truncated first: one run per file) */
   readonly logFile: string;
   readonly env?: NodeJS.ProcessEnv;
+  /** append to the log file instead of truncating it (a restarted program's successor) */
+  readonly append?: boolean;
+}
+
+/** A program of the mesh that exited on its own. */
+export interface ProgramExit {
+  /** "control plane", "agent node-1" */
+  readonly name: string;
+  readonly pid: number | undefined;
+  /** "code 1", "signal SIGKILL" */
+  readonly how: string;
+  readonly logFile: string;
+  /** what follows `ambit restart` to start it again: "control", "agent node-1" */
+  readonly restart: string;
 }
 
 /** A running program. */
@@ -60,12 +75,16 @@ export class Program {
   constructor(o: ProgramOptions) {
     this.name = o.name;
     this.logFile = o.logFile;
-    const fd = openSync(o.logFile, 'w', 0o644);
+    // O_APPEND always: an old instance draining and its successor write the same file, and a
+    // plain offset of the old one would overwrite the new one's lines
+    const fd = openSync(o.logFile, constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND | (o.append ? 0 : constants.O_TRUNC), 0o644);
     const [file, ...pre] = selfArgv();
     try {
       // Own process group: a Ctrl-C in the terminal reaches `ambit up` only, which then stops the
       // programs in order (agents drain first, then the control plane).
-      this.child = spawn(file!, [...pre, ...o.args], { stdio: ['ignore', fd, fd], detached: true, env: o.env ?? process.env });
+      // AMBIT_PARENT_PID: the program ends when this process dies, SIGKILL included (parent-death.ts;
+      // spawned here, on the main thread, which is the thread the kernel watches)
+      this.child = spawn(file!, [...pre, ...o.args], { stdio: ['ignore', fd, fd], detached: true, env: childOfThisProcess(o.env ?? process.env) });
     } finally {
       closeSync(fd); // the child has its own copy
     }
@@ -86,11 +105,14 @@ export class Program {
     return new MeshError('AMBIT_PROCESS_FAILED', `${this.name} exited (${how}); log ${this.logFile}${tail ? `:\n${tail}` : ''}`);
   }
 
-  /** SIGTERM; SIGKILL if it has not exited after `graceMs`. Resolves once it has exited. */
-  async stop(graceMs: number): Promise<void> {
+  /**
+   * `signal` (default SIGTERM); SIGKILL if it has not exited after `graceMs`. Resolves once it
+   * has exited.
+   */
+  async stop(graceMs: number, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     this.#stopping = true;
     if (!this.running) return;
-    this.child.kill('SIGTERM');
+    this.child.kill(signal);
     let timer: NodeJS.Timeout | undefined;
     const killed = new Promise<void>((resolve) => {
       timer = setTimeout(() => { this.child.kill('SIGKILL'); resolve(); }, graceMs);
@@ -109,8 +131,13 @@ export class Program {
 
 /** GET http://host:port/path; resolves with status and body (bounded), rejects on network errors. */
 export function httpGet(host: string, port: number, path: string, timeoutMs = 5000, maxBytes = 4 * 1024 * 1024): Promise<{ status: number; body: string }> {
+  return httpGetAt({ host, port }, path, timeoutMs, maxBytes);
+}
+
+/** GET `path` from a TCP address or a unix socket (an agent instance's own admin socket). */
+export function httpGetAt(where: { host: string; port: number } | { socketPath: string }, path: string, timeoutMs = 5000, maxBytes = 4 * 1024 * 1024): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request({ host, port, path, method: 'GET', timeout: timeoutMs }, (res) => {
+    const req = request({ ...where, path, method: 'GET', timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
       let size = 0;
       res.on('data', (d: Buffer) => {

@@ -21,7 +21,8 @@ function isAmbitProgram(pid: number, name: string): boolean {
   let cmdline: string;
   try { cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { return false; }
   const args = cmdline.split('\0');
-  const sub = name.startsWith('agent') ? 'agent' : 'control';
+  // "agent node-1", "waypoint default/waypoint", "control plane": the subcommand each runs
+  const sub = name.startsWith('agent') ? 'agent' : name.startsWith('waypoint') ? 'waypoint' : 'control';
   return args.some((a) => /[\\/]cli[\\/]main\.[jt]s$|[\\/]ambit$/.test(a)) && args.includes(sub);
 }
 

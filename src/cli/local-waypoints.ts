@@ -10,10 +10,10 @@
 import { readFileSync, readdirSync, watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { MeshError, errorMessage, logger } from '../core/index.js';
+import { MeshError, errorMessage, isDnsLabel, logger } from '../core/index.js';
 import type { Cluster, Pod, Service } from '../local/index.js';
-import { Program, httpGet, waitFor } from './children.js';
-import { writeFileAtomic } from './state-file.js';
+import { Program, httpGet, waitFor, type ProgramExit } from './children.js';
+import { writeFileAtomic, type UpProgram } from './state-file.js';
 
 const log = logger('cli.waypoints');
 
@@ -27,6 +27,8 @@ export interface DeclaredWaypoint {
   readonly namespace: string;
   readonly name: string;
   readonly enrollNamespace: boolean;
+  /** istio.io/waypoint-for: service (default), workload, all, none */
+  readonly for: string;
 }
 
 /** Waypoint Gateways declared in the YAML files of `dir` (cluster.yaml excluded). Bad files are skipped (the control plane reports them). */
@@ -39,12 +41,13 @@ export function declaredWaypoints(dir: string): DeclaredWaypoint[] {
     try { docs = parseAllDocuments(readFileSync(join(dir, n), 'utf8')); } catch { continue; }
     for (const d of docs) {
       if (d.errors.length > 0) continue;
-      const o = d.toJS({ maxAliasCount: 100 }) as { kind?: unknown; metadata?: { name?: unknown; namespace?: unknown; annotations?: Record<string, unknown> }; spec?: { gatewayClassName?: unknown } } | null;
+      const o = d.toJS({ maxAliasCount: 100 }) as { kind?: unknown; metadata?: { name?: unknown; namespace?: unknown; annotations?: Record<string, unknown>; labels?: Record<string, unknown> }; spec?: { gatewayClassName?: unknown } } | null;
       if (!o || o.kind !== 'Gateway' || typeof o.metadata?.name !== 'string') continue;
       if (!WAYPOINT_CLASSES.includes(String(o.spec?.gatewayClassName))) continue;
       const namespace = typeof o.metadata.namespace === 'string' ? o.metadata.namespace : 'default';
       const enroll = String(o.metadata.annotations?.[ENROLL_ANNOTATION] ?? '') === 'true';
-      out.set(`${namespace}/${o.metadata.name}`, { namespace, name: o.metadata.name, enrollNamespace: enroll });
+      const forWhat = o.metadata.labels?.['istio.io/waypoint-for'];
+      out.set(`${namespace}/${o.metadata.name}`, { namespace, name: o.metadata.name, enrollNamespace: enroll, for: typeof forWhat === 'string' ? forWhat : 'service' });
     }
   }
   return [...out.values()];
@@ -61,7 +64,8 @@ export interface LocalWaypointOptions {
   readonly logLevel: string;
   /** node the waypoint pods go to; default the last node */
   readonly node?: string;
-  readonly onFailure: (e: Error) => void;
+  /** a waypoint exited on its own (the rest keeps running; `ambit restart waypoint` starts it again) */
+  readonly onExit: (e: ProgramExit) => void;
   /** a waypoint became ready */
   readonly onReady?: (w: RunningWaypoint) => void;
 }
@@ -70,7 +74,9 @@ export interface RunningWaypoint {
   readonly key: string;
   readonly pod: Pod;
   readonly service: Service;
-  readonly program: Program;
+  /** the current instance (a restart replaces it) */
+  program: Program;
+  readonly args: readonly string[];
   readonly metricsPort: number;
   readonly adminPort: number;
   readonly readinessPort: number;
@@ -149,22 +155,60 @@ export class LocalWaypoints {
     const k = this.#slot++;
     const base = this.#o.portBase + 100 * (150 + k);
     const logFile = join(this.#o.dir, 'logs', `waypoint-${w.namespace}-${w.name}.log`);
-    const program = new Program({
-      name: `waypoint ${w.namespace}/${w.name}`, logFile,
-      args: ['waypoint', '--log-level', this.#o.logLevel, '--name', w.name, '--namespace', w.namespace, '--service-account', w.name,
-        '--netns', pod.netnsPath, '--node', node, '--control-url', this.#o.controlUrl, '--token-file', this.#o.tokenFile,
-        '--admin-port', String(base), '--metrics-port', String(base + 20), '--readiness-port', String(base + 21), '--public-host', '127.0.0.1', '--drain-ms', '3000'],
-    });
-    const r: RunningWaypoint = { key: `${w.namespace}/${w.name}`, pod, service, program, adminPort: base, metricsPort: base + 20, readinessPort: base + 21, logFile };
+    const args = ['waypoint', '--log-level', this.#o.logLevel, '--name', w.name, '--namespace', w.namespace, '--service-account', w.name,
+      '--netns', pod.netnsPath, '--node', node, '--control-url', this.#o.controlUrl, '--token-file', this.#o.tokenFile,
+      '--admin-port', String(base), '--metrics-port', String(base + 20), '--readiness-port', String(base + 21), '--public-host', '127.0.0.1', '--drain-ms', '3000'];
+    const key = `${w.namespace}/${w.name}`;
+    const r: RunningWaypoint = { key, pod, service, args, program: this.#spawn(key, args, logFile, false), adminPort: base, metricsPort: base + 20, readinessPort: base + 21, logFile };
     this.#running.set(r.key, r);
-    void program.exited.then((how) => {
-      if (program.stopping || this.#stopped) return;
-      this.#o.onFailure(program.failure(how));
-    });
-    await waitFor(`waypoint ${r.key} ready (/healthz/ready)`, [program],
-      async () => ((await httpGet('127.0.0.1', r.readinessPort, '/healthz/ready')).status === 200 ? true : undefined), { timeoutMs: 60_000 });
+    await this.#ready(r);
     log.info('waypoint ready', { waypoint: r.key, ip: pod.ip, metrics: r.metricsPort });
     this.#o.onReady?.(r);
+  }
+
+  #spawn(key: string, args: readonly string[], logFile: string, append: boolean): Program {
+    const program = new Program({ name: `waypoint ${key}`, logFile, args, append });
+    void program.exited.then((how) => {
+      if (program.stopping || this.#stopped) return;
+      this.#o.onExit({ name: program.name, pid: program.pid, how, logFile, restart: `waypoint ${key}` });
+    });
+    return program;
+  }
+
+  #ready(r: RunningWaypoint): Promise<true> {
+    return waitFor(`waypoint ${r.key} ready (/healthz/ready)`, [r.program],
+      async () => ((await httpGet('127.0.0.1', r.readinessPort, '/healthz/ready')).status === 200 ? true : undefined),
+      { timeoutMs: 60_000, cancelled: () => (this.#stopped ? 'ambit up is stopping' : undefined) });
+  }
+
+  /**
+   * Stops a waypoint (it finishes requests in flight within its drain) and starts it again. A
+   * waypoint takes no sockets over from its predecessor: connections to it are refused between
+   * the two. `name` is namespace/name, or a name that is unique.
+   */
+  restart(name: string, say: (line: string) => void): Promise<string> {
+    const p = this.#chain.then(async () => {
+      if (this.#stopped) throw new MeshError('AMBIT_PROCESS_FAILED', `restart waypoint ${name}: ambit up is stopping`);
+      const matches = this.running.filter((w) => w.key === name || (!name.includes('/') && w.key.endsWith(`/${name}`)));
+      const r = matches.length === 1 ? matches[0]! : undefined;
+      if (!r) {
+        const have = this.running.map((w) => w.key).join(', ') || 'none (ambit waypoint apply)';
+        throw new MeshError('AMBIT_CONFIG_INVALID', `restart: ${matches.length > 1 ? `"${name}" is ambiguous, give namespace/name` : `no waypoint "${name}"`}; running: ${have}`);
+      }
+      const old = r.program;
+      if (old.running) {
+        say(`waypoint ${r.key}: stopping pid ${old.pid} (requests in flight finish; new connections are refused until the new one listens)`);
+        await old.stop(10_000);
+        say(`waypoint ${r.key}: pid ${old.pid} exited (${await old.exited})`);
+      }
+      r.program = this.#spawn(r.key, r.args, r.logFile, true);
+      say(`waypoint ${r.key}: starting pid ${r.program.pid}`);
+      await this.#ready(r);
+      say(`waypoint ${r.key}: pid ${r.program.pid} ready`);
+      return `waypoint ${r.key} restarted: pid ${old.pid ?? '-'} -> ${r.program.pid}`;
+    });
+    this.#chain = p.then(() => undefined, () => undefined);
+    return p;
   }
 
   async #remove(key: string, r: RunningWaypoint): Promise<void> {
@@ -182,8 +226,10 @@ export class LocalWaypoints {
     this.#writeCluster();
   }
 
-  programs(): Array<{ name: string; pid: number }> {
-    return this.running.filter((r) => r.program.running).map((r) => ({ name: r.program.name, pid: r.program.pid! }));
+  programs(): UpProgram[] {
+    return this.running.filter((r) => r.program.running).map((r) => ({
+      name: r.program.name, pid: r.program.pid!, ports: { admin: r.adminPort, metrics: r.metricsPort, readiness: r.readinessPort },
+    }));
   }
 
   async stop(): Promise<void> {
@@ -197,11 +243,29 @@ export class LocalWaypoints {
   killSync(): void { for (const r of this.running) r.program.killSync(); }
 }
 
-/** The YAML `ambit waypoint apply` writes (istioctl waypoint generate's shape). */
-export function waypointGatewayYaml(o: { name: string; namespace: string; for: string; enrollNamespace: boolean }): string {
+export interface WaypointListRow extends DeclaredWaypoint {
+  /** the waypoint's process under the running ambit up, if any */
+  readonly pid: number | null;
+}
+
+/** `ambit waypoint list`: the declared waypoints (of `namespace`, or all), with their process from `programs` (state.json). Pure. */
+export function waypointRows(declared: readonly DeclaredWaypoint[], programs: ReadonlyArray<{ name: string; pid: number }>, namespace?: string): WaypointListRow[] {
+  return declared.filter((w) => namespace === undefined || w.namespace === namespace)
+    .map((w) => ({ ...w, pid: programs.find((p) => p.name === `waypoint ${w.namespace}/${w.name}`)?.pid ?? null }))
+    .sort((a, b) => `${a.namespace}/${a.name}`.localeCompare(`${b.namespace}/${b.name}`));
+}
+
+/**
+ * The YAML `ambit waypoint apply` writes (istioctl waypoint generate's shape). The class is
+ * istio-waypoint unless `gatewayClassName` says otherwise (on a cluster: ambit-waypoint, the class
+ * `ambit install` adds).
+ */
+export function waypointGatewayYaml(o: { name: string; namespace: string; for: string; enrollNamespace: boolean; gatewayClassName?: string }): string {
+  const gatewayClassName = o.gatewayClassName ?? 'istio-waypoint';
+  if (!WAYPOINT_CLASSES.includes(gatewayClassName)) throw new MeshError('AMBIT_BUG', `waypoint: ${gatewayClassName} is not a waypoint class`);
   if (!['service', 'workload', 'all', 'none'].includes(o.for)) throw new MeshError('AMBIT_CONFIG_INVALID', `--for: "${o.for}" is not one of service, workload, all, none`);
   for (const [flag, v] of [['--name', o.name], ['-n', o.namespace]] as const) {
-    if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(v)) throw new MeshError('AMBIT_CONFIG_INVALID', `${flag}: ${JSON.stringify(v)} is not a DNS label`);
+    if (!isDnsLabel(v)) throw new MeshError('AMBIT_CONFIG_INVALID', `${flag}: ${JSON.stringify(v)} is not a DNS label`);
   }
   return [
     'apiVersion: gateway.networking.k8s.io/v1',
@@ -213,7 +277,7 @@ export function waypointGatewayYaml(o: { name: string; namespace: string; for: s
     `    istio.io/waypoint-for: ${o.for}`,
     ...(o.enrollNamespace ? ['  annotations:', `    ${ENROLL_ANNOTATION}: "true"`] : []),
     'spec:',
-    '  gatewayClassName: istio-waypoint',
+    `  gatewayClassName: ${gatewayClassName}`,
     '  listeners:',
     '    - name: mesh',
     '      port: 15008',

@@ -19,8 +19,8 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { MeshError, errorMessage, logger } from '../core/index.js';
 import type { Cluster, Pod, Service } from '../local/index.js';
-import { Program, httpGet, selfArgv, waitFor } from './children.js';
-import { writeFileAtomic } from './state-file.js';
+import { Program, httpGet, httpGetAt, selfArgv, waitFor, type ProgramExit } from './children.js';
+import { writeFileAtomic, type UpProgram } from './state-file.js';
 
 const log = logger('cli.mesh');
 
@@ -28,6 +28,8 @@ export const AMBIENT_LABEL = 'istio.io/dataplane-mode';
 /** unix socket paths are limited to 108 bytes (sun_path) */
 const MAX_SOCKET_PATH = 107;
 const START_TIMEOUT_MS = 60_000;
+
+export type { ProgramExit } from './children.js';
 
 export interface MeshOptions {
   readonly cluster: Cluster;
@@ -41,8 +43,8 @@ export interface MeshOptions {
   readonly logLevel?: string;
   /** namespaces labelled ambient; default ['default'] */
   readonly ambientNamespaces?: readonly string[];
-  /** called once when a program exits while the mesh is up */
-  readonly onFailure: (e: Error) => void;
+  /** a program exited while the mesh is up (nobody asked it to): the others keep running */
+  readonly onExit: (e: ProgramExit) => void;
   /** a reason (e.g. the signal) once the start should be abandoned */
   readonly cancelled?: () => string | undefined;
 }
@@ -61,12 +63,20 @@ export interface RunningMesh {
   readonly statusPort: number;
   readonly controlLog: string;
   readonly agents: readonly AgentInfo[];
-  /** agents drain (SIGTERM), then the control plane stops. Idempotent. */
+  /** agents stop (SIGINT: stop accepting, finish open connections), then the control plane. Idempotent. */
   stop(): Promise<void>;
+  /**
+   * Replaces the node's agent: a new instance takes the pods' sockets over from the running one,
+   * which then drains and exits (or, after an exit, starts a new one). Progress lines go to
+   * `say`; resolves with a summary, rejects when the new instance fails (the old one serves on).
+   */
+  restartAgent(node: string, say: (line: string) => void): Promise<string>;
+  /** Stops the control plane, starts a new one, waits until the running agents reconnected. */
+  restartControl(say: (line: string) => void): Promise<string>;
   /** last resort on process exit */
   killSync(): void;
-  /** pids of the running programs (for the state file, so `ambit down` can stop orphans) */
-  programs(): Array<{ name: string; pid: number }>;
+  /** pids and ports of the running programs (for the state file: `ambit down` stops orphans, `ambit status` asks them) */
+  programs(): UpProgram[];
 }
 
 export interface MeshCheck {
@@ -86,8 +96,11 @@ export function meshPorts(portBase: number): { ws: number; wss: number; status: 
   };
 }
 
-/** Runs `ambit cni` the way a container runtime does for a chained plugin: ADD with the pod's netns. */
-export function cniAdd(pod: Pod, socketPath: string): Promise<void> {
+/**
+ * Runs `ambit cni` the way a container runtime does for a chained plugin: ADD with the pod's netns.
+ * `program`: run this CNI program instead (the `ambit-cni` the agent installs on a node).
+ */
+export function cniAdd(pod: Pod, socketPath: string, program?: string): Promise<void> {
   const conf = {
     cniVersion: '1.0.0', name: 'ambit-local', type: 'ambit-cni', agentSocket: socketPath,
     prevResult: { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: pod.netnsPath }], ips: pod.ips.map((ip) => ({ address: `${ip}/${ip.includes(':') ? 64 : 24}`, interface: 0 })) },
@@ -99,7 +112,9 @@ export function cniAdd(pod: Pod, socketPath: string): Promise<void> {
   };
   const [file, ...pre] = selfArgv();
   return new Promise((resolve, reject) => {
-    const child = spawn(file!, [...pre, 'cni'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = program !== undefined
+      ? spawn(program, [], { env, stdio: ['pipe', 'pipe', 'pipe'] })
+      : spawn(file!, [...pre, 'cni'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => { if (out.length < 65536) out += d.toString(); });
@@ -115,6 +130,7 @@ export function cniAdd(pod: Pod, socketPath: string): Promise<void> {
 
 interface ConfigDump {
   ready?: boolean;
+  instance?: { pid?: number; state?: string };
   enrolled?: Array<{ name: string; namespace: string; listening: boolean }>;
   failed?: Record<string, string>;
   certificates?: Array<{ identity: string; notAfter?: string; state?: string }>;
@@ -162,7 +178,6 @@ export function sumMetric(text: string, name: string, match: Readonly<Record<str
   return sum;
 }
 
-/** Starts the mesh on a built cluster; see the file comment for the order. */
 /**
  * The agents run with the V8 flag the DaemonSet sets (daemonset/node-agent.yaml): a burst of new
  * connections grows the young generation and a full GC never gives it back; capped at 4 MB, the
@@ -173,6 +188,15 @@ const AGENT_ENV: NodeJS.ProcessEnv = {
   NODE_OPTIONS: [process.env.NODE_OPTIONS, '--max-semi-space-size=4'].filter(Boolean).join(' '),
 };
 
+/** An agent's drain after a handover (its `--drain-ms`), and how long `ambit up` gives it on top before SIGKILL. */
+const AGENT_DRAIN_MS = 5_000;
+const AGENT_STOP_GRACE_MS = 15_000;
+
+/**
+ * Starts the mesh on a built cluster (see the file comment for the order) and supervises it: a
+ * program that exits afterwards is reported through `onExit` and the rest keeps serving;
+ * `restartAgent` and `restartControl` replace one (or start it again after an exit).
+ */
 export async function startMesh(o: MeshOptions): Promise<RunningMesh> {
   const { cluster, dir } = o;
   const ports = meshPorts(o.portBase ?? 15000);
@@ -180,59 +204,148 @@ export async function startMesh(o: MeshOptions): Promise<RunningMesh> {
   const stateDir = join(dir, 'control');
   mkdirSync(logDir, { recursive: true });
   const level = ['--log-level', o.logLevel ?? 'info'];
-  const programs: Program[] = [];
+  /** every program that may still run: current instances and old ones draining */
+  const programs = new Set<Program>();
+  /** the current instance per role ("control plane", "agent node-1") */
+  const current = new Map<string, Program>();
   let stopped: Promise<void> | undefined;
-  let failed = false;
+  /** set once the start is done: from then on an exit is reported, not a failed start */
+  let supervising = false;
+  /** new instances a restart is still waiting for: the restart reports their failure */
+  const onTrial = new Set<Program>();
+  /** restarts run one at a time */
+  let ops: Promise<unknown> = Promise.resolve();
+  const serial = <T>(fn: () => Promise<T>): Promise<T> => {
+    const r = ops.then(fn);
+    ops = r.catch(() => undefined);
+    return r;
+  };
+  const cancelled = (): string | undefined => (stopped ? 'ambit up is stopping' : o.cancelled?.());
 
   const stop = (): Promise<void> => stopped ??= (async () => {
-    const agents = programs.filter((p) => p.name.startsWith('agent'));
-    // agents first: they drain their pods' connections and still need the control plane meanwhile
-    await Promise.all(agents.map((p) => p.stop(10_000)));
-    await Promise.all(programs.filter((p) => !agents.includes(p)).map((p) => p.stop(5_000)));
+    const all = [...programs];
+    const agents = all.filter((p) => p.name.startsWith('agent'));
+    // Agents first, with SIGINT: stop accepting and let open connections finish (bounded by
+    // --drain-ms). SIGTERM would keep each one serving until a successor took over, which at a
+    // teardown never comes: its whole drain deadline, for nothing.
+    await Promise.all(agents.map((p) => p.stop(AGENT_STOP_GRACE_MS, 'SIGINT')));
+    await Promise.all(all.filter((p) => !agents.includes(p)).map((p) => p.stop(5_000)));
   })();
-  const watch = (p: Program): void => {
+
+  const spawnProgram = (role: string, restartArgs: string, po: Omit<ConstructorParameters<typeof Program>[0], 'name'>): Program => {
+    const p = new Program({ ...po, name: role });
+    programs.add(p);
+    current.set(role, p);
     void p.exited.then((how) => {
-      if (p.stopping || failed || stopped) return;
-      failed = true;
-      o.onFailure(p.failure(how));
+      programs.delete(p);
+      if (p.stopping || stopped || !supervising || onTrial.has(p)) return;
+      o.onExit({ name: role, pid: p.pid, how, logFile: p.logFile, restart: restartArgs });
+    });
+    return p;
+  };
+
+  const controlArgs = ['control', ...level, '--dir', dir, '--config-dir', o.configDir, '--state-dir', stateDir, '--listen', '127.0.0.1',
+    '--ws-port', String(ports.ws), '--wss-port', String(ports.wss), '--status-port', String(ports.status)];
+  const controlLog = join(logDir, 'control.log');
+  const startControl = (append: boolean): Program => spawnProgram('control plane', 'control', { logFile: controlLog, args: controlArgs, append });
+  const controlReady = (p: Program): Promise<true> => waitFor('control plane ready (/ready)', [p],
+    async () => ((await httpGet('127.0.0.1', ports.status, '/ready')).status === 200 ? true : undefined), { timeoutMs: START_TIMEOUT_MS, cancelled });
+  const tokenFile = join(stateDir, 'bootstrap-token');
+  const controlUrl = `ws://127.0.0.1:${ports.ws}`;
+
+  const agents: AgentInfo[] = cluster.nodes.map((n, k) => {
+    const p = ports.agent(k + 1);
+    const agentDir = join(dir, 'agents', n.name);
+    const socketPath = join(agentDir, 'agent.sock');
+    if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH) {
+      throw new MeshError('AMBIT_CONFIG_INVALID', `--dir: ${dir} is too long: the agent socket ${socketPath} exceeds ${MAX_SOCKET_PATH} bytes`);
+    }
+    return { node: n.name, adminPort: p.admin, metricsPort: p.metrics, readinessPort: p.readiness, socketPath, logFile: join(logDir, `agent-${n.name}.log`) };
+  });
+  const startAgent = (a: AgentInfo, append: boolean): Program => spawnProgram(`agent ${a.node}`, `agent ${a.node}`, {
+    logFile: a.logFile, env: AGENT_ENV, append,
+    args: ['agent', ...level, '--node', a.node, '--control-url', controlUrl, '--token-file', tokenFile,
+      '--state-dir', join(dir, 'agents', a.node), '--admin-port', String(a.adminPort), '--metrics-port', String(a.metricsPort),
+      '--readiness-port', String(a.readinessPort), '--public-host', '127.0.0.1', '--netns-prefix', cluster.prefix, '--drain-ms', String(AGENT_DRAIN_MS)],
+  });
+
+  /** The agents the control plane should see connected: those running now. */
+  const connectedAgents = async (): Promise<number> =>
+    sumMetric((await httpGet('127.0.0.1', ports.status, '/metrics')).body, 'ambit_control_connected_clients', { role: 'agent' });
+
+  const restartAgent = (node: string, say: (line: string) => void): Promise<string> => {
+    const a = agents.find((x) => x.node === node);
+    if (!a) return Promise.reject(new MeshError('AMBIT_CONFIG_INVALID', `restart: no agent "${node}"; nodes: ${agents.map((x) => x.node).join(', ')}`));
+    return serial(async () => {
+      if (cancelled()) throw new MeshError('AMBIT_PROCESS_FAILED', `restart agent ${node}: ${cancelled()}`);
+      const role = `agent ${node}`;
+      const old = current.get(role);
+      const live = old?.running === true ? old : undefined;
+      // The new instance first: it takes every pod's listening sockets from the running one
+      // (src/node-agent/handover.ts) before that one stops accepting, so nothing is refused.
+      const fresh = startAgent(a, true);
+      onTrial.add(fresh);
+      say(live ? `agent ${node}: new instance pid ${fresh.pid} taking over from pid ${live.pid}` : `agent ${node}: starting pid ${fresh.pid}`);
+      // its own admin socket (per instance; the node's admin port stays the old one's until the handover)
+      const own = join(dir, 'agents', node, `agent-${fresh.pid}.sock`);
+      let pods: number;
+      try {
+        pods = await waitFor(`agent ${node}: new instance pid ${fresh.pid} serving`, [fresh], async () => {
+          const r = await httpGetAt({ socketPath: own }, '/config_dump');
+          if (r.status !== 200) return undefined;
+          const d = JSON.parse(r.body) as ConfigDump;
+          return d.instance?.state === 'serving' && d.ready === true ? (d.enrolled ?? []).length : undefined;
+        }, { timeoutMs: START_TIMEOUT_MS, cancelled });
+      } catch (e) {
+        // the old instance (if any) keeps serving: a failed handover leaves it in charge
+        await fresh.stop(AGENT_STOP_GRACE_MS, 'SIGINT');
+        if (!live) throw e;
+        current.set(role, live);
+        throw new MeshError('AMBIT_PROCESS_FAILED', `the new instance failed; pid ${live.pid} keeps serving (if it is stuck: kill -9 ${live.pid}, `
+          + `then restart again to start a new one on its own): ${errorMessage(e)}`, { cause: e });
+      } finally {
+        onTrial.delete(fresh);
+      }
+      say(`agent ${node}: pid ${fresh.pid} serving ${pods} pod(s)${live ? ' on the sockets it took over' : ''}`);
+      if (!live) return `agent ${node} started (pid ${fresh.pid})`;
+      // SIGTERM to a handed-over agent: its open connections finish (up to --drain-ms), then it exits
+      await live.stop(AGENT_DRAIN_MS + AGENT_STOP_GRACE_MS);
+      say(`agent ${node}: old instance pid ${live.pid} drained and exited (${await live.exited})`);
+      return `agent ${node} replaced: pid ${live.pid} -> ${fresh.pid}`;
     });
   };
 
+  const restartControl = (say: (line: string) => void): Promise<string> => serial(async () => {
+    if (cancelled()) throw new MeshError('AMBIT_PROCESS_FAILED', `restart control: ${cancelled()}`);
+    const old = current.get('control plane');
+    // one control plane at a time (fixed ports); the agents keep serving their last config meanwhile
+    if (old?.running) {
+      say(`control plane: stopping pid ${old.pid}`);
+      await old.stop(10_000);
+      say(`control plane: pid ${old.pid} exited (${await old.exited})`);
+    }
+    const fresh = startControl(true);
+    say(`control plane: starting pid ${fresh.pid}`);
+    onTrial.add(fresh);
+    try { await controlReady(fresh); } finally { onTrial.delete(fresh); }
+    const started = Date.now();
+    const want = agents.filter((a) => current.get(`agent ${a.node}`)?.running).length;
+    say(`control plane: pid ${fresh.pid} ready; waiting for ${want} agent(s) to reconnect`);
+    await waitFor(`${want} agent(s) reconnected to the control plane`, [fresh],
+      async () => ((await connectedAgents()) >= want ? true : undefined), { timeoutMs: START_TIMEOUT_MS, cancelled });
+    say(`control plane: ${want} agent(s) reconnected ${((Date.now() - started) / 1000).toFixed(1)} s after it was ready`);
+    return `control plane restarted: pid ${old?.pid ?? '-'} -> ${fresh.pid}`;
+  });
+
   try {
     // --- control plane
-    const control = new Program({
-      name: 'control plane', logFile: join(logDir, 'control.log'),
-      args: ['control', ...level, '--dir', dir, '--config-dir', o.configDir, '--state-dir', stateDir, '--listen', '127.0.0.1',
-        '--ws-port', String(ports.ws), '--wss-port', String(ports.wss), '--status-port', String(ports.status)],
-    });
-    programs.push(control);
-    await waitFor('control plane ready (/ready)', [control],
-      async () => ((await httpGet('127.0.0.1', ports.status, '/ready')).status === 200 ? true : undefined), { timeoutMs: START_TIMEOUT_MS, ...(o.cancelled ? { cancelled: o.cancelled } : {}) });
-    const tokenFile = join(stateDir, 'bootstrap-token');
-    const controlUrl = `ws://127.0.0.1:${ports.ws}`;
+    const control = startControl(false);
+    await controlReady(control);
 
     // --- one agent per node
-    const agents: AgentInfo[] = cluster.nodes.map((n, k) => {
-      const p = ports.agent(k + 1);
-      const agentDir = join(dir, 'agents', n.name);
-      const socketPath = join(agentDir, 'agent.sock');
-      if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH) {
-        throw new MeshError('AMBIT_CONFIG_INVALID', `--dir: ${dir} is too long: the agent socket ${socketPath} exceeds ${MAX_SOCKET_PATH} bytes`);
-      }
-      return { node: n.name, adminPort: p.admin, metricsPort: p.metrics, readinessPort: p.readiness, socketPath, logFile: join(logDir, `agent-${n.name}.log`) };
-    });
-    const agentPrograms = agents.map((a) => {
-      const prog = new Program({
-        name: `agent ${a.node}`, logFile: a.logFile, env: AGENT_ENV,
-        args: ['agent', ...level, '--node', a.node, '--control-url', controlUrl, '--token-file', tokenFile,
-          '--state-dir', join(dir, 'agents', a.node), '--admin-port', String(a.adminPort), '--metrics-port', String(a.metricsPort),
-          '--readiness-port', String(a.readinessPort), '--public-host', '127.0.0.1', '--netns-prefix', cluster.prefix, '--drain-ms', '5000'],
-      });
-      programs.push(prog);
-      return prog;
-    });
+    const agentPrograms = agents.map((a) => startAgent(a, false));
     await Promise.all(agents.map((a, k) => waitFor(`agent ${a.node} ready (/healthz/ready)`, [control, agentPrograms[k]!],
-      async () => ((await httpGet('127.0.0.1', a.readinessPort, '/healthz/ready')).status === 200 ? true : undefined), { timeoutMs: START_TIMEOUT_MS, ...(o.cancelled ? { cancelled: o.cancelled } : {}) })));
+      async () => ((await httpGet('127.0.0.1', a.readinessPort, '/healthz/ready')).status === 200 ? true : undefined), { timeoutMs: START_TIMEOUT_MS, cancelled })));
 
     // --- CNI: hand every pod's netns to its node's agent (not yet ambient: remembered, not captured)
     const byNode = new Map(agents.map((a) => [a.node, a]));
@@ -255,18 +368,28 @@ export async function startMesh(o: MeshOptions): Promise<RunningMesh> {
         const have = (d.enrolled ?? []).filter((e) => e.listening).map((e) => `${e.namespace}/${e.name}`).sort();
         const certsOk = (d.certificates ?? []).every((c) => c.notAfter !== undefined);
         return d.ready === true && have.join() === want.join() && certsOk ? true : undefined;
-      }, { timeoutMs: START_TIMEOUT_MS, ...(o.cancelled ? { cancelled: o.cancelled } : {}) });
+      }, { timeoutMs: START_TIMEOUT_MS, cancelled });
     }));
 
-    for (const p of programs) watch(p);
+    // an exit between the start and now failed one of the waits above; from here on it is reported
+    supervising = true;
+    for (const p of [...current.values()]) {
+      if (!p.running) throw p.failure(p.child.signalCode ? `signal ${p.child.signalCode}` : `code ${p.child.exitCode ?? '?'}`);
+    }
     return {
-      controlUrl, statusPort: ports.status, controlLog: control.logFile, agents,
+      controlUrl, statusPort: ports.status, controlLog, agents,
       stop,
+      restartAgent,
+      restartControl,
       killSync: () => { for (const p of programs) p.killSync(); },
-      programs: () => programs.filter((p) => p.running).map((p) => ({ name: p.name, pid: p.pid! })),
+      programs: () => [...programs].filter((p) => p.running).map((p) => {
+        const a = agents.find((x) => p.name === `agent ${x.node}`);
+        const own = a ? { admin: a.adminPort, metrics: a.metricsPort, readiness: a.readinessPort }
+          : p.name === 'control plane' ? { status: ports.status } : undefined;
+        return { name: p.name, pid: p.pid!, ...(own ? { ports: own } : {}) };
+      }),
     };
   } catch (e) {
-    failed = true;
     await stop().catch((e2: unknown) => log.error('stopping the programs failed', { err: errorMessage(e2) }));
     throw e;
   }

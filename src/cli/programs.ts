@@ -14,9 +14,6 @@ import type { ControlSettings } from '../control/index.js';
 import type { AgentSettings } from '../node-agent/index.js';
 import { resolveDir } from './state-file.js';
 
-/** Largest CNI network configuration read from stdin (runCni refuses more than 1 MiB anyway). */
-const MAX_CNI_STDIN = 2 * 1024 * 1024;
-
 /** A TCP port flag: an integer 0..65535 (0 = any free port), or undefined when not given. */
 export function checkPort(flag: string, v: unknown): number | undefined {
   if (v === undefined) return undefined;
@@ -162,6 +159,9 @@ export function agentOptions<T>(y: Argv<T>) {
     .option('readiness-port', { type: 'number', describe: '/healthz/ready; default 15021' })
     .option('public-host', { type: 'string', describe: 'address for metrics and readiness; default 0.0.0.0' })
     .option('drain-ms', { type: 'number', describe: 'on SIGTERM, let connections finish for this long, ms; default 25000' })
+    .option('cni-bin-dir', { type: 'string', describe: 'install the CNI plugin into this dir (the node\'s /opt/cni/bin as mounted); default $AMBIT_CNI_BIN_DIR, unset: no install' })
+    .option('cni-conf-dir', { type: 'string', describe: 'chain the CNI plugin into the network configuration here (the node\'s /etc/cni/net.d); default $AMBIT_CNI_CONF_DIR' })
+    .option('cni-uninstall', { type: 'boolean', describe: 'take the CNI plugin off the node (out of the conflist, then the program) and exit; the agent never does it when it stops' })
     .option('netns-prefix', {
       type: 'string',
       describe: 'only scan named network namespaces starting with this (/var/run/netns/<prefix>*) for pods that were not handed over by CNI',
@@ -181,6 +181,9 @@ interface AgentArgs {
   'public-host'?: string | undefined;
   'drain-ms'?: number | undefined;
   'netns-prefix'?: string | undefined;
+  'cni-bin-dir'?: string | undefined;
+  'cni-conf-dir'?: string | undefined;
+  'cni-uninstall'?: boolean | undefined;
 }
 
 /** Named namespaces whose names start with `prefix` (the local cluster's own, not a neighbour's). */
@@ -224,59 +227,35 @@ export function agentFlags(a: AgentArgs): Partial<AgentSettings> {
     ...(drain !== undefined ? { drainMs: drain } : {}),
     ...(a['netns-prefix'] !== undefined ? { netnsCandidates: prefixedNetnsCandidates(a['netns-prefix']) } : {}),
     ...(Object.keys(ports).length > 0 ? { ports } : {}),
+    ...(a['cni-bin-dir'] !== undefined || a['cni-conf-dir'] !== undefined ? {
+      cni: {
+        ...(a['cni-bin-dir'] !== undefined ? { binDir: resolve(a['cni-bin-dir']) } : {}),
+        ...(a['cni-conf-dir'] !== undefined ? { confDir: resolve(a['cni-conf-dir']) } : {}),
+      } as NonNullable<AgentSettings['cni']>,
+    } : {}),
   };
 }
 
 export async function agentCommand(a: AgentArgs): Promise<void> {
   const flags = agentFlags(a);
+  if (a['cni-uninstall']) {
+    const { runCniUninstall } = await import('../node-agent/index.js');
+    const r = await runCniUninstall(process.env, flags.cni ?? {});
+    process.stdout.write(`cni plugin: ${r.conf !== undefined ? `unchained from ${r.conf}` : 'not chained'}; ${r.removed.length > 0 ? `removed ${r.removed.join(', ')}` : 'no program installed'}\n`);
+    return;
+  }
   const { runAgent } = await import('../node-agent/index.js');
   await runAgent(process.env, flags);
 }
 
 // === ambit cni ===
 
-function readStdin(limit: number): Promise<string> {
-  return new Promise((resolveRead, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    process.stdin.on('data', (d: Buffer) => {
-      size += d.length;
-      if (size > limit) {
-        process.stdin.destroy();
-        reject(new MeshError('AMBIT_LIMIT', `cni: network configuration on stdin larger than ${limit} bytes`));
-        return;
-      }
-      chunks.push(d);
-    });
-    process.stdin.once('end', () => resolveRead(Buffer.concat(chunks).toString('utf8')));
-    process.stdin.once('error', reject);
-  });
-}
-
 /**
- * The CNI plugin: CNI_* from the environment, the network configuration on stdin, the result
- * (or the CNI error object) on stdout, and the exit code the spec asks for.
+ * The CNI plugin (src/node-agent/cni-plugin/main.ts, the same code the agent installs on a node as
+ * `ambit-cni`): CNI_* from the environment, the network configuration on stdin, the result (or
+ * the CNI error object) on stdout, and the exit code the spec asks for.
  */
 export async function cniCommand(): Promise<void> {
-  let stdin = '';
-  // VERSION needs no configuration; every other command gets one on stdin
-  if (process.env.CNI_COMMAND !== 'VERSION') {
-    try {
-      stdin = await readStdin(MAX_CNI_STDIN);
-    } catch (e) {
-      process.stdout.write(JSON.stringify({ cniVersion: '1.0.0', code: 4, msg: 'invalid network configuration on stdin', details: (e as Error).message }) + '\n');
-      process.exitCode = 1;
-      return;
-    }
-  }
-  try {
-    const [{ runCni }, native] = await Promise.all([import('../node-agent/index.js'), import('../native/index.js')]);
-    const r = await runCni(process.env, stdin, { native });
-    process.stdout.write(r.stdout);
-    process.exitCode = r.code;
-  } catch (e) {
-    // e.g. the native addon is not built: the runtime still gets a CNI error object (fail closed)
-    process.stdout.write(JSON.stringify({ cniVersion: '1.0.0', code: 999, msg: 'ambit cni failed', details: errorMessage(e) }) + '\n');
-    process.exitCode = 1;
-  }
+  const { cniPluginMain } = await import('../node-agent/index.js');
+  await cniPluginMain();
 }

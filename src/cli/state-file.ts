@@ -14,8 +14,27 @@ export interface UpState {
   readonly pid: number;
   readonly startedAt: string;
   readonly cluster: ClusterState;
-  /** the mesh programs `ambit up` started (own process groups), so `ambit down` can stop orphans */
-  readonly programs?: ReadonlyArray<{ readonly name: string; readonly pid: number }>;
+  /**
+   * the mesh programs `ambit up` started (own process groups), so `ambit down` can stop orphans;
+   * with their ports on 127.0.0.1 (`ambit status` and `ambit config-dump` read them)
+   */
+  readonly programs?: ReadonlyArray<UpProgram>;
+}
+
+export interface UpProgram {
+  /** `control plane`, `agent <node>`, `waypoint <namespace>/<name>` (two during a handover) */
+  readonly name: string;
+  readonly pid: number;
+  readonly ports?: ProgramPorts;
+}
+
+export interface ProgramPorts {
+  /** /config_dump (agents, waypoints) */
+  readonly admin?: number;
+  readonly metrics?: number;
+  readonly readiness?: number;
+  /** the control plane's /ready, /metrics, /debug/syncz, /debug/config_dump */
+  readonly status?: number;
 }
 
 /** The working directory of `ambit`: --dir, else $AMBIT_DIR, else ./.ambit. */

@@ -15,8 +15,10 @@ import { fileURLToPath } from 'node:url';
 import { MeshError, errorMessage, logger } from '../core/index.js';
 import { createCluster, pidAlive, startEchoServer, type Cluster, type EchoHandle, type Pod, type Service } from '../local/index.js';
 import { LocalWaypoints } from './local-waypoints.js';
-import { checkMesh, meshPorts, startMesh, type MeshCheck, type RunningMesh } from './mesh.js';
+import { tailFile } from './children.js';
+import { AMBIENT_LABEL, checkMesh, meshPorts, startMesh, type MeshCheck, type ProgramExit, type RunningMesh } from './mesh.js';
 import { configDir, readState, removeState, resolveDir, writeFileAtomic, writeState } from './state-file.js';
+import { UpSocketServer, type NamespaceRequest, type RestartRequest } from './up-socket.js';
 
 const log = logger('cli.up');
 
@@ -120,6 +122,10 @@ function describe(cluster: Cluster, demo: Demo, self: string, dir: string, mesh:
     lines.push('      (applied policies are files there; removing one reverts it)');
     lines.push(`  ${self} exec client -- nft list ruleset`);
     lines.push('      (the capture rules the agent installed in the pod)');
+    lines.push(`  ${self} restart agent ${mesh.agents[0]!.node}`);
+    lines.push('      (a new agent takes the pods\' sockets over, then the old one drains: no request is refused)');
+    lines.push(`  ${self} restart control`);
+    lines.push('      (the agents keep serving their last config and reconnect to the new control plane)');
   } else {
     lines.push('No mesh (--no-mesh): plain pod-to-pod networking; the service IP answers only with the mesh.');
     lines.push('Try, in another terminal:');
@@ -190,11 +196,10 @@ async function upUntilSignal(
   const onExit = (): void => { waypoints?.killSync(); mesh?.killSync(); cluster.destroySync(); };
   process.on('exit', onExit);
 
-  let failure: Error | undefined;
-  let wakeNow: (() => void) | undefined;
-  const onWakeNow = (): void => { wakeNow?.(); };
+  let upSocket: UpSocketServer | undefined;
   let torn: Promise<void> | undefined;
   const teardown = (): Promise<void> => torn ??= (async () => {
+    try { await upSocket?.close(); } catch (e) { log.error('closing the restart socket failed', { err: errorMessage(e) }); }
     try { await waypoints?.stop(); } catch (e) { log.error('stopping the waypoints failed', { err: errorMessage(e) }); }
     try { await mesh?.stop(); } catch (e) { log.error('stopping the mesh failed', { err: errorMessage(e) }); }
     await cluster.destroy();
@@ -211,6 +216,15 @@ async function upUntilSignal(
       ...(mesh ? { programs: [...mesh.programs(), ...(waypoints?.programs() ?? [])] } : {}),
     });
     saveState();
+    // hints must reach this run: name its directory unless it is the one found by default
+    const self = `${opts.self ?? 'ambit'}${resolveDir(undefined) === opts.dir ? '' : ` --dir ${shortPath(opts.dir)}`}`;
+    // A program that exits is reported; the rest of the mesh keeps serving (`ambit restart` brings it back).
+    const reportExit = (x: ProgramExit): void => {
+      const tail = lastLines(tailFile(x.logFile, 2048));
+      opts.print(`\n${x.name} (pid ${x.pid ?? '?'}) exited (${x.how}); the rest of the mesh keeps running. Log ${shortPath(x.logFile)}${tail ? `, last lines:\n${tail}` : ''}\n`
+        + `start it again: ${self} restart ${x.restart}\n`);
+      saveState();
+    };
     let check: MeshCheck | undefined;
     if (withMesh && !signalled()) {
       opts.print('starting the mesh: control plane, one node agent per node ...\n');
@@ -218,7 +232,7 @@ async function upUntilSignal(
         cluster, dir: opts.dir, configDir: cfgDir,
         ...(opts.portBase !== undefined ? { portBase: opts.portBase } : {}),
         ...(opts.logLevel !== undefined ? { logLevel: opts.logLevel } : {}),
-        onFailure: (e) => { failure ??= e; onWakeNow(); },
+        onExit: reportExit,
         cancelled: signalled,
       });
       saveState(); // now with the programs' pids, for `ambit down` after a crash
@@ -227,13 +241,17 @@ async function upUntilSignal(
       waypoints = new LocalWaypoints({
         cluster, dir: opts.dir, configDir: cfgDir, controlUrl: mesh.controlUrl, tokenFile: join(opts.dir, 'control', 'bootstrap-token'),
         portBase: meshPorts(opts.portBase ?? 15000).ws - 10, logLevel: opts.logLevel ?? 'info',
-        onFailure: (e) => { failure ??= e; onWakeNow(); },
-        onReady: (w) => { opts.print(`waypoint ${w.key} ready: pod ${w.pod.ip} on ${w.pod.node}, metrics http://127.0.0.1:${w.metricsPort}/metrics, log ${shortPath(w.logFile)}\n`); saveState(); },
+        onExit: reportExit,
+        // state.json first: whoever reads the line may look the waypoint's pid up at once
+        onReady: (w) => { saveState(); opts.print(`waypoint ${w.key} ready: pod ${w.pod.ip} on ${w.pod.node}, metrics http://127.0.0.1:${w.metricsPort}/metrics, log ${shortPath(w.logFile)}\n`); },
       });
       await waypoints.start();
+      if (!opts.once) {
+        const restart = restartHandler(opts, mesh, waypoints, saveState, () => signalled() !== undefined || torn !== undefined);
+        const label = namespaceHandler(opts, cluster, () => { writeFileAtomic(clusterYaml, cluster.toYaml()); saveState(); });
+        upSocket = await UpSocketServer.listen(opts.dir, (r, say) => (r.op === 'namespace' ? label(r, say) : restart(r, say)));
+      }
     }
-    // hints must reach this run: name its directory unless it is the one found by default
-    const self = `${opts.self ?? 'ambit'}${resolveDir(undefined) === opts.dir ? '' : ` --dir ${shortPath(opts.dir)}`}`;
     opts.print(describe(cluster, demo, self, opts.dir, mesh, check));
     if (opts.once) {
       opts.print('--once: tearing down\n');
@@ -241,15 +259,9 @@ async function upUntilSignal(
       opts.print('removed everything\n');
       return 0;
     }
-    if (!signalled() && !failure) {
+    if (!signalled()) {
       opts.print('Press Ctrl-C to stop and remove everything.\n');
-      await new Promise<void>((resolve) => { wakeNow = resolve; onWake(resolve); });
-    }
-    if (failure) {
-      opts.print(`\n${errorMessage(failure)}\ntearing down\n`);
-      await teardown();
-      opts.print('removed everything\n');
-      return 1;
+      await new Promise<void>((resolve) => { onWake(resolve); });
     }
     opts.print(`\n${signalled()}: tearing down\n`);
     await teardown();
@@ -259,6 +271,72 @@ async function upUntilSignal(
     await teardown().catch((e2: unknown) => log.error('teardown failed', { err: errorMessage(e2) }));
     throw e;
   }
+}
+
+/** The last `n` lines of `text`, indented and cut at 240 characters (log lines are long JSON). */
+function lastLines(text: string, n = 4): string {
+  return text.split('\n').filter(Boolean).slice(-n).map((l) => `    ${l.length > 240 ? `${l.slice(0, 240)}...` : l}`).join('\n');
+}
+
+/**
+ * `ambit namespace enroll|unenroll NAME`: the namespace's `istio.io/dataplane-mode` label in the
+ * cluster the control plane watches (its other labels kept). The agents then enrol or release the
+ * namespace's running pods, as they do for a label change in Kubernetes.
+ */
+export function namespaceLabels(cur: Readonly<Record<string, string>>, enroll: boolean): Record<string, string> {
+  const { [AMBIENT_LABEL]: _mode, ...rest } = cur;
+  return enroll ? { ...rest, [AMBIENT_LABEL]: 'ambient' } : rest;
+}
+
+function namespaceHandler(opts: UpOptions, cluster: Cluster, save: () => void): (r: NamespaceRequest, say: (line: string) => void) => Promise<string> {
+  return async (r) => {
+    const namespaces = cluster.state().namespaces;
+    const ns = namespaces.find((n) => n.name === r.name);
+    if (!ns) throw new MeshError('AMBIT_CONFIG_INVALID', `no namespace "${r.name}"; namespaces: ${namespaces.map((n) => n.name).join(', ') || 'none'}`);
+    const was = ns.labels[AMBIENT_LABEL] === 'ambient';
+    const verb = r.enroll ? 'enrolled' : 'unenrolled';
+    if (was === r.enroll) return `namespace ${r.name}: already ${verb} (${AMBIENT_LABEL}${r.enroll ? '=ambient' : ' not ambient'})`;
+    cluster.setNamespaceLabels(r.name, namespaceLabels(ns.labels, r.enroll));
+    save();
+    const pods = cluster.state().pods.filter((p) => p.namespace === r.name).length;
+    const line = `namespace ${r.name} ${verb}: ${r.enroll ? `${AMBIENT_LABEL}=ambient` : `${AMBIENT_LABEL} removed`}; the agents ${r.enroll ? 'capture' : 'release'} its ${pods} running pod(s)`;
+    opts.print(`
+${line} (ambit namespace)
+`);
+    return line;
+  };
+}
+
+/** What `ambit restart` asks of this run; each step is printed here as well as in the asking terminal. */
+function restartHandler(opts: UpOptions, mesh: RunningMesh, waypoints: LocalWaypoints, saveState: () => void, stopping: () => boolean): (r: RestartRequest, say: (line: string) => void) => Promise<string> {
+  return async (r, say) => {
+    const what = `${r.target}${r.name !== undefined ? ` ${r.name}` : ''}`;
+    opts.print(`\nrestart ${what} (ambit restart)\n`);
+    // each step is saved too: a new instance's pid is in state.json from its start (for `ambit down` if up dies)
+    // (not once the teardown began: it removes the state file)
+    const save = (): void => { if (!stopping()) saveState(); };
+    const tell = (line: string): void => { save(); opts.print(`  ${line}\n`); say(line); };
+    try {
+      const done = r.target === 'agent' ? await mesh.restartAgent(r.name!, tell)
+        : r.target === 'control' ? await mesh.restartControl(tell)
+          : await waypoints.restart(r.name!, tell);
+      opts.print(`restart ${what}: done: ${done}\n`);
+      return done;
+    } catch (e) {
+      if (stopping()) {
+        opts.print(`restart ${what}: interrupted (ambit up is stopping)\n`);
+        throw new MeshError('AMBIT_PROCESS_FAILED', `restart ${what}: interrupted (ambit up is stopping)`, { cause: e });
+      }
+      // both terminals: the first line and the end of the log it names (not the whole 4 kB)
+      const [first, ...rest] = errorMessage(e).split('\n');
+      const tail = lastLines(rest.join('\n'));
+      const short = `restart ${what}: failed: ${first}${tail ? `\n${tail}` : ''}`;
+      opts.print(`${short}\n`);
+      throw new MeshError('AMBIT_PROCESS_FAILED', short, { cause: e });
+    } finally {
+      save();
+    }
+  };
 }
 
 function readStateQuietly(dir: string): ReturnType<typeof readState> {

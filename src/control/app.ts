@@ -71,6 +71,18 @@ export interface ControlPlaneOptions {
   debugFromAnywhere?: boolean;
   /** lifetime of the wss serving certificate, s; renewed at half-life; default 86400 */
   servingCertTtlSeconds?: number;
+  /**
+   * told every translated config set (the objects and the translator's rejections), after the
+   * push is updated; stopped with the plane. Kubernetes mode: the waypoint reconciler.
+   */
+  reconcilers?: readonly ConfigReconciler[];
+}
+
+/** Something that acts on each complete config set (never blocks the push; does its I/O itself). */
+export interface ConfigReconciler {
+  update(objects: readonly KubeObject[], rejected: readonly Rejection[]): void;
+  /** awaited by the plane's stop() (e.g. a leader releasing its Lease) */
+  stop(): void | Promise<void>;
 }
 
 export interface ControlPlaneAddresses { plain?: AddressInfo; tls?: AddressInfo; status?: AddressInfo }
@@ -157,6 +169,9 @@ export function createControlPlane(o: ControlPlaneOptions): ControlPlane {
     encodeRejected = built.rejected;
     for (const r of built.rejected) log.error('model object cannot be encoded; not pushed', { resource: r.name, reason: r.message });
     push.update(built.tables);
+    for (const r of o.reconcilers ?? []) {
+      try { r.update(objects, result.rejected); } catch (e) { log.error('reconciler failed', { error: errorMessage(e) }); }
+    }
     log.info('config updated', { origin, objects: objects.length, ...result.snapshot.counts, rejected: result.rejected.length });
   };
 
@@ -273,6 +288,7 @@ export function createControlPlane(o: ControlPlaneOptions): ControlPlane {
 
     async stop() {
       clearTimeout(renewTimer);
+      for (const r of o.reconcilers ?? []) await Promise.resolve(r.stop()).catch((e: unknown) => log.warn('reconciler stop failed', { error: errorMessage(e) }));
       listening = false;
       await o.source.stop().catch((e: unknown) => log.warn('config source stop failed', { error: errorMessage(e) }));
       await push.close();

@@ -13,13 +13,25 @@
  * matching `audience` of their projected serviceAccountToken; default none, i.e. the API server's
  * own audience), AMBIT_LOG_LEVEL, AMBIT_TRACE.
  *
+ * Kubernetes mode only: AMBIT_NAMESPACE (or POD_NAMESPACE; default ambit-system), the control
+ * plane's own namespace, where the CA lives: Secret `cacerts` (Istio's plug-in CA) if present,
+ * else Secret `ambit-ca`, created on the first start (src/control/kube/ca-secret.ts); its root is
+ * published in ConfigMap `ambit-ca-root` there. AMBIT_WAYPOINT_IMAGE (the image of `ambit`): when
+ * set, every Gateway of class ambit-waypoint or istio-waypoint gets a ServiceAccount, ConfigMap,
+ * Deployment and Service and its status written (src/control/kube/waypoint-reconciler.ts);
+ * AMBIT_WAYPOINT_IMAGE_PULL_POLICY, AMBIT_WAYPOINT_CONTROL_URL (default
+ * wss://ambit-control.<namespace>.svc:15012). Those writes are made by one replica at a time, the
+ * holder of the Lease ambit-control in AMBIT_NAMESPACE (src/control/kube/leader.ts), named by
+ * AMBIT_POD_NAME (or HOSTNAME).
+ *
  * Waypoint sessions are admitted in both modes only for an identity that runs a waypoint pod of
  * the current config (in bootstrap-token mode: the identity the waypoint names).
  */
+import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { KubeConfig } from '@kubernetes/client-node';
-import { enableTrace, errorMessage, logger, setLogLevel } from '../core/index.js';
+import { DNS_LABEL, enableTrace, errorMessage, logger, setLogLevel } from '../core/index.js';
 import type { Level } from '../core/index.js';
 import { CertificateAuthority } from '../identity/index.js';
 import { DEFAULT_MAX_CONNECTIONS, createControlPlane } from './app.js';
@@ -27,6 +39,9 @@ import type { ControlPlane } from './app.js';
 import { FileSource } from './config/file-source.js';
 import { KubeSource } from './config/kube-source.js';
 import type { ConfigSource } from './config/types.js';
+import { KubeApi, LeaderElector, WaypointReconciler, loadOrCreateKubeCa } from './kube/index.js';
+import type { CaSigner } from './ca/index.js';
+import type { ConfigReconciler } from './app.js';
 import { BootstrapTokenAuthenticator, TokenReviewAuthenticator } from './push/index.js';
 import type { Authenticator } from './push/index.js';
 
@@ -51,7 +66,18 @@ export interface ControlSettings {
   agentServiceAccounts: string[];
   /** TokenReview audiences (kubernetes); empty: the API server's default audience */
   tokenAudiences: string[];
+  /** the control plane's namespace (kubernetes): the CA Secret and its root ConfigMap live there */
+  namespace: string;
+  /** image of waypoint Deployments (kubernetes); undefined: waypoints are not deployed */
+  waypointImage?: string;
+  waypointImagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never';
+  /** the URL waypoint pods reach the control plane at; default wss://ambit-control.<namespace>.svc:15012 */
+  waypointControlUrl?: string;
+  /** this replica's name in the leader Lease (kubernetes): AMBIT_POD_NAME, else HOSTNAME, else random */
+  podName: string;
 }
+
+const PULL_POLICIES = ['Always', 'IfNotPresent', 'Never'];
 
 const MAX_AUDIENCES = 16;
 // audiences are opaque strings to Kubernetes; keep them to what fits a comma list and a log line
@@ -94,6 +120,11 @@ export function controlSettings(env: Env, flags: Partial<ControlSettings> = {}):
     debounceMs: debounce,
     maxConnections: maxConns,
     agentServiceAccounts: (env.AMBIT_AGENT_SERVICE_ACCOUNTS ?? 'ambit-system/ambit-node-agent').split(',').map((s) => s.trim()).filter(Boolean),
+    namespace: env.AMBIT_NAMESPACE || env.POD_NAMESPACE || 'ambit-system',
+    podName: env.AMBIT_POD_NAME || env.HOSTNAME || `ambit-control-${randomBytes(4).toString('hex')}`,
+    ...(env.AMBIT_WAYPOINT_IMAGE ? { waypointImage: env.AMBIT_WAYPOINT_IMAGE } : {}),
+    ...(env.AMBIT_WAYPOINT_IMAGE_PULL_POLICY ? { waypointImagePullPolicy: env.AMBIT_WAYPOINT_IMAGE_PULL_POLICY as ControlSettings['waypointImagePullPolicy'] } : {}),
+    ...(env.AMBIT_WAYPOINT_CONTROL_URL ? { waypointControlUrl: env.AMBIT_WAYPOINT_CONTROL_URL } : {}),
     ...flags,
     // a flag replaces the environment's list; either way it is checked
     tokenAudiences: flags.tokenAudiences
@@ -101,25 +132,60 @@ export function controlSettings(env: Env, flags: Partial<ControlSettings> = {}):
       : parseAudiences('AMBIT_TOKEN_AUDIENCES', env.AMBIT_TOKEN_AUDIENCES),
   };
   if (env.AMBIT_CLUSTER_ID && !out.clusterId) out.clusterId = env.AMBIT_CLUSTER_ID;
+  if (!DNS_LABEL.test(out.namespace)) throw new Error(`AMBIT_NAMESPACE: ${JSON.stringify(out.namespace)} is not a namespace name`);
+  if (out.waypointImagePullPolicy !== undefined && !PULL_POLICIES.includes(out.waypointImagePullPolicy)) {
+    throw new Error(`AMBIT_WAYPOINT_IMAGE_PULL_POLICY: ${JSON.stringify(out.waypointImagePullPolicy)} is not one of ${PULL_POLICIES.join(', ')}`);
+  }
   return out;
 }
 
 /** Start the control plane from settings; returns it running (the caller owns signals). */
-export async function startControl(s: ControlSettings): Promise<{ plane: ControlPlane; bootstrapTokenPath?: string; rootCertPath: string }> {
-  const caDir = join(s.stateDir, 'ca');
-  const ca = await CertificateAuthority.loadOrCreate(caDir, { trustDomain: s.trustDomain });
+export async function startControl(s: ControlSettings, o: { kubeConfig?: KubeConfig } = {}): Promise<{ plane: ControlPlane; bootstrapTokenPath?: string; rootCertPath?: string }> {
+  let ca: CaSigner;
   let source: ConfigSource;
   let authenticator: Authenticator;
   let bootstrapTokenPath: string | undefined;
+  let rootCertPath: string | undefined;
+  const reconcilers: ConfigReconciler[] = [];
   if (s.source === 'kubernetes') {
-    const kc = new KubeConfig();
-    kc.loadFromDefault();
+    let kc = o.kubeConfig;
+    if (!kc) {
+      kc = new KubeConfig();
+      kc.loadFromDefault();
+    }
+    const api = new KubeApi(kc);
+    // every replica and every restart: the same CA, from the Secret (created by the first one)
+    ca = (await loadOrCreateKubeCa({ api, namespace: s.namespace, trustDomain: s.trustDomain })).ca;
+    if (s.waypointImage) {
+      // one replica writes (the Lease holder); the others take over when it goes
+      const reconciler = new WaypointReconciler({
+        api, rootsPem: ca.rootsPem, isLeader: () => elector.isLeader,
+        settings: {
+          image: s.waypointImage,
+          ...(s.waypointImagePullPolicy ? { imagePullPolicy: s.waypointImagePullPolicy } : {}),
+          controlUrl: s.waypointControlUrl ?? `wss://ambit-control.${s.namespace}.svc:15012`,
+          trustDomain: s.trustDomain,
+          ...(s.tokenAudiences[0] ? { tokenAudience: s.tokenAudiences[0] } : {}),
+        },
+      });
+      const elector = new LeaderElector({
+        api, namespace: s.namespace, identity: s.podName,
+        onChange: (leader) => { if (leader) reconciler.resync(); },
+      });
+      elector.start();
+      reconcilers.push({ update: (objs, rejected) => reconciler.update(objs, rejected), stop: async () => { reconciler.stop(); await elector.stop(); } });
+    } else {
+      log.warn('AMBIT_WAYPOINT_IMAGE is not set: waypoint Gateways get no Deployment, Service or status');
+    }
     source = new KubeSource({ kubeConfig: kc, debounceMs: s.debounceMs });
     authenticator = new TokenReviewAuthenticator({
       kubeConfig: kc, trustDomain: s.trustDomain, agentServiceAccounts: s.agentServiceAccounts,
       ...(s.tokenAudiences.length > 0 ? { audiences: s.tokenAudiences } : {}),
     });
   } else {
+    const caDir = join(s.stateDir, 'ca');
+    ca = await CertificateAuthority.loadOrCreate(caDir, { trustDomain: s.trustDomain });
+    rootCertPath = join(caDir, 'root-cert.pem');
     source = new FileSource({ dir: s.configDir, debounceMs: s.debounceMs });
     const b = await BootstrapTokenAuthenticator.loadOrCreate(s.stateDir, s.trustDomain);
     authenticator = b.authenticator;
@@ -130,9 +196,10 @@ export async function startControl(s: ControlSettings): Promise<{ plane: Control
     debounceMs: s.debounceMs,
     listen: { host: s.host, plainPort: s.wsPort, tlsPort: s.wssPort, statusPort: s.statusPort, maxConnections: s.maxConnections },
     ...(s.clusterId ? { clusterId: s.clusterId } : {}),
+    reconcilers,
   });
   await plane.start();
-  return { plane, ...(bootstrapTokenPath ? { bootstrapTokenPath } : {}), rootCertPath: join(caDir, 'root-cert.pem') };
+  return { plane, ...(bootstrapTokenPath ? { bootstrapTokenPath } : {}), ...(rootCertPath ? { rootCertPath } : {}) };
 }
 
 /** Runs the control plane until SIGTERM/SIGINT. */

@@ -42,8 +42,11 @@ export type ErrorCode =
   | 'AMBIT_HANDOVER'
   | 'AMBIT_LIMIT'
   | 'AMBIT_BUG'
-  // native addon missing or not loadable (not built for this machine)
+  // native addon missing or not loadable (not built for this machine, or a Node whose nghttp2 or
+  // OpenSSL is older than the engine needs)
   | 'AMBIT_NATIVE_UNAVAILABLE'
+  // a call on a data-path engine after its destroy()
+  | 'AMBIT_ENGINE_CLOSED'
   // a program started by `ambit up` (control plane, node agent) exited or never became ready
   | 'AMBIT_PROCESS_FAILED'
   // an authenticated control-channel peer may not take the role it asked for (e.g. a waypoint
@@ -51,7 +54,15 @@ export type ErrorCode =
   | 'AMBIT_XDS_FORBIDDEN'
   // a pod cannot be started inside the mesh yet (no config, no certificate): its CNI ADD is
   // refused rather than letting it run uncaptured; the runtime retries
-  | 'AMBIT_POD_NOT_ADMITTED';
+  | 'AMBIT_POD_NOT_ADMITTED'
+  // `ambit restart` cannot talk to the running `ambit up` (no control socket, a bad answer)
+  | 'AMBIT_UP_UNREACHABLE'
+  // the Kubernetes API server refused or failed a write (or a read) the control plane needs
+  // (the CA Secret, a waypoint's objects, a Gateway's status): the status and its message
+  | 'AMBIT_KUBE_API'
+  // the node agent could not install its CNI plugin onto the node, or remove it (a file of the CNI
+  // bin or conf dir that cannot be read or written, a payload file missing): names the file
+  | 'AMBIT_CNI_INSTALL';
 
 export class MeshError extends Error {
   readonly code: ErrorCode;

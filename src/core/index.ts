@@ -7,3 +7,6 @@ export type { BackoffOptions } from './backoff.js';
 export { Drain } from './drain.js';
 export { parseIp, formatIp, canonicalIp, parseCidr, compileCidr, cidrContains } from './ip.js';
 export type { IpAddr, CompiledCidr } from './ip.js';
+export { boundedRequest } from './http-request.js';
+export type { BoundedAnswer, BoundedRequestOptions } from './http-request.js';
+export { DNS_LABEL, isDnsLabel } from './names.js';

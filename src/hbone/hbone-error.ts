@@ -56,6 +56,11 @@ export class HboneError extends MeshError {
   }
 }
 
+/** The failure named by an engine FAIL code (a link's, or a closed flow's event); undefined for none (0). */
+export function hboneFailureOf(fail: number | undefined): HboneFailure | undefined {
+  return fail === undefined || fail === 0 ? undefined : BY_FAIL[fail] ?? 'aborted';
+}
+
 /** The error for a failed link (state FAILED), or for an end the engine did not explain. */
 export function hboneErrorOf(st: LinkState, flowId: number, cause?: unknown): HboneError {
   const failure: HboneFailure = st.fail !== undefined ? BY_FAIL[st.fail] ?? 'aborted' : st.established ? 'reset' : 'lost';

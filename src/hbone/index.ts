@@ -29,7 +29,7 @@ export { HboneEndpoint, HboneListener, HBONE_PORT } from './endpoint.js';
 export type { HboneEndpointOptions, HboneListenOptions, HboneConnectOptions } from './endpoint.js';
 export { HboneSocket } from './socket.js';
 export type { HboneStreamInfo, HboneFlowResult, HboneAddress } from './socket.js';
-export { HboneError } from './hbone-error.js';
+export { HboneError, hboneFailureOf } from './hbone-error.js';
 export type { HboneFailure } from './hbone-error.js';
 export { HBONE_SETTINGS, engineOptions } from './settings.js';
 export type { HboneSettings } from './settings.js';

@@ -29,6 +29,14 @@ export interface CaOptions {
   clock?: () => number;
 }
 
+/** The PEM texts of the plug-in CA layout (CA_FILES); `chain` may be left out when `cert` is the root. */
+export interface CaPemFiles {
+  cert: string;
+  key: string;
+  root: string;
+  chain?: string;
+}
+
 /** Authorization hook used by the control plane: may `callerNode` get a certificate for `identity`? */
 export type NodeAuthorizer = (callerNode: string, identity: Identity) => boolean;
 
@@ -207,28 +215,51 @@ export class CertificateAuthority {
    * when the signing cert is itself the root).
    */
   static async fromDirectory(dir: string, opts: CaOptions): Promise<CertificateAuthority> {
+    resolve(opts); // bad options are named before any file is read
+    const cert = await readText(dir, CA_FILES.cert);
+    const key = await readText(dir, CA_FILES.key);
+    const root = await readText(dir, CA_FILES.root);
+    const chain = (await exists(join(dir, CA_FILES.chain))) ? await readText(dir, CA_FILES.chain) : undefined;
+    return CertificateAuthority.fromPem({ cert, key, root, ...(chain !== undefined ? { chain } : {}) }, opts, dir);
+  }
+
+  /**
+   * Plug-in CA from PEM texts (the files of the directory layout, e.g. the keys of a Secret);
+   * `what` names their origin in errors. Checked as fromDirectory checks the files.
+   */
+  static fromPem(files: CaPemFiles, opts: CaOptions, what = 'pem'): CertificateAuthority {
     const o = resolve(opts);
-    const certPem = await readText(dir, CA_FILES.cert);
-    const keyPem = await readText(dir, CA_FILES.key);
-    const rootsPem = await readText(dir, CA_FILES.root);
-    const chainPem = (await exists(join(dir, CA_FILES.chain))) ? await readText(dir, CA_FILES.chain) : certPem;
+    const certPem = files.cert;
+    const rootsPem = files.root;
+    const chainPem = files.chain ?? certPem;
     let m: Material;
     try {
-      const [certDer] = pemToDers(certPem, `ca ${dir} ${CA_FILES.cert}`);
+      const [certDer] = pemToDers(certPem, `ca ${what} ${CA_FILES.cert}`);
       const cert = new X509Certificate(certDer!);
-      const key = createPrivateKey(keyPem);
-      const rootDers = pemToDers(rootsPem, `ca ${dir} ${CA_FILES.root}`);
+      const key = createPrivateKey(files.key);
+      const rootDers = pemToDers(rootsPem, `ca ${what} ${CA_FILES.root}`);
       const isRoot = (d: Buffer): boolean => rootDers.some((r) => r.equals(d));
       // The chain we hand out: signing cert, then intermediates, never a root (peers have those).
-      const inter = [certDer!, ...pemToDers(chainPem, `ca ${dir} ${CA_FILES.chain}`).filter((d) => !d.equals(certDer!))]
+      const inter = [certDer!, ...pemToDers(chainPem, `ca ${what} ${CA_FILES.chain}`).filter((d) => !d.equals(certDer!))]
         .filter((d) => !isRoot(d));
       m = { cert, key, intermediatesPem: inter.map(derToPem), rootsPem: rootDers.map(derToPem).join('') };
     } catch (e) {
       if (e instanceof MeshError) throw e;
-      caInvalid(dir, errorMessage(e), e);
+      caInvalid(what, errorMessage(e), e);
     }
-    validate(m, o.clock(), o.trustDomain, dir);
+    validate(m, o.clock(), o.trustDomain, what);
     return new CertificateAuthority(o, m);
+  }
+
+  /**
+   * A new self-signed root as the PEM texts of the plug-in layout (cert = root = chain), for
+   * storing somewhere (a directory, a Secret) before use: load it back with fromPem.
+   */
+  static generatePem(opts: CaOptions): Required<CaPemFiles> {
+    const o = resolve(opts);
+    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const pem = newCaCert({ td: o.trustDomain, key: privateKey, now: o.clock(), ttlS: ROOT_TTL_S, subjectCn: 'ambit root ca' });
+    return { cert: pem, key: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), root: pem, chain: pem };
   }
 
   /**

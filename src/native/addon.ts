@@ -19,11 +19,17 @@ export interface RawAddon {
   setTransparent(fd: number): void;
   closeFd(fd: number): void;
   raiseFdLimit(): { soft: number; hard: number; before: number };
+  setParentDeathSignal(sig: number): number;
   recvWithFds(fd: number, maxBytes: number, maxFds: number, timeoutMs: number): Promise<{ data: Buffer; fds: number[] } | null>;
   sendWithFds(fd: number, data: Buffer, fds: number[]): void;
   unixConnect(path: string, kind?: string): number;
   unixSocketPair(kind?: string): [number, number];
+  versions(): NativeVersions;
+  versionsCheck(nghttp2Num: number, opensslNum: number): string | null;
 }
+
+/** The nghttp2 and OpenSSL the addon binds to (Node's own copies) and the least it needs (checked at load). */
+export interface NativeVersions { nghttp2: string; nghttp2Min: string; openssl: string; opensslMin: string }
 
 const RELATIVE = join('native', 'build', 'Release', 'ambit_native.node');
 
@@ -48,16 +54,18 @@ let loadError: Error | undefined;
  * Read here, not passed in by an entry point: the addon is one per process and is loaded before
  * any program's config exists (tests load it directly).
  */
-function addonPath(): string | undefined {
-  // eslint-disable-next-line no-restricted-properties -- see addonPath's comment
+/** The file the addon is (or would be) loaded from; undefined when there is none. The node agent copies it next to the CNI plugin it installs. */
+export function addonFile(): string | undefined {
+  // eslint-disable-next-line no-restricted-properties -- see the comment above
   const override = process.env['AMBIT_NATIVE_ADDON'];
   return override !== undefined && override !== '' ? override : findAddon();
 }
 
+
 export function addon(): RawAddon {
   if (cached) return cached;
   if (!loadError) {
-    const path = addonPath();
+    const path = addonFile();
     if (path === undefined) {
       loadError = new MeshError('AMBIT_NATIVE_UNAVAILABLE',
         `native addon: ${RELATIVE} not found; build it with \`npm run install\` (node-gyp rebuild --directory native)`);

@@ -6,6 +6,7 @@
  * decision, through the callbacks below: they run on the JS thread and answer synchronously;
  * the connection waits for the answer meanwhile. The engine never decides who may talk to whom.
  */
+import { MeshError } from '../core/index.js';
 import { addon } from './addon.js';
 /** A network namespace: a path, or an open netns fd (as in index.ts). */
 type Netns = string | number;
@@ -43,6 +44,12 @@ export interface InboundAdopt { fd: number; link: EngineLink }
 
 /** LinkState.state */
 export const LINK = Object.freeze({ OPEN: 0, PEER_EOF: 1, DONE: 2, FAILED: 3 });
+/*
+ * The codes JS and the engine share are defined once, in native/src/engine.h; the addon exports
+ * them (engineCodes()). The constants here are TypeScript's typed view of that table (literal
+ * types need them at compile time); every Engine checks they equal the addon's at creation
+ * (AMBIT_BUG otherwise), and test/native/engine-codes.test.ts does in CI.
+ */
 /** LinkState.fail: why a flow failed (native/src/engine.h FAIL_*). */
 export const FAIL = Object.freeze({ CONNECT: 1, TLS: 2, STATUS: 3, REFUSED: 4, LOST: 5, RESET: 6, LOCAL: 7 });
 
@@ -74,14 +81,40 @@ export interface EngineCallbacks {
   verify(chain: Buffer[], rootsPem: string, tag: string): string;
   /** The current TLS context of an HBONE listener, or null to refuse the handshake (fail closed). */
   context(listenerId: number): EngineTls | null;
-  /** kind 1: the flow is established; kind 2: it closed. Bytes are the app side's. */
-  event(kind: 1 | 2, flowId: number, fromApp: number, toApp: number, error: string | undefined): void;
+  /**
+   * kind 1: the flow is established; kind 2: it closed. Bytes are the app side's. `fail`: why a
+   * closed flow failed, one of FAIL (0 when the engine set no code); `error` is text for people.
+   */
+  event(kind: 1 | 2, flowId: number, fromApp: number, toApp: number, error: string | undefined, fail: number): void;
   /** The engine's own log lines (a back-off, a closed abusive session, a dead peer): level 1 debug, 2 info, 3 warn, 4 error. */
   log?(level: EngineLogLevel, message: string): void;
 }
 
 /** 1 debug, 2 info, 3 warn, 4 error */
 export type EngineLogLevel = 1 | 2 | 3 | 4;
+
+/** Every code shared with the engine, by group and name, as engine.h defines them. */
+export const ENGINE_CODES = Object.freeze({
+  listen: Object.freeze({ outbound: 1, hbone: 2 }),
+  plan: Object.freeze({ plain: 1, hbone: 2 }),
+  event: Object.freeze({ established: 1, closed: 2 }),
+  link: LINK,
+  fail: FAIL,
+  log: Object.freeze({ debug: 1, info: 2, warn: 3, error: 4 }),
+});
+
+/** Where TypeScript's codes and the addon's differ ('' when they agree). */
+export function engineCodesMismatch(native: Record<string, Record<string, number>>): string {
+  const ours = ENGINE_CODES as unknown as Record<string, Record<string, number>>;
+  const diffs: string[] = [];
+  for (const group of new Set([...Object.keys(ours), ...Object.keys(native)])) {
+    const a = ours[group] ?? {}, b = native[group] ?? {};
+    for (const name of new Set([...Object.keys(a), ...Object.keys(b)])) {
+      if (a[name] !== b[name]) diffs.push(`${group}.${name}: ts ${a[name]} vs native ${b[name]}`);
+    }
+  }
+  return diffs.join('; ');
+}
 
 /**
  * The HBONE settings the engine runs with, every one required: the table and its documentation
@@ -155,11 +188,13 @@ export interface EngineStats {
   halfClosed: number;
   /** dials dropped because their client went away */
   dialsCancelled: number;
+  /** dials that found the pod's socket pool empty and waited for its helper thread to make one */
+  poolWaits: number;
 }
 
 const NO_STATS: EngineStats = {
   flows: 0, tunnels: 0, listeners: 0, starved: 0, acceptEmfile: 0, acceptEnfile: 0, acceptEnobufs: 0, acceptEnomem: 0,
-  deadPeers: 0, abusiveSessions: 0, idleClosed: 0, halfClosed: 0, dialsCancelled: 0,
+  deadPeers: 0, abusiveSessions: 0, idleClosed: 0, halfClosed: 0, dialsCancelled: 0, poolWaits: 0,
 };
 
 interface RawEngineAddon {
@@ -175,7 +210,10 @@ interface RawEngineAddon {
   engineLinkState(link: EngineLink): LinkState;
   engineOpen(e: object, sourceId: number, fd: number, plan: HbonePlan, link: EngineLink): number;
   engineDestroy(e: object): void;
+  engineCodes(): Record<string, Record<string, number>>;
 }
+
+let codesChecked = false;
 
 export class Engine {
   readonly #raw: RawEngineAddon;
@@ -184,6 +222,11 @@ export class Engine {
 
   constructor(cb: EngineCallbacks, o: EngineOptions) {
     this.#raw = addon() as unknown as RawEngineAddon;
+    if (!codesChecked) {
+      const diff = engineCodesMismatch(this.#raw.engineCodes());
+      if (diff !== '') throw new MeshError('AMBIT_BUG', `engine: codes differ between native/src/engine.h and src/native/engine.ts: ${diff}`);
+      codesChecked = true;
+    }
     this.#e = this.#raw.engineCreate(cb, o);
   }
 
@@ -196,7 +239,7 @@ export class Engine {
   listen(fd: number, netns: Netns, o: EngineListenOptions): number {
     // The addon frees the engine once its uv handles have closed after destroy: never pass it on.
     if (this.#destroyed) throw closedError();
-    return this.#raw.engineListen(this.#e, fd, netns, { kind: o.kind === 'outbound' ? 1 : 2, mark: o.mark, ...(o.tag !== undefined ? { tag: o.tag } : {}) });
+    return this.#raw.engineListen(this.#e, fd, netns, { kind: ENGINE_CODES.listen[o.kind], mark: o.mark, ...(o.tag !== undefined ? { tag: o.tag } : {}) });
   }
 
   /**
@@ -226,6 +269,11 @@ export class Engine {
    * established and closed events carry.
    */
   open(sourceId: number, fd: number, plan: HbonePlan, link: EngineLink): number {
+    if (this.#destroyed) {
+      // the fd is the engine's from here: a destroyed one closes it as it refuses
+      addon().closeFd(fd);
+      throw closedError();
+    }
     return this.#raw.engineOpen(this.#e, sourceId, fd, plan, link);
   }
 
@@ -260,6 +308,6 @@ export class Engine {
   }
 }
 
-function closedError(): Error {
-  return Object.assign(new Error('engine: already destroyed'), { code: 'AMBIT_ENGINE_CLOSED' });
+function closedError(): MeshError {
+  return new MeshError('AMBIT_ENGINE_CLOSED', 'engine: already destroyed');
 }

@@ -11,13 +11,14 @@
  * "<function>: <syscall>: <ERRNO> (<text>)[: detail] (<context>)".
  */
 import { isIP, type Server, type Socket } from 'node:net';
-import { addon } from './addon.js';
+import { constants as osConstants } from 'node:os';
+import { addon, type NativeVersions } from './addon.js';
 import { wrapNative } from './errors.js';
 
 export { SyscallError, isSyscallError } from './errors.js';
-export { nativeAvailable } from './addon.js';
+export { nativeAvailable, addonFile, type NativeVersions } from './addon.js';
 export {
-  Engine, FAIL, LINK, type EngineCallbacks, type EngineLogLevel, type EngineOptions, type EngineListenOptions, type EngineStats, type EngineTls, type InboundTarget,
+  Engine, ENGINE_CODES, FAIL, LINK, engineCodesMismatch, type EngineCallbacks, type EngineLogLevel, type EngineOptions, type EngineListenOptions, type EngineStats, type EngineTls, type InboundTarget,
   type OutboundPlan, type EngineLink, type InboundAdopt, type LinkState, type HbonePlan,
 } from './engine.js';
 
@@ -259,12 +260,40 @@ export function isNetnsFd(fd: number): boolean {
 }
 
 /** close(2) an fd this process owns (one from this module, or received). Refuses 0..2. */
+/**
+ * The nghttp2 and OpenSSL the addon binds to and the least it needs. The addon checks them when it
+ * loads: an older Node fails the load (AMBIT_NATIVE_UNAVAILABLE) with a message naming what is needed.
+ */
+export function nativeVersions(): NativeVersions {
+  return addon().versions();
+}
+
+/**
+ * The load-time check applied to given version numbers (nghttp2's 0xMMmmpp, OpenSSL's
+ * OPENSSL_VERSION_NUMBER): the refusal message, or null. For tests and diagnostics.
+ */
+export function nativeVersionsCheck(nghttp2Num: number, opensslNum: number): string | null {
+  return addon().versionsCheck(nghttp2Num, opensslNum);
+}
+
 /** The open-file limit (RLIMIT_NOFILE) after raiseFdLimit: -1 means unlimited. */
 export interface FdLimit { soft: number; hard: number; before: number }
 
 /** Raise the soft open-file limit to the hard one (setrlimit; Node has none). Throws AMBIT_SYSCALL. */
 export function raiseFdLimit(): FdLimit {
   return call('raiseFdLimit', 'RLIMIT_NOFILE', () => addon().raiseFdLimit());
+}
+
+/**
+ * prctl(PR_SET_PDEATHSIG): the kernel sends `signal` to this process when the thread that
+ * forked it exits (`0` clears it). Returns getppid() read after the prctl: when it is not the
+ * parent the caller expects, the parent died before the prctl took effect and no signal will come.
+ * Throws AMBIT_SYSCALL.
+ */
+export function setParentDeathSignal(signal: NodeJS.Signals | 0): number {
+  const num = signal === 0 ? 0 : osConstants.signals[signal];
+  if (num === undefined) throw bad('setParentDeathSignal', 'signal', 'must be a signal name', signal);
+  return call('setParentDeathSignal', String(signal), () => addon().setParentDeathSignal(num));
 }
 
 export function closeFd(fd: number): void {

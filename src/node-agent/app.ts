@@ -25,7 +25,8 @@ import { Enrolment, type AdoptedListeners } from './enrol/enrolment.js';
 import { HANDOVER_SOCKET, HandoverClient, HandoverServer, releaseReceived, type Donor, type HandoverNative, type Offer, type Received, type SharedRole } from './handover.js';
 import { checkNotServed } from './unix-socket.js';
 import { defaultNetnsCandidates, findNetnsByIp } from './enrol/netns-scan.js';
-import { DEFAULT_POD_PORTS, PodProxy, type PodPorts } from './proxy/pod-proxy.js';
+import { PodProxy } from './proxy/pod-proxy.js';
+import { DEFAULT_POD_PORTS, type PodPorts } from './proxy/context.js';
 import { AgentTelemetry } from './admin/telemetry.js';
 
 const log = logger('node-agent');
@@ -102,6 +103,17 @@ export interface AgentOptions {
   cniAddWaitMs?: number;
   /** namespaces whose pods a CNI ADD never holds back; default kube-system, ambit-system */
   exemptNamespaces?: readonly string[];
+  /**
+   * readiness also waits for this (the agent's CNI plugin installed and chained on the node, see
+   * main.ts); default: nothing to wait for
+   */
+  readyAfter?: Promise<unknown>;
+  /**
+   * Takes the agent's CNI plugin off the node (main.ts): served as `POST /cni/uninstall` on the
+   * admin port (loopback only; `ambit uninstall` reaches it through the API server's
+   * port-forward). Its answer is the JSON body. Absent: no such route.
+   */
+  cniUninstall?: () => Promise<unknown>;
   /**
    * after handing its pods to a successor, how long open connections may take to finish, ms;
    * default 25_000 (the DaemonSet's drain)
@@ -299,6 +311,9 @@ export function createAgent(o: AgentOptions): Agent {
     notifyReady();
   };
 
+  let afterDone = o.readyAfter === undefined;
+  o.readyAfter?.then(() => { afterDone = true; notifyReady(); }, () => undefined);
+
   const cni = new CniServer({
     native, path: socketPath,
     handlers: {
@@ -319,7 +334,7 @@ export function createAgent(o: AgentOptions): Agent {
   });
 
   const isReady = (): boolean => {
-    if (!controlReady || !synced || !started || stopping || releasing) return false;
+    if (!controlReady || !synced || !started || stopping || releasing || !afterDone) return false;
     // a pod listener that cannot accept (out of fds or memory) until the engine's back-off ends
     if (engine.starved() > 0) return false;
     for (const e of enrolment.enrolled.values()) if (!e.proxy.listening) return false;
@@ -370,6 +385,9 @@ export function createAgent(o: AgentOptions): Agent {
 
   const adminRoutes: Record<string, Route> = {
     '/config_dump': () => ({ status: 200, type: 'application/json', body: JSON.stringify(configDump(), null, 1) }),
+    ...(o.cniUninstall ? {
+      'POST /cni/uninstall': async () => ({ status: 200, type: 'application/json', body: JSON.stringify(await o.cniUninstall!()) + '\n' }),
+    } : {}),
   };
   const metricsRoute: Route = async () => ({ status: 200, type: telemetry.registry.contentType, body: await telemetry.metrics() });
   const metricsRoutes: Record<string, Route> = { '/metrics': metricsRoute, '/stats/prometheus': metricsRoute };

@@ -27,7 +27,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { errorMessage, logger, MeshError } from '../core/index.js';
 import type { FdPassing } from './deps.js';
-import type { ListenerFds } from './proxy/pod-proxy.js';
+import type { ListenerFds } from './proxy/context.js';
 import { listenUnix } from './unix-socket.js';
 
 const log = logger('node-agent.handover');

@@ -73,23 +73,26 @@ interface CPolicy {
 }
 
 const compiled = new WeakMap<L7Authorization, CPolicy>();
+/** the same policies compiled for opaque TCP (no HTTP attributes) */
+const compiledTcp = new WeakMap<L7Authorization, CPolicy>();
 
-function compile(p: L7Authorization): CPolicy {
-  let c = compiled.get(p);
+function compile(p: L7Authorization, tcp = false): CPolicy {
+  const cache = tcp ? compiledTcp : compiled;
+  let c = cache.get(p);
   if (!c) {
     // what an attribute the waypoint cannot evaluate counts as: never in an ALLOW, always in a DENY
     const unknown = p.action === 'deny';
-    c = { key: authorizationKey(p), action: p.action, dryRun: p.dryRun, rules: p.rules.map((r) => compileRule(r, unknown)) };
-    compiled.set(p, c);
+    c = { key: authorizationKey(p), action: p.action, dryRun: p.dryRun, rules: p.rules.map((r) => compileRule(r, unknown, tcp)) };
+    cache.set(p, c);
   }
   return c;
 }
 
-function compileRule(r: { from?: readonly L7Source[]; to?: readonly L7Operation[]; when?: readonly L7Condition[] }, unknown: boolean): Pred {
+function compileRule(r: { from?: readonly L7Source[]; to?: readonly L7Operation[]; when?: readonly L7Condition[] }, unknown: boolean, tcp: boolean): Pred {
   const parts: Pred[] = [];
   if (r.from && r.from.length > 0) { const ss = r.from.map((s) => compileSource(s, unknown)); parts.push((c, p) => ss.some((s) => s(c, p))); }
-  if (r.to && r.to.length > 0) { const os = r.to.map((o) => compileOperation(o, unknown)); parts.push((c, p) => os.some((o) => o(c, p))); }
-  for (const w of r.when ?? []) parts.push(compileCondition(w, unknown));
+  if (r.to && r.to.length > 0) { const os = r.to.map((o) => compileOperation(o, unknown, tcp)); parts.push((c, p) => os.some((o) => o(c, p))); }
+  for (const w of r.when ?? []) parts.push(compileCondition(w, unknown, tcp));
   return (c, p) => parts.every((x) => x(c, p));
 }
 
@@ -136,7 +139,20 @@ function compileSource(s: L7Source, unknown: boolean): Pred {
   ]);
 }
 
-function compileOperation(o: L7Operation, unknown: boolean): Pred {
+/** A field that was set (values or notValues) but cannot be known on a TCP connection. */
+function httpOnly(tcp: boolean, unknown: boolean, ...xs: (readonly unknown[] | undefined)[]): Pred | undefined {
+  return tcp && xs.some((x) => x !== undefined && x.length > 0) ? constant(unknown) : undefined;
+}
+
+function compileOperation(o: L7Operation, unknown: boolean, tcp = false): Pred {
+  if (tcp) {
+    // opaque TCP (reference §3.3, missing attributes): hosts, methods and paths are unknown, so an ALLOW rule
+    // that names them never matches (allows less) and a DENY rule ignores them (denies more); ports still apply
+    return all([
+      httpOnly(tcp, unknown, o.hosts, o.notHosts), httpOnly(tcp, unknown, o.methods, o.notMethods), httpOnly(tcp, unknown, o.paths, o.notPaths),
+      field(o.ports, o.notPorts, (m, c) => c.req.port === m),
+    ]);
+  }
   const lower = (xs: readonly StringMatch[] | undefined): StringMatch[] | undefined => xs?.map(lowerMatch);
   const paths = o.paths?.map((p) => pathPredicate(p, unknown));
   const notPaths = o.notPaths?.map((p) => pathPredicate(p, unknown));
@@ -173,7 +189,7 @@ export function templateRegex(t: string): string {
 }
 
 /** Keys the waypoint evaluates; anything else is treated as unknown (fail closed). */
-function compileCondition(w: L7Condition, unknown: boolean): Pred {
+function compileCondition(w: L7Condition, unknown: boolean, tcp = false): Pred {
   const values = w.values && w.values.length > 0 ? w.values : undefined;
   const notValues = w.notValues && w.notValues.length > 0 ? w.notValues : undefined;
   const strings = (get: (c: Ctx) => string | undefined, map: (x: string) => string = (x) => x): Pred => {
@@ -197,6 +213,8 @@ function compileCondition(w: L7Condition, unknown: boolean): Pred {
     };
   };
   const header = /^request\.headers\[([^\]]+)\]$/.exec(w.key);
+  // no request headers on a TCP connection
+  if (header && tcp) return constant(unknown);
   if (header) {
     const name = header[1]!.toLowerCase();
     const y = values?.map(istioString), n = notValues?.map(istioString);
@@ -281,11 +299,38 @@ export function evaluateL7(policies: readonly L7Authorization[] | undefined, req
   }
 }
 
-function evaluate(policies: readonly L7Authorization[], req: L7Request): L7Decision {
+/** What L7 policy can see of an opaque TCP connection at the waypoint. */
+export interface TcpConnectionFacts {
+  /** the service port the connection was sent to */
+  readonly port: number;
+  /** verified SPIFFE id of the client; absent without peer identity */
+  readonly sourcePrincipal?: string | undefined;
+  readonly sourceIp: string;
+  readonly destinationIp?: string | undefined;
+}
+
+/**
+ * The decision for a connection on a port the waypoint proxies as TCP, under the same policies (targetRefs
+ * AuthorizationPolicies of the Service or the waypoint) as its HTTP requests, with Envoy's semantics for a TCP
+ * filter chain: principals, namespaces, ipBlocks, ports and the `when` keys on source and destination apply;
+ * HTTP-only attributes (hosts, methods, paths, request principals, request headers, JWT claims) make an ALLOW
+ * rule never match and are ignored (hold) in a DENY rule. Never throws; a policy it cannot evaluate denies.
+ */
+export function evaluateTcp(policies: readonly L7Authorization[] | undefined, conn: TcpConnectionFacts): L7Decision {
+  if (!policies || policies.length === 0) return { allowed: true, reason: 'no policies' };
+  const req: L7Request = { method: '', path: '', authority: '', port: conn.port, headers: {}, sourcePrincipal: conn.sourcePrincipal, sourceIp: conn.sourceIp, destinationIp: conn.destinationIp };
+  try {
+    return evaluate(policies, req, true);
+  } catch (e) {
+    return { allowed: false, reason: `policy cannot be evaluated: ${e instanceof Error ? e.message : String(e)}` };
+  }
+}
+
+function evaluate(policies: readonly L7Authorization[], req: L7Request, tcp = false): L7Decision {
   const c = context(req);
   const readings = pathReadings(req.path);
   const dry: DryRunResult[] = [];
-  const ps = policies.map(compile);
+  const ps = policies.map((p) => compile(p, tcp));
   let allowPolicies = 0;
   for (const p of ps) {
     if (p.dryRun) { dry.push({ policy: p.key, action: p.action, matched: policyMatches(p, c, readings) }); continue; }

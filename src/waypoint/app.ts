@@ -100,6 +100,13 @@ export interface WaypointApp {
   start(): Promise<void>;
   /** drain: stop accepting, finish requests until the deadline, then close */
   stop(deadlineMs?: number): Promise<void>;
+  /**
+   * SIGTERM (a rolling update, a scale-down): not ready at once, so the pod's endpoint is
+   * withdrawn, but still serving new connections and requests for `graceMs`, while agents that
+   * have not yet seen the withdrawal keep sending here; then `stop(deadlineMs)`. `stop()` during
+   * the grace ends it early.
+   */
+  terminate(graceMs: number, deadlineMs?: number): Promise<void>;
   isReady(): boolean;
   whenReady(): Promise<void>;
   readonly ports: { admin: number; metrics: number; readiness: number };
@@ -148,12 +155,14 @@ export function createWaypoint(o: WaypointOptions): WaypointApp {
   let controlReady = false;
   let listening = false;
   let stopping: Promise<void> | undefined;
+  let terminating: Promise<void> | undefined;
+  let endGrace: (() => void) | undefined;
   const servers: Server[] = [];
   const bound = { admin: 0, metrics: 0, readiness: 0 };
   const readyWaiters = new Set<() => void>();
   const configWaiters = new Set<{ pred: (s: Snapshot, l7: ReadonlyMap<string, ServiceL7>) => boolean; resolve: () => void }>();
 
-  const isReady = (): boolean => controlReady && listening && !stopping && ctx.certificate() !== undefined && me() !== undefined;
+  const isReady = (): boolean => controlReady && listening && !stopping && !terminating && ctx.certificate() !== undefined && me() !== undefined;
   const notify = (): void => {
     if (isReady()) { for (const fn of [...readyWaiters]) fn(); readyWaiters.clear(); }
     for (const w of [...configWaiters]) if (w.pred(control.snapshot, control.l7)) { configWaiters.delete(w); w.resolve(); }
@@ -233,7 +242,18 @@ export function createWaypoint(o: WaypointOptions): WaypointApp {
       log.info('waypoint started', { waypoint: key, identity: spiffeOf(identity), netns: o.netns ?? 'own', ...bound });
     },
 
+    terminate(graceMs, deadlineMs) {
+      if (stopping) return stopping;
+      terminating ??= new Promise<void>((resolve) => {
+        log.info('terminating: not ready, still serving until the grace ends', { waypoint: key, graceMs });
+        const timer = setTimeout(resolve, graceMs);
+        endGrace = () => { clearTimeout(timer); resolve(); };
+      }).then(() => app.stop(deadlineMs));
+      return terminating;
+    },
+
     stop(deadlineMs = 5_000) {
+      endGrace?.();
       stopping ??= (async () => {
         await transport.stopAccepting().catch(() => undefined);
         proxy.drain();

@@ -3,7 +3,7 @@
  * drains it on SIGTERM/SIGINT (stop accepting, finish requests until the deadline, close).
  */
 import { readFileSync } from 'node:fs';
-import { MeshError, enableTrace, errorMessage, logger, setLogLevel, type Level } from '../core/index.js';
+import { DNS_LABEL, MeshError, enableTrace, errorMessage, logger, setLogLevel, type Level } from '../core/index.js';
 import { checkToken, tokenFromFile } from '../xds/index.js';
 import { createWaypoint, type TransportContext, type WaypointOptions } from './app.js';
 import type { WaypointTransport } from './transport.js';
@@ -11,8 +11,10 @@ import type { WaypointTransport } from './transport.js';
 const log = logger('waypoint');
 
 export interface WaypointSettings extends Omit<WaypointOptions, 'transport'> {
-  /** drain deadline on SIGTERM, ms; default 20_000 */
+  /** drain deadline after SIGINT, or after the grace of SIGTERM, ms; default 20_000 */
   drainMs: number;
+  /** after SIGTERM: not ready but still serving for this long, ms; default 5_000 (Istio's terminationDrainDuration) */
+  terminationGraceMs: number;
   tokenFile?: string;
 }
 
@@ -24,13 +26,13 @@ function num(env: Readonly<Record<string, string | undefined>>, key: string): nu
   return n;
 }
 
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 /**
  * Settings from flags over the environment: AMBIT_WAYPOINT_NAME, AMBIT_NAMESPACE (or
  * POD_NAMESPACE), AMBIT_SERVICE_ACCOUNT, AMBIT_NODE_NAME (or NODE_NAME), AMBIT_CONTROL_URL,
  * AMBIT_TOKEN or AMBIT_TOKEN_FILE, AMBIT_CONTROL_CA_FILE, AMBIT_TRUST_DOMAIN, AMBIT_NETNS,
- * AMBIT_HBONE_PORT, AMBIT_ADMIN_PORT, AMBIT_METRICS_PORT, AMBIT_READINESS_PORT, AMBIT_DRAIN_MS.
+ * AMBIT_HBONE_PORT, AMBIT_ADMIN_PORT, AMBIT_METRICS_PORT, AMBIT_READINESS_PORT, AMBIT_DRAIN_MS,
+ * AMBIT_TERMINATION_GRACE_MS.
  */
 export function waypointSettings(env: Readonly<Record<string, string | undefined>>, flags: Partial<WaypointSettings> = {}): WaypointSettings {
   const name = flags.name ?? env.AMBIT_WAYPOINT_NAME;
@@ -72,6 +74,7 @@ export function waypointSettings(env: Readonly<Record<string, string | undefined
       ...flags.ports,
     },
     drainMs: flags.drainMs ?? num(env, 'AMBIT_DRAIN_MS') ?? 20_000,
+    terminationGraceMs: flags.terminationGraceMs ?? num(env, 'AMBIT_TERMINATION_GRACE_MS') ?? 5_000,
   };
 }
 
@@ -87,12 +90,13 @@ export async function runWaypoint(env: Readonly<Record<string, string | undefine
   if (env.AMBIT_TRACE) enableTrace(env.AMBIT_TRACE);
   const settings = waypointSettings(env, flags);
   const wp = createWaypoint({ ...settings, transport: await engineTransport() });
-  let stopped: Promise<void> | undefined;
   const done = new Promise<void>((resolve) => {
+    // SIGTERM (Kubernetes): not ready, serve through the grace, then drain; SIGINT (Ctrl-C,
+    // ambit up), or a second signal: drain now
     const on = (sig: NodeJS.Signals): void => {
-      log.info('draining', { signal: sig, deadlineMs: settings.drainMs });
-      stopped ??= wp.stop(settings.drainMs);
-      void stopped.then(resolve, resolve);
+      log.info('draining', { signal: sig, graceMs: sig === 'SIGTERM' ? settings.terminationGraceMs : 0, deadlineMs: settings.drainMs });
+      const p = sig === 'SIGTERM' ? wp.terminate(settings.terminationGraceMs, settings.drainMs) : wp.stop(settings.drainMs);
+      void p.then(resolve, resolve);
     };
     process.once('SIGTERM', () => on('SIGTERM'));
     process.once('SIGINT', () => on('SIGINT'));

@@ -21,7 +21,7 @@ import {
   upgradeOf, type HeaderLimits, type HeaderList,
 } from './headers.js';
 import { attemptTimeoutMs, ClusterTable, grpcTimeoutMs, retryBackoffMs, shouldRetry, type AttemptOutcome, type Cluster } from './l7/index.js';
-import { planRequest, planTcp, type ForwardPlan, type LocalReply, type RequestFacts, type RequestPlan } from './router.js';
+import { planRequest, planTcp, type ForwardPlan, type LocalReply, type MirrorTarget, type RequestFacts, type RequestPlan } from './router.js';
 import { requestLabels, type WaypointTelemetry } from './telemetry.js';
 import { propagateTrace, type TraceIds } from './trace.js';
 import type { InboundStreamInfo, OutboundTarget } from './transport.js';
@@ -43,11 +43,17 @@ export interface ProxyLimits {
   readonly defaultRequestTimeoutMs: number;
   /** concurrent streams per downstream h2 session; default 250 */
   readonly maxConcurrentStreams: number;
+  /** request body copied for mirrors; a longer body is not mirrored (counted as skipped_body); default 64 KiB */
+  readonly mirrorBodyBytes: number;
+  /** mirrored requests in flight at once; more are skipped (counted as skipped_busy); default 64 */
+  readonly maxConcurrentMirrors: number;
+  /** a mirrored request is cut after this (or the route timeout when shorter), ms; default 10_000 */
+  readonly mirrorTimeoutMs: number;
 }
 
 export const DEFAULT_PROXY_LIMITS: ProxyLimits = {
   headers: DEFAULT_HEADER_LIMITS, retryBufferBytes: 64 * 1024, headersTimeoutMs: 30_000, idleTimeoutMs: 60_000,
-  defaultRequestTimeoutMs: 0, maxConcurrentStreams: 250,
+  defaultRequestTimeoutMs: 0, maxConcurrentStreams: 250, mirrorBodyBytes: 64 * 1024, maxConcurrentMirrors: 64, mirrorTimeoutMs: 10_000,
 };
 
 export interface ProxyDeps {
@@ -143,6 +149,7 @@ export class HttpProxy {
   /** load balancers, pool limits and outlier detection per backend (Service, subset, port) */
   readonly #clusters = new ClusterTable<Workload>();
   #draining = false;
+  #mirrorsInFlight = 0;
 
   constructor(d: ProxyDeps) {
     this.#d = d;
@@ -290,11 +297,14 @@ export class HttpProxy {
     if (timeoutMs !== undefined && timeoutMs <= 0) timeoutMs = undefined;
     const deadline = timeoutMs !== undefined ? ex.start + timeoutMs : undefined;
     const retries = plan.retries && plan.retries.attempts > 0 ? plan.retries : undefined;
-    const body = new BodyRecorder(retries ? this.#limits.retryBufferBytes : 0);
+    const mirrors = plan.mirrors.length > 0 ? plan.mirrors : undefined;
+    // the body is kept for retries and mirrors, up to the larger of their bounds
+    const bodyLimit = Math.max(retries ? this.#limits.retryBufferBytes : 0, mirrors ? this.#limits.mirrorBodyBytes : 0);
+    const body = new BodyRecorder(bodyLimit);
     const hasBody = ex.method !== 'GET' && ex.method !== 'HEAD' || getHeader(headers, 'content-length') !== undefined || getHeader(headers, 'transfer-encoding') !== undefined;
     const down = ex.req as Readable;
     if (!hasBody) body.complete = true;
-    down.on('data', (d: Buffer) => { ex.bytesIn += d.length; if (retries) body.add(d); });
+    down.on('data', (d: Buffer) => { ex.bytesIn += d.length; if (bodyLimit > 0) body.add(d); });
     // the counting listener must not start the flow: bytes go nowhere until an attempt pipes them
     down.pause();
     down.once('end', () => { body.complete = true; });
@@ -303,28 +313,48 @@ export class HttpProxy {
     const admitted = cl.admit(ex.h2 || ex.grpc ? 'http2' : 'http1');
     if ('kind' in admitted) { this.#local(ex, { kind: 'respond', status: admitted.status, flags: admitted.flag, details: admitted.details, ...(admitted.body !== undefined ? { body: admitted.body } : {}) }); return; }
     ex.res.once('close', () => admitted.release());
+    for (let i = 0; i < (plan.mirrorsUnresolved ?? 0); i++) this.#d.telemetry.mirror('skipped_no_endpoint');
+    if (mirrors) {
+      // copies go once the body is complete (it is the main request's bytes that make it flow), never before
+      const out = toOutgoing(headers);
+      const send = (): void => {
+        for (const m of mirrors) {
+          if (body.overflow || body.size > this.#limits.mirrorBodyBytes) this.#d.telemetry.mirror('skipped_body');
+          else this.#mirror(ex, m, out, path, hasBody ? body.chunks : [], timeoutMs);
+        }
+      };
+      if (body.complete) send(); else down.once('end', send);
+    }
     const maxAttempts = 1 + (retries?.attempts ?? 0);
     let last: AttemptOutcome | undefined;
     const tried = new Set<string>();
+    // a retry holds one of the cluster's maxRetries from its backoff to the end of its attempt
+    let retryHeld = false;
+    const releaseRetry = (): void => { if (retryHeld) { retryHeld = false; cl.retryDone(); } };
     for (let i = 0; i < maxAttempts; i++) {
       if (ex.done) return;
       if (i > 0) {
-        if (!retries || !body.replayable && hasBody) break;
+        if (!retries || hasBody && (!body.replayable || body.size > this.#limits.retryBufferBytes)) break;
         const wait = retryBackoffMs(retries, i, this.#random());
         if (deadline !== undefined && Date.now() + wait >= deadline) break;
+        if (!cl.tryRetry()) { this.#d.telemetry.retryOverflow(plan.service.hostname); break; }
+        retryHeld = true;
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-        if (ex.done) return;
+        if (ex.done) { releaseRetry(); return; }
       }
-      const picked = cl.pick(Date.now(), this.#random, { exclude: tried });
-      if ('kind' in picked) { this.#local(ex, { kind: 'respond', status: 503, flags: picked.flag, details: picked.details, body: 'no healthy upstream' }); return; }
+      const picked = cl.pick(Date.now(), this.#random, { exclude: tried, hashKey: plan.hashKey });
+      if ('kind' in picked) { releaseRetry(); this.#local(ex, { kind: 'respond', status: 503, flags: picked.flag, details: picked.details, body: 'no healthy upstream' }); return; }
       const ep = picked;
       tried.add(ep.uid);
       ex.attempts = i + 1;
       ex.destination = ep;
       const tryMs = attemptTimeoutMs(timeoutMs, retries, ex.start, Date.now());
-      if (tryMs === 0) break;
+      if (tryMs === 0) { releaseRetry(); break; }
       cl.started(ep);
-      const outcome = await this.#attempt(ex, plan, ep, path, authority, headers, body, i === 0 ? down : undefined, tryMs, retries !== undefined && i + 1 < maxAttempts, deadline);
+      let outcome: AttemptOutcome | 'committed';
+      try {
+        outcome = await this.#attempt(ex, plan, ep, path, authority, headers, body, i === 0 ? down : undefined, tryMs, retries !== undefined && i + 1 < maxAttempts, deadline);
+      } finally { releaseRetry(); }
       cl.finished(ep, outcome === 'committed' ? { kind: 'response', status: ex.status > 0 ? ex.status : 502 } : outcome, Date.now());
       if (outcome === 'committed') return;
       last = outcome;
@@ -349,20 +379,91 @@ export class HttpProxy {
   }
 
   /** The backend's cluster state (the plan's endpoints are already narrowed to its subset). */
-  #clusterOf(plan: ForwardPlan): Cluster<Workload> {
+  #clusterOf(plan: Pick<ForwardPlan, 'trafficPolicy' | 'service' | 'cluster' | 'targetPort' | 'endpoints'>): Cluster<Workload> {
     const dest = plan.trafficPolicy ? { origin: { kind: 'DestinationRule' as const, namespace: plan.service.namespace, name: plan.cluster, rule: 0 }, trafficPolicy: plan.trafficPolicy, subsets: [] } : undefined;
     return this.#clusters.cluster({ service: plan.cluster, host: plan.service.hostname, port: plan.targetPort }, dest, plan.endpoints);
   }
 
   /** One endpoint for a connection-level use (Upgrade, TCP): the cluster's load balancer. */
   #pick(plan: ForwardPlan): Workload | undefined {
-    const p = this.#clusterOf(plan).pick(Date.now(), this.#random);
+    const p = this.#clusterOf(plan).pick(Date.now(), this.#random, { hashKey: plan.hashKey });
     return 'kind' in p ? undefined : p;
   }
 
-  #target(plan: ForwardPlan, ep: Workload): OutboundTarget {
+  #target(plan: Pick<ForwardPlan, 'targetPort' | 'trafficPolicy'>, ep: Workload): OutboundTarget {
     const ip = ep.addresses[0]!;
-    return { ip, port: 15008, authority: ip.includes(':') ? `[${ip}]:${plan.targetPort}` : `${ip}:${plan.targetPort}`, expectedIdentity: spiffeUri(ep) };
+    const pool = plan.trafficPolicy?.connectionPool;
+    return {
+      ip, port: 15008, authority: ip.includes(':') ? `[${ip}]:${plan.targetPort}` : `${ip}:${plan.targetPort}`, expectedIdentity: spiffeUri(ep),
+      ...(pool?.connectTimeoutMs !== undefined ? { connectTimeoutMs: pool.connectTimeoutMs } : {}),
+      ...(pool?.idleTimeoutMs !== undefined ? { idleTimeoutMs: pool.idleTimeoutMs } : {}),
+    };
+  }
+
+  /**
+   * Fire and forget: one copy of the request to a mirror target (Envoy's shadow), its response read and dropped.
+   * Never touches the exchange: a mirror cannot delay or fail the request it copies. Bounded: at most
+   * `maxConcurrentMirrors` in flight, each cut after `mirrorTimeoutMs`; the target cluster's pool limits apply.
+   */
+  #mirror(ex: Exchange, m: MirrorTarget, headers: Readonly<Record<string, string | string[]>>, path: string, body: readonly Buffer[], routeTimeoutMs: number | undefined): void {
+    const tel = this.#d.telemetry;
+    if (this.#mirrorsInFlight >= this.#limits.maxConcurrentMirrors || this.#draining) { tel.mirror('skipped_busy'); return; }
+    const useH2 = ex.grpc || ex.conn.binding.protocol === 'http2' || ex.conn.binding.protocol === 'grpc';
+    const cl = this.#clusterOf(m);
+    const picked = cl.pick(Date.now(), this.#random);
+    if ('kind' in picked) { tel.mirror('skipped_no_endpoint'); return; }
+    const admitted = cl.admit(useH2 ? 'http2' : 'http1');
+    if ('kind' in admitted) { tel.mirror('skipped_busy'); return; }
+    const ep = picked;
+    const target = this.#target(m, ep);
+    this.#mirrorsInFlight++;
+    cl.started(ep);
+    let done = false;
+    let cancel: (() => void) | undefined;
+    const finish = (o: AttemptOutcome): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      this.#mirrorsInFlight--;
+      admitted.release();
+      cl.finished(ep, o, Date.now());
+      tel.mirror(o.kind === 'response' ? 'sent' : 'failed');
+    };
+    const ms = Math.max(1, Math.min(routeTimeoutMs ?? this.#limits.mirrorTimeoutMs, this.#limits.mirrorTimeoutMs));
+    const timer = setTimeout(() => { cancel?.(); finish({ kind: 'timeout' }); }, ms);
+    const maxPerConn = m.trafficPolicy?.connectionPool?.maxRequestsPerConnection;
+    try {
+      if (useH2) {
+        this.#d.pools.h2(target, maxPerConn).then((session) => {
+          if (done) return;
+          try {
+            const s = session.request({ ...headers, ':method': ex.method, ':path': path, ':authority': m.authority, ':scheme': 'http' }, { endStream: false });
+            cancel = () => { if (!s.destroyed) s.close(H2.NGHTTP2_CANCEL); };
+            let status = 0;
+            s.once('response', (rh: H2Headers) => { status = Number(rh[':status']); });
+            s.resume();
+            s.once('error', () => undefined);
+            s.once('close', () => finish(status > 0 ? { kind: 'response', status } : { kind: 'reset' }));
+            for (const c of body) s.write(c);
+            s.end();
+          } catch { finish({ kind: 'refused-stream' }); }
+        }, () => finish({ kind: 'connect-failure' }));
+      } else {
+        const r = h1request({ agent: this.#d.pools.h1(target, maxPerConn), method: ex.method, path, headers: { ...headers, host: m.authority }, setHost: false });
+        cancel = () => { r.destroy(); };
+        r.once('response', (res: IncomingMessage) => {
+          res.resume();
+          res.once('close', () => finish(res.complete ? { kind: 'response', status: res.statusCode ?? 0 } : { kind: 'reset' }));
+        });
+        r.once('error', () => finish({ kind: 'reset' }));
+        for (const c of body) r.write(c);
+        r.end();
+      }
+    } catch (e) {
+      log.debug('mirror failed', { error: errorMessage(e), cluster: m.cluster });
+      cancel?.();
+      finish({ kind: 'reset' });
+    }
   }
 
   /**
@@ -448,7 +549,7 @@ export class HttpProxy {
       };
 
       if (useH2) {
-        this.#d.pools.h2(target).then((session) => {
+        this.#d.pools.h2(target, plan.trafficPolicy?.connectionPool?.maxRequestsPerConnection).then((session) => {
           if (settled) return;
           const h: Record<string, string | string[]> = { ...toOutgoing(headers), ':method': ex.method, ':path': path, ':authority': authority, ':scheme': 'http' };
           let s: ClientHttp2Stream;
@@ -482,7 +583,7 @@ export class HttpProxy {
 
       const outgoing = toOutgoing(headers);
       outgoing['host'] = authority;
-      const r = h1request({ agent: this.#d.pools.h1(target), method: ex.method, path, headers: outgoing, setHost: false });
+      const r = h1request({ agent: this.#d.pools.h1(target, plan.trafficPolicy?.connectionPool?.maxRequestsPerConnection), method: ex.method, path, headers: outgoing, setHost: false });
       let connected = false;
       cancel = () => { r.destroy(); };
       r.once('socket', (sock) => {
@@ -561,7 +662,7 @@ export class HttpProxy {
 
   /** Opaque TCP to an endpoint of the bound service (or the bound pod). */
   #tcp(stream: Duplex, conn: Conn): void {
-    const plan = planTcp(this.#d.snapshot(), conn.binding);
+    const plan = planTcp(this.#d.snapshot(), conn.binding, this.#d.l7, { sourcePrincipal: conn.info.peerIdentity, sourceIp: conn.info.remoteIp }, this.#d.me()?.service);
     const start = Date.now();
     const labelsFor = (dest: Workload | undefined, flags: string) => requestLabels({
       source: conn.source, sourcePrincipal: conn.info.peerIdentity, destination: dest, service: conn.binding.service, protocol: 'tcp', status: 0, flags,
@@ -573,10 +674,24 @@ export class HttpProxy {
       stream.destroy();
       return;
     }
-    const ep = this.#pick(plan);
-    if (!ep) { stream.destroy(); return; }
+    // the cluster counts the connection (least request) and its connect outcome (outlier detection: over TCP,
+    // connect failures are the errors)
+    const cl = this.#clusterOf(plan);
+    const admitted = cl.admitTcp();
+    if ('kind' in admitted) {
+      const l = labelsFor(undefined, admitted.flag);
+      this.#d.telemetry.tcpOpened(l);
+      this.#d.telemetry.tcpClosed(l, 0, 0, { durationMs: 0, error: admitted.details, downstreamRemote: conn.info.remoteIp });
+      stream.destroy();
+      return;
+    }
+    stream.once('close', () => admitted.release());
+    const picked = cl.pick(Date.now(), this.#random, { hashKey: plan.hashKey });
+    if ('kind' in picked) { stream.destroy(); return; }
+    const ep = picked;
     const target = this.#target(plan, ep);
     stream.pause();
+    cl.started(ep);
     this.#d.pools.open(target).then((up) => {
       const l = labelsFor(ep, '');
       this.#d.telemetry.tcpOpened(l);
@@ -593,6 +708,7 @@ export class HttpProxy {
         closed = true;
         stream.destroy();
         up.destroy();
+        cl.finished(ep, { kind: 'response', status: 200 }, Date.now());
         this.#d.telemetry.tcpClosed(l, sent, received, { durationMs: Date.now() - start, error: err ? errorMessage(err) : undefined, downstreamRemote: conn.info.remoteIp, upstreamHost: target.authority });
       };
       up.once('error', close);
@@ -600,6 +716,7 @@ export class HttpProxy {
       up.once('close', () => { if (!stream.writableEnded) stream.end(); setImmediate(close); });
       stream.once('close', () => close());
     }, (e: unknown) => {
+      cl.finished(ep, { kind: 'connect-failure' }, Date.now());
       const l = labelsFor(ep, 'UF');
       this.#d.telemetry.tcpOpened(l);
       this.#d.telemetry.tcpClosed(l, 0, 0, { durationMs: Date.now() - start, error: errorMessage(e), downstreamRemote: conn.info.remoteIp, upstreamHost: target.authority });

@@ -133,6 +133,8 @@ export class WaypointTelemetry {
   readonly #tcpSent: Counter<TcpLabelName>;
   readonly #tcpRecv: Counter<TcpLabelName>;
   readonly #active: Gauge<'protocol'>;
+  readonly #retryOverflow: Counter<'destination_service'>;
+  readonly #mirrors: Counter<'result'>;
   readonly #children = new Map<string, Children>();
   readonly #log = logger('access');
 
@@ -149,6 +151,11 @@ export class WaypointTelemetry {
     this.#tcpSent = new Counter({ name: 'istio_tcp_sent_bytes_total', help: 'Bytes sent towards the client', labelNames: tcp, registers });
     this.#tcpRecv = new Counter({ name: 'istio_tcp_received_bytes_total', help: 'Bytes received from the client', labelNames: tcp, registers });
     this.#active = new Gauge({ name: 'ambit_waypoint_active_requests', help: 'Requests in flight', labelNames: ['protocol'], registers });
+    this.#retryOverflow = new Counter({ name: 'ambit_waypoint_retry_overflow_total', help: 'Retries not attempted: the cluster\'s maxRetries were in progress (Envoy upstream_rq_retry_overflow)', labelNames: ['destination_service'], registers });
+    this.#mirrors = new Counter({
+      name: 'ambit_waypoint_mirror_requests_total', labelNames: ['result'], registers,
+      help: 'Mirrored (shadow) requests by result: sent (a response came back; it is discarded), failed (no response: connect failure, reset, timeout), skipped_body (body over the mirror bound), skipped_busy (too many mirrors in flight, or the mirror cluster\'s pool limits), skipped_no_endpoint',
+    });
   }
 
   #childrenOf(labels: RequestLabels): Children {
@@ -165,11 +172,20 @@ export class WaypointTelemetry {
     return c;
   }
 
-  started(protocol: string): void { this.#active.inc({ protocol }); }
+  /** the in-flight gauge per protocol label (labels() hashes its argument on every call) */
+  readonly #activeOf = new Map<string, { inc(): void; dec(): void }>();
+
+  #activeChild(protocol: string): { inc(): void; dec(): void } {
+    let g = this.#activeOf.get(protocol);
+    if (!g) { g = this.#active.labels({ protocol }); this.#activeOf.set(protocol, g); }
+    return g;
+  }
+
+  started(protocol: string): void { this.#activeChild(protocol).inc(); }
 
   /** One finished request: metrics and the access-log line. */
   request(labels: RequestLabels, a: AccessEntry): void {
-    this.#active.dec({ protocol: labels.request_protocol });
+    this.#activeChild(labels.request_protocol).dec();
     const c = this.#childrenOf(labels);
     c.count.inc();
     c.duration.observe(a.durationMs);
@@ -204,6 +220,12 @@ export class WaypointTelemetry {
       destination_principal: labels.destination_principal,
     });
   }
+
+  /** A retry the cluster's `maxRetries` refused (the request ends with the attempt it had). */
+  retryOverflow(destinationService: string): void { this.#retryOverflow.inc({ destination_service: destinationService }); }
+
+  /** One mirror copy's fate. */
+  mirror(result: 'sent' | 'failed' | 'skipped_body' | 'skipped_busy' | 'skipped_no_endpoint'): void { this.#mirrors.inc({ result }); }
 
   tcpOpened(labels: RequestLabels): void {
     this.#tcpOpened.inc(tcpOnly(labels));

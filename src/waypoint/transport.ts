@@ -29,6 +29,10 @@ export interface OutboundTarget {
   readonly expectedIdentity: string;
   /** extra CONNECT headers (lowercase names), e.g. `forwarded`, `baggage` */
   readonly headers?: Readonly<Record<string, string>>;
+  /** the stream must be established within this, ms (DestinationRule `tcp.connectTimeout`); default the pools' */
+  readonly connectTimeoutMs?: number;
+  /** a pooled connection idle this long is closed, ms (DestinationRule `http.idleTimeout`); default the pools' */
+  readonly idleTimeoutMs?: number;
 }
 
 export type InboundHandler = (stream: Duplex, info: InboundStreamInfo) => void;

@@ -4,7 +4,12 @@
  * restart step): how many failed, and the longest gap between two successful answers.
  */
 import type { ChildProcess } from 'node:child_process';
-import type { Cluster, Pod } from '../../src/local/index.js';
+import type { SpawnInNetnsOptions } from '../../src/local/index.js';
+
+/** Where the loop runs: a `Cluster` and one of its pods, or anything that spawns in a pod's netns (a CLI-run `ambit up`). */
+export interface LoopHost<P> {
+  spawn(place: P, argv: readonly string[], opts?: SpawnInNetnsOptions): ChildProcess;
+}
 
 // Runs in the pod with `node -e`. Stops sending on stdin end, waits for what is in flight, exits.
 const LOOP = `
@@ -62,7 +67,7 @@ export interface RequestLoop {
 }
 
 /** Starts the loop in `from`; resolves once it runs. `targets` are "ip:port". */
-export async function startRequestLoop(cluster: Cluster, from: Pod, targets: readonly string[], intervalMs = 20): Promise<RequestLoop> {
+export async function startRequestLoop<P extends { readonly name: string }>(cluster: LoopHost<NoInfer<P>>, from: P, targets: readonly string[], intervalMs = 20): Promise<RequestLoop> {
   const child: ChildProcess = cluster.spawn(from, [process.execPath, '-e', LOOP, String(intervalMs), ...targets], { stdio: ['pipe', 'pipe', 'pipe'] });
   const results: LoopResult[] = [];
   const waiters: Array<{ at: number; resolve: () => void }> = [];

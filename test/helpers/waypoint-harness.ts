@@ -30,11 +30,19 @@ export class LoopbackTransport implements WaypointTransport {
   readonly servers = new Map<string, number>();
   connects: OutboundTarget[] = [];
   failIps = new Set<string>();
+  /** connects to these never complete; they end only when cancelled (counted in `cancelled`) */
+  hangIps = new Set<string>();
+  cancelled = 0;
   #handler: ((s: Duplex, i: InboundStreamInfo) => void) | undefined;
   async listen(h: (s: Duplex, i: InboundStreamInfo) => void): Promise<void> { this.#handler = h; }
   accept(s: Duplex, i: InboundStreamInfo): void { this.#handler?.(s, i); }
-  connect(t: OutboundTarget): Promise<Duplex> {
+  connect(t: OutboundTarget, signal?: AbortSignal): Promise<Duplex> {
     this.connects.push(t);
+    if (this.hangIps.has(t.ip)) {
+      return new Promise((_resolve, reject) => {
+        signal?.addEventListener('abort', () => { this.cancelled++; reject(new MeshError('AMBIT_CONNECT_TIMEOUT', 'cancelled')); }, { once: true });
+      });
+    }
     const port = this.servers.get(t.ip);
     if (port === undefined || this.failIps.has(t.ip)) return Promise.reject(new MeshError('AMBIT_CONNECT_REFUSED', `no endpoint ${t.ip}`));
     return new Promise((resolve, reject) => {

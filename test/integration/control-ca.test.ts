@@ -3,6 +3,7 @@
  * CA-issued serving certificate, and the Kubernetes TokenReview authenticator.
  */
 import test from 'ava';
+import { X509Certificate } from 'node:crypto';
 import { createServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { Server } from 'node:http';
@@ -135,6 +136,10 @@ test('TokenReview: node name from the bound token, agents by service account, ot
   const cert = await agent.requestCertificate((await generateKeyAndCsr(web)).csrPem, web);
   t.true(cert.chainPem.length >= 1);
   t.is((seen[0] as { spec: { token: string } }).spec.token, 'agent-tok');
+  // syncz names what was issued to the peer, with the leaf's expiry (ambit status shows it)
+  const issued = cp.push.syncz()[0]!.certificates;
+  t.deepEqual(issued.map((c) => c.identity), [`spiffe://${TD}/ns/shop/sa/web`]);
+  t.is(issued[0]!.notAfter, new Date(new X509Certificate(cert.chainPem[0]!).validTo).toISOString());
   const wpId = pki.id('shop', 'shop-waypoint');
   const wp = cp.track(new XdsClient({ url: cp.url, token: 'wp-tok', node: 'node-a', role: 'waypoint' }));
   wp.start();

@@ -20,7 +20,7 @@ import { createServer, Socket, type AddressInfo, type Server } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { spiffeUri, verifyPeerChain, verifyTlsPeer, type CertBundle } from '../../src/identity/index.js';
 import {
-  closeFd, connectInNetns, Engine, isSyscallError, listenInNetns, type EngineCallbacks, type EngineTls, type InboundTarget, type OutboundPlan,
+  closeFd, connectInNetns, Engine, FAIL, isSyscallError, listenInNetns, type EngineCallbacks, type EngineTls, type InboundTarget, type OutboundPlan,
 } from '../../src/native/index.js';
 import { engineOptions, type HboneSettings } from '../../src/hbone/index.js';
 import { addBlackhole, addLocalAddrs, addNetns, cleanupStaleNetns, podPair, type RawNetns, type TeardownHost } from '../helpers/netns-raw.js';
@@ -161,7 +161,8 @@ async function echoServer(t: TeardownHost, fd?: number): Promise<Echo> {
 
 interface InboundCall { lid: number; flowId: number; peer: string; authority: string; forwarded: string | undefined; rip: string; rport: number; lip: string; lport: number }
 interface OutboundCall { lid: number; flowId: number; dstIp: string; dstPort: number; peerIp: string; peerPort: number }
-interface EventCall { kind: 1 | 2; flowId: number; fromApp: number; toApp: number; error: string | undefined }
+/** `fail`: the close event's FAIL code (0 none) */
+interface EventCall { kind: 1 | 2; flowId: number; fromApp: number; toApp: number; error: string | undefined; fail: number }
 
 interface Recorder {
   engine: Engine;
@@ -226,9 +227,9 @@ function recorder(t: TeardownHost, opts: Partial<HboneSettings> = {}): Recorder 
       r.context.push(lid);
       return r.onContext(lid);
     },
-    event(kind, flowId, fromApp, toApp, error) {
+    event(kind, flowId, fromApp, toApp, error, fail) {
       if (destroyed) r.late++;
-      const ev = { kind, flowId, fromApp, toApp, error };
+      const ev = { kind, flowId, fromApp, toApp, error, fail };
       r.events.push(ev);
       r.onEvent(ev);
     },
@@ -378,6 +379,7 @@ rootTest('HBONE CONNECT from a node:http2 client: 200, bytes both ways, half-clo
   t.is(closeEv.fromApp, 11 + 3);
   t.is(closeEv.toApp, 11);
   t.is(closeEv.error, undefined);
+  t.is(closeEv.fail, 0, 'a clean end carries no failure code');
   t.is(echo.conns[0]!.error, undefined, 'the app connection ended cleanly, not reset');
   await until(() => r.engine.stats().flows === 0, 'flow gone');
   t.is(r.engine.stats().tunnels, 1, 'the TLS connection stays up for more streams');
@@ -444,6 +446,7 @@ rootTest('HBONE refusals: an inbound status is answered as is, non-CONNECT never
   t.is(evs.length, 1, 'no established event for it');
   t.regex(evs[0]!.error ?? '', /connect/i);
   t.regex(evs[0]!.error ?? '', /ECONNREFUSED/);
+  t.is(evs[0]!.fail, FAIL.CONNECT, 'the failure as a code');
   // refused streams (401, 405) were accounted by JS already: no events for them
   t.is(r.events.length, 1);
   t.is(rig.echo.conns.length, 0);
@@ -853,6 +856,26 @@ rootSerial('destroy() cuts open flows silently and leaves no fd behind', async (
   t.true(openFds() <= before, `${openFds() - before} more fds after three engines were destroyed`);
 });
 
+/** Threads of this process named `name` (/proc/self/task/<tid>/comm). */
+function threadsNamed(name: string): number {
+  let n = 0;
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      if (readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() === name) n++;
+    } catch { /* the thread ended while we looked */ }
+  }
+  return n;
+}
+
+test.serial('the engine thread is named ambit-engine (top -H, profiles) and is gone after destroy()', async (t) => {
+  const before = threadsNamed('ambit-engine');
+  const r = recorder(t);
+  await until(() => threadsNamed('ambit-engine') === before + 1, 'the named engine thread');
+  t.is(threadsNamed('ambit-engine'), before + 1);
+  r.destroy();
+  t.is(threadsNamed('ambit-engine'), before, 'destroy() joined it');
+});
+
 rootSerial('engines with listeners but no traffic leave no fd behind after destroy()', async (t) => {
   await ticks(10);
   const before = openFds();
@@ -1092,6 +1115,7 @@ netnsTest('client side: refusals reset the captured connection (null plan, a ser
   t.is(await reset('403'), 'ECONNRESET');
   await until(() => p.cli.events.some((e) => e.kind === 2), 'close event');
   t.regex(p.cli.events.find((e) => e.kind === 2)!.error ?? '', /403/);
+  t.is(p.cli.events.find((e) => e.kind === 2)!.fail, FAIL.STATUS);
   t.false(p.cli.events.some((e) => e.kind === 1), 'never established');
   t.is(p.echo.conns.length, 0);
 
@@ -1101,6 +1125,8 @@ netnsTest('client side: refusals reset the captured connection (null plan, a ser
   const inbound = p.srv.inbound.length;
   t.is(await reset('wrong server identity'), 'ECONNRESET');
   t.is(p.srv.inbound.length, inbound, 'no stream was opened to the wrong server');
+  await until(() => p.cli.events.filter((e) => e.kind === 2).length === 2, 'close event of the refused TLS connection');
+  t.is(p.cli.events.filter((e) => e.kind === 2)[1]!.fail, FAIL.TLS, 'a refused server identity is a TLS failure');
   t.is(p.echo.conns.length, 0);
 
   // and the right plan works again
@@ -1124,7 +1150,7 @@ netnsTest('client side: closeFlow resets the captured connection and the HBONE s
   await within(appClosed, 'app connection reset');
   t.is(code, 'ECONNRESET');
   await until(() => p.cli.events.some((e) => e.kind === 2), 'client close event');
-  t.like(p.cli.events.find((e) => e.kind === 2), { flowId, fromApp: 5, toApp: 5, error: 'policy changed' });
+  t.like(p.cli.events.find((e) => e.kind === 2), { flowId, fromApp: 5, toApp: 5, error: 'policy changed', fail: FAIL.LOCAL });
   // the server engine got RST_STREAM and reset the app connection
   await until(() => p.srv.events.some((e) => e.kind === 2), 'server close event');
   t.regex(p.srv.events.find((e) => e.kind === 2)!.error ?? '', /reset|cancel/i);

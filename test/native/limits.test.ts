@@ -6,6 +6,7 @@
 import test from 'ava';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { nodeChildEnv } from '../helpers/child-env.js';
 
 const native = fileURLToPath(new URL('../../src/native/index.ts', import.meta.url));
 const SCRIPT = `
@@ -19,7 +20,7 @@ console.log(JSON.stringify({ r, line }));
 `;
 
 (process.getuid?.() === 0 ? test : test.skip)('raiseFdLimit lifts the soft open-file limit to the hard one and reports both', (t) => {
-  const out = execFileSync(process.execPath, ['--import', import.meta.resolve('tsx'), '--input-type=module', '-e', SCRIPT], { encoding: 'utf8' });
+  const out = execFileSync(process.execPath, ['--import', import.meta.resolve('tsx'), '--input-type=module', '-e', SCRIPT], { encoding: 'utf8', env: nodeChildEnv() });
   const { r, line } = JSON.parse(out.trim().split('\n').pop()!) as { r: { soft: number; hard: number; before: number }; line: string };
   t.deepEqual(r, { soft: 2048, hard: 2048, before: 256 });
   t.regex(line, /^Max open files\s+2048\s+2048\s+files/);

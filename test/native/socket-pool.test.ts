@@ -11,7 +11,8 @@ import { once } from 'node:events';
 import { readdirSync, statSync } from 'node:fs';
 import { Socket, type Server } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { connectInNetns, listenInNetns, netnsId } from '../../src/native/index.js';
+import { connectInNetns, Engine, listenInNetns, netnsId } from '../../src/native/index.js';
+import { engineOptions } from '../../src/hbone/index.js';
 import { NFT, canUseNetns, cleanupStaleNetns, linkVeth, podPair, run, serve, type RawNetns } from '../helpers/netns-raw.js';
 
 const root = canUseNetns();
@@ -149,4 +150,60 @@ rootTest('an idle pool lets go of the netns: no fd, no thread, no socket keeps a
   t.is(await connectOnce(pod, server, '10.78.0.3', 0x539), '10.78.0.12');
   t.true(await waitFor(() => holders(id2).tasks === 1), 'a helper thread for the new netns');
   t.is(await connectOnce(pod, server, '10.78.0.3'), '10.78.0.12');
+});
+
+// The engine's pinned pools: the engine thread never makes a thread, so a pod's pool must be there
+// before the first connection, a miss must be answered by the pool's helper, and the pool must let
+// the netns go once the pod's listeners are gone.
+const REDIRECT = `
+table inet ambit-nat {
+  chain output {
+    type nat hook output priority -100;
+    tcp dport 9999 mark and 0xfff != 0x539 redirect to :15001
+  }
+}
+`;
+
+rootTest('engine listeners pin the pod\'s pool: ready when listen returns, a miss waits for the helper, released after unlisten', async (t) => {
+  const { pod, peer } = podPair(t);
+  pod.nft(REDIRECT);
+  const id = netnsId(pod.path);
+  // the passthrough target, reached over IPv6: the listener is IPv4, so its pool keeps only IPv4
+  // sockets ready and the first IPv6 dial is a miss, answered by the helper thread
+  const upstream = await serve(t, listenInNetns(peer.path, { address: 'fd00:78::3', port: 8080 }));
+  upstream.on('connection', (s: Socket) => { s.on('error', () => undefined); s.end('from upstream'); });
+  const events: Array<{ kind: number; error: string | undefined }> = [];
+  const engine = new Engine({
+    outbound: () => ({ t: 1, ip: 'fd00:78::3', port: 8080 }),
+    inbound: () => 500,
+    verify: () => { throw new Error('no TLS here'); },
+    context: () => null,
+    event: (kind, _flow, _from, _to, error) => { events.push({ kind, error }); },
+  }, engineOptions());
+  t.teardown(() => { engine.destroy(); });
+  const listenFd = listenInNetns(pod.path, { address: '0.0.0.0', port: 15001 });
+  t.is(holders(id).tasks, 0, 'no thread in the pod netns before the engine listens');
+  const lid = engine.listen(listenFd, pod.path, { kind: 'outbound', mark: 0x539 });
+  t.is(holders(id).tasks, 1, 'the pool helper is in the pod netns when listen returns');
+
+  const N = 12;
+  const got = await Promise.all(Array.from({ length: N }, async () => {
+    const fd = await connectInNetns(pod.path, { address: '10.78.0.3', port: 9999 });
+    const s = new Socket({ fd, readable: true, writable: true });
+    s.on('error', () => undefined);
+    t.teardown(() => { s.destroy(); });
+    const parts: Buffer[] = [];
+    s.on('data', (d: Buffer) => parts.push(d));
+    await once(s, 'end');
+    return Buffer.concat(parts).toString();
+  }));
+  t.deepEqual(got, Array.from({ length: N }, () => 'from upstream'), 'every connection reached the IPv6 upstream');
+  t.true(engine.stats().poolWaits >= 1, 'the first IPv6 dial waited for the pool helper');
+  t.true(await waitFor(() => events.filter((e) => e.kind === 2).length === N));
+  t.deepEqual(events.filter((e) => e.error !== undefined), []);
+
+  // unpinned: idle like any pool, the helper exits and the netns is no longer held
+  engine.unlisten(lid);
+  t.true(await waitFor(() => { const h = holders(id); return h.fds === 0 && h.tasks === 0; }),
+    `still held after unlisten: ${JSON.stringify(holders(id))}`);
 });

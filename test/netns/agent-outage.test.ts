@@ -1,14 +1,20 @@
 /**
  * The node agent under control-plane faults (issue 8): a pod created while the control plane is
  * down is never started outside the mesh, agents converge quickly once it returns, and a refused
- * connection is counted as failed, never as opened. Real control plane, real `ambit cni`.
+ * connection is counted as failed, never as opened. Real control plane, and the CNI plugin as the
+ * agent installs it on a node (`ambit-cni` in a CNI bin dir: its own Node, the bundle, the addon).
  */
 import test from 'ava';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { bundleCniPlugin } from '../../scripts/bundle-cni.js';
+import { addonFile } from '../../src/native/index.js';
 import { cniAdd, sumMetric } from '../../src/cli/mesh.js';
 import type { Pod } from '../../src/local/index.js';
 import type { Snapshot } from '../../src/model/index.js';
-import { hasCapture, type Agent } from '../../src/node-agent/index.js';
+import { hasCapture, installCniProgram, type Agent } from '../../src/node-agent/index.js';
 import { XdsClient } from '../../src/xds/index.js';
 import { createMesh, type Mesh } from '../helpers/mesh.js';
 import { captureUnderlay } from '../helpers/pcap.js';
@@ -22,6 +28,8 @@ let web: Pod; // ambient, node-2, echo server
 let late: Pod | undefined; // made while the control plane is down, node-1
 let agent: Agent; // node-1's agent
 let xds: XdsClient; // node-1's control channel, watched by the tests
+let cniProgram: string; // the installed ambit-cni
+const cniBin = mkdtempSync(join(tmpdir(), 'ambit-outage-cni-bin-'));
 
 const DENY_LATE = `
 apiVersion: security.istio.io/v1
@@ -44,6 +52,7 @@ const hasPod = (name: string) => (s: Snapshot): boolean => [...s.workloads].some
 
 test.before(async () => {
   if (!root) return;
+  cniProgram = await installCniProgram(cniBin, { node: process.execPath, plugin: await bundleCniPlugin(join(cniBin, 'bundle.mjs')), addon: addonFile()! });
   mesh = await createMesh(undefined, { nodes: 2, control: 'real' });
   await mesh.setNamespaceLabels('shop', { 'istio.io/dataplane-mode': 'ambient' });
   web = await mesh.pod({ name: 'web', node: 'node-2', namespace: 'shop', serviceAccount: 'web' });
@@ -54,7 +63,7 @@ test.before(async () => {
   agent = await mesh.startAgent('node-1', { control: xds });
   await agent.whenReady();
 });
-test.after.always(async () => { await mesh?.destroy(); });
+test.after.always(async () => { await mesh?.destroy(); rmSync(cniBin, { recursive: true, force: true }); });
 
 serial('a new pod while the control plane is down: its CNI ADD is refused (no pod outside the mesh); retried once it is back, the pod enrols and talks mTLS only', async (t) => {
   const down = once(xds, 'disconnected');
@@ -62,9 +71,9 @@ serial('a new pod while the control plane is down: its CNI ADD is refused (no po
   await down;
   t.false(xds.current);
   late = await mesh.cluster.addPod({ name: 'late', node: 'node-1', namespace: 'shop', serviceAccount: 'late', labels: { app: 'late' } });
-  // `ambit cni` ADD, as the container runtime runs it: the agent's config does not know the pod
+  // the installed plugin's ADD, as the container runtime runs it: the agent's config does not know the pod
   // and cannot learn it, so it waits (3 s here) and refuses; the runtime does not start the pod
-  const refused = await t.throwsAsync(cniAdd(late, agent.socketPath));
+  const refused = await t.throwsAsync(cniAdd(late, agent.socketPath, cniProgram));
   t.regex(refused?.message ?? '', /pod not started \(it would run outside the mesh\): the control plane is unreachable/);
   t.false(agent.enrolledPods().some((p) => p.name === 'late'));
 
@@ -75,7 +84,7 @@ serial('a new pod while the control plane is down: its CNI ADD is refused (no po
   // the runtime retries the ADD: it succeeds once the pod is captured, certified and listening
   let r: Awaited<ReturnType<Mesh['http']>> | undefined;
   const pcap = await captureUnderlay(mesh.cluster, 'node-1', async () => {
-    await cniAdd(late!, agent.socketPath);
+    await cniAdd(late!, agent.socketPath, cniProgram);
     r = await mesh.http(late!, web.ip, 8080);
   });
   t.true(r?.ok, r?.error);

@@ -266,6 +266,78 @@ serial('L7 authorization at the waypoint: DENY by path (normalization bypasses t
   t.deepEqual((await load(other, '/admin', 1)).codes, { 200: 1 });
 });
 
+const TCP_POLICY = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: tcp-only-client, namespace: default }
+spec:
+  targetRefs: [{ kind: Service, group: "", name: echo }]
+  action: ALLOW
+  rules: [{ from: [{ source: { principals: ["cluster.local/ns/default/sa/client"] } }], to: [{ operation: { ports: ["9090"] } }] }]
+---
+`;
+
+serial('TCP ports at the waypoint enforce the targetRefs policies (L4 fields): the client passes, another identity is refused', async (t) => {
+  await mesh.applyYaml(wp.yaml + SEED + TCP_POLICY, { waitForAgents: false });
+  await wp.app.whenConfig((_s, l7) => (l7.get('default/echo.default.svc.cluster.local')?.authorization?.length ?? 0) === 1);
+  t.deepEqual(await mesh.tcp(client, vip, 9090, 'from-client'), { ok: true, data: 'from-client' });
+  const refused = await mesh.tcp(other, vip, 9090, 'from-other');
+  t.not(refused.data, 'from-other', JSON.stringify(refused));
+  await mesh.applyYaml(wp.yaml + SEED, { waitForAgents: false });
+  await wp.app.whenConfig((_s, l7) => (l7.get('default/echo.default.svc.cluster.local')?.authorization?.length ?? 0) === 0);
+  t.deepEqual(await mesh.tcp(other, vip, 9090, 'again'), { ok: true, data: 'again' });
+});
+
+const MIRROR = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: echo, namespace: default }
+spec:
+  hosts: [echo]
+  http:
+    - route: [{ destination: { host: echo, subset: v1 } }]
+      mirror: { host: echo, subset: v2 }
+      mirrorPercentage: { value: 100 }
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: echo, namespace: default }
+spec:
+  host: echo
+  trafficPolicy: { connectionPool: { http: { maxRequestsPerConnection: 1 } } }
+  subsets:
+    - { name: v1, labels: { version: v1 } }
+    - { name: v2, labels: { version: v2 } }
+---
+`;
+
+serial('a VirtualService mirror sends copies to v2 over HBONE while v1 answers; maxRequestsPerConnection 1 (one upstream stream per request) still serves', async (t) => {
+  const KEY = 'default/echo.default.svc.cluster.local';
+  const sent = async (): Promise<number> => Number(/ambit_waypoint_mirror_requests_total\{result="sent"\} (\d+)/.exec(await wp.app.telemetry.metrics())?.[1] ?? 0);
+  const before = await sent();
+  await mesh.applyYaml(wp.yaml + MIRROR, { waitForAgents: false });
+  await wp.app.whenConfig((_s, l7) => l7.get(KEY)?.http[0]?.action.mirrors.length === 1);
+  const r = await load(client, '/mirrored', 10);
+  t.deepEqual(r.codes, { 200: 10 }, JSON.stringify(r));
+  t.deepEqual(r.names, { v1: 10 });
+  // the copies' answers come back on their own (nothing waits for them): count them as they arrive, bounded
+  for (let i = 0; i < 500 && await sent() < before + 10; i++) await new Promise((res) => setTimeout(res, 20));
+  t.is(await sent(), before + 10);
+  await mesh.applyYaml(wp.yaml + SEED, { waitForAgents: false });
+  await wp.app.whenConfig((_s, l7) => l7.get(KEY)?.http.length === 2);
+});
+
+serial('SIGTERM (terminate): not ready at once, yet new connections and requests are served through the grace', async (t) => {
+  const readiness = async (): Promise<number> => (await fetch(`http://127.0.0.1:${wp.app.ports.readiness}/healthz/ready`)).status;
+  t.is(await readiness(), 200);
+  // a grace longer than the test: the next test's stop() ends it (a stop during the grace drains at once)
+  void wp.app.terminate(600_000, 1000);
+  t.false(wp.app.isReady());
+  t.is(await readiness(), 503, 'the endpoint is withdrawn at once');
+  // agents that have not seen the withdrawal keep sending: new client connections, new HBONE streams
+  const [a, b] = await Promise.all([load(client, '/in-grace', 5), load(other, '/in-grace', 5)]);
+  t.deepEqual(a.codes, { 200: 5 }, JSON.stringify(a));
+  t.deepEqual(b.codes, { 200: 5 }, JSON.stringify(b));
+});
+
 serial('a waypoint killed mid-request leaves no client hanging', async (t) => {
   const pending = load(client, '/?delayMs=20000', 1);
   // in flight: the waypoint counts it as an active request (checked, not slept on)

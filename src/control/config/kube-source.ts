@@ -13,16 +13,18 @@
  *   other errors       -> backoff, then watch again from R (or list if there is no R)
  *   404 on list        -> the CRD is not installed: warn, keep the other kinds going, retry later
  */
-import http from 'node:http';
-import https from 'node:https';
+import type https from 'node:https';
 import { KubeConfig, Watch } from '@kubernetes/client-node';
-import { Backoff, MeshError, errorMessage, logger } from '../../core/index.js';
+import { Backoff, MeshError, boundedRequest, errorMessage, logger } from '../../core/index.js';
 import type { BackoffOptions } from '../../core/index.js';
 import { isKubeObject } from './kinds.js';
 import { WATCHED_KINDS } from './types.js';
 import type { ConfigSource, KubeObject, WatchedKind } from './types.js';
 
 const log = logger('control.config.kube');
+
+/** A list page not answered within this long (socket inactivity) is given up and retried, ms. */
+const LIST_TIMEOUT_MS = 60_000;
 
 export interface KubeSourceOptions {
   /** default: `loadFromDefault()` (KUBECONFIG, ~/.kube/config, or the in-cluster service account) */
@@ -193,40 +195,18 @@ class KindWatcher {
     const opts: https.RequestOptions = { method: 'GET', headers: { accept: 'application/json' } };
     // Applies the cluster CA, client certificate, bearer token / exec credentials, and the right agent.
     await this.src.kc.applyToHTTPSOptions(opts);
-    const limit = this.src.opts.maxListBytes;
-    return new Promise<ListPage>((resolve, reject) => {
-      const mod = url.protocol === 'https:' ? https : http;
-      const req = mod.request(url, opts, (res) => {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (c: Buffer) => {
-          size += c.length;
-          if (size > limit) { req.destroy(new MeshError('AMBIT_LIMIT', `list ${url.pathname}: response exceeds ${limit} bytes`)); return; }
-          chunks.push(c);
-        });
-        res.on('error', reject);
-        res.on('end', () => {
-          const body = Buffer.concat(chunks).toString('utf8');
-          if (res.statusCode !== 200) {
-            reject(new HttpStatusError(res.statusCode ?? 0, `list ${url.pathname}: HTTP ${res.statusCode ?? '?'}: ${body.slice(0, 200)}`));
-            return;
-          }
-          try {
-            const parsed = JSON.parse(body) as unknown;
-            if (!parsed || typeof parsed !== 'object' || !Array.isArray((parsed as ListPage).items)) {
-              reject(new MeshError('AMBIT_CONFIG_INVALID', `list ${url.pathname}: response is not a list`));
-              return;
-            }
-            resolve(parsed as ListPage);
-          } catch (e) {
-            reject(new MeshError('AMBIT_CONFIG_INVALID', `list ${url.pathname}: invalid JSON: ${errorMessage(e)}`));
-          }
-        });
-      });
-      req.on('error', reject);
-      req.setTimeout(60_000, () => req.destroy(new Error(`list ${url.pathname}: timed out`)));
-      req.end();
-    });
+    const res = await boundedRequest(url, { request: opts, maxBytes: this.src.opts.maxListBytes, timeoutMs: LIST_TIMEOUT_MS, what: `list ${url.pathname}` });
+    if (res.status !== 200) throw new HttpStatusError(res.status, `list ${url.pathname}: HTTP ${res.status}: ${res.body.slice(0, 200)}`);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(res.body);
+    } catch (e) {
+      throw new MeshError('AMBIT_CONFIG_INVALID', `list ${url.pathname}: invalid JSON: ${errorMessage(e)}`);
+    }
+    if (!parsed || typeof parsed !== 'object' || !Array.isArray((parsed as ListPage).items)) {
+      throw new MeshError('AMBIT_CONFIG_INVALID', `list ${url.pathname}: response is not a list`);
+    }
+    return parsed as ListPage;
   }
 
   async #watch(): Promise<void> {

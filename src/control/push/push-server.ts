@@ -11,6 +11,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type WebSocket from 'ws';
 import { errorMessage, isMeshError, logger } from '../../core/index.js';
+import { certValidity, pemToDers, spiffeUri } from '../../identity/index.js';
 import { ADDRESS_TYPE, AUTHORIZATION_TYPE, ResourceStore, ServerSession, WAYPOINT_CONFIG_TYPE, closeReason } from '../../xds/index.js';
 import type { CertificateGrant, ResourceTables, TypeSyncz, TypeUrl } from '../../xds/index.js';
 import type { Authenticator, PeerRole, Principal } from './authenticator.js';
@@ -69,9 +70,37 @@ export interface PeerSyncz {
   node: string;
   role: PeerRole;
   subject: string;
+  /** the peer's workload identity (SPIFFE URI), when it has one (waypoints) */
+  identity?: string;
   remote: string;
   connectedSince: string;
   types: TypeSyncz[];
+  /**
+   * The certificates this control plane issued to the peer on this connection, the latest per
+   * identity (at most MAX_TRACKED_CERTS identities), soonest expiry first.
+   */
+  certificates: PeerCertificate[];
+}
+
+export interface PeerCertificate {
+  identity: string;
+  /** ISO time */
+  notAfter: string;
+  /** ISO time the certificate was issued */
+  issuedAt: string;
+}
+
+/** identities whose latest certificate one peer's syncz remembers (an agent holds one per service account on its node) */
+const MAX_TRACKED_CERTS = 1024;
+
+/** The leaf's notAfter (ISO), or undefined when the chain cannot be read (syncz is no place to fail). */
+function leafNotAfter(chainPem: readonly string[]): string | undefined {
+  try {
+    const leaf = pemToDers(chainPem[0] ?? '', 'certificate')[0];
+    return leaf ? new Date(certValidity(leaf).notAfter).toISOString() : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 interface Peer {
@@ -81,6 +110,8 @@ interface Peer {
   session: ServerSession;
   remote: string;
   since: Date;
+  /** identity -> the latest certificate issued to this peer for it */
+  certs: Map<string, PeerCertificate>;
 }
 
 const TYPES_BY_ROLE: Record<PeerRole, readonly TypeUrl[]> = {
@@ -178,7 +209,7 @@ export class PushServer extends EventEmitter<PushServerEvents> {
   #accept(ws: WebSocket, principal: Principal, req: IncomingMessage): void {
     const maxBuffered = this.#o.maxBufferedBytes ?? 32 * 1024 * 1024;
     const peer: Peer = {
-      id: ++this.#nextId, principal, ws, remote: `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? ''}`, since: new Date(),
+      id: ++this.#nextId, principal, ws, remote: `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? ''}`, since: new Date(), certs: new Map(),
       session: undefined as unknown as ServerSession,
     };
     const cutOff = (reason: string) => {
@@ -207,7 +238,14 @@ export class PushServer extends EventEmitter<PushServerEvents> {
         if (code === 4008) { cutOff(reason); return; }
         ws.close(code, closeReason(reason));
       },
-      signCertificate: this.#o.signCertificate ? (r) => this.#o.signCertificate!(principal, r) : undefined,
+      signCertificate: this.#o.signCertificate ? async (r) => {
+        const grant = await this.#o.signCertificate!(principal, r);
+        const notAfter = leafNotAfter(grant.chainPem);
+        if (notAfter !== undefined && (peer.certs.has(r.identity) || peer.certs.size < MAX_TRACKED_CERTS)) {
+          peer.certs.set(r.identity, { identity: r.identity, notAfter, issuedAt: new Date().toISOString() });
+        }
+        return grant;
+      } : undefined,
       onAck: (type, version, nack) => {
         if (nack) this.#o.metrics?.nack(type);
         this.emit('ack', peer.id, type, version, nack);
@@ -297,8 +335,10 @@ export class PushServer extends EventEmitter<PushServerEvents> {
 
   #syncz(p: Peer): PeerSyncz {
     return {
-      id: p.id, node: p.principal.node, role: p.principal.role, subject: p.principal.subject, remote: p.remote,
+      id: p.id, node: p.principal.node, role: p.principal.role, subject: p.principal.subject,
+      ...(p.principal.identity ? { identity: spiffeUri(p.principal.identity) } : {}), remote: p.remote,
       connectedSince: p.since.toISOString(), types: p.session.syncz,
+      certificates: [...p.certs.values()].sort((a, b) => a.notAfter.localeCompare(b.notAfter)),
     };
   }
 

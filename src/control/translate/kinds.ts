@@ -3,6 +3,7 @@
  * (kind, namespace, name) each one is reported and remembered under.
  */
 import type { KubeObject } from '../config/types.js';
+import { isDnsLabel } from '../../core/index.js';
 import { isObj } from './check.js';
 
 export type Kind =
@@ -18,6 +19,12 @@ const VERSIONS: Record<string, { kinds: readonly Kind[]; versions: readonly stri
   'security.istio.io': { kinds: ['AuthorizationPolicy', 'PeerAuthentication'], versions: ['v1', 'v1beta1'] },
   'networking.istio.io': { kinds: ['VirtualService', 'DestinationRule'], versions: ['v1', 'v1beta1', 'v1alpha3'] },
 };
+
+/** The API group the translator reads `kind` from, or undefined for a kind it never reads. */
+export function groupOfKind(kind: string): string | undefined {
+  for (const [group, g] of Object.entries(VERSIONS)) if ((g.kinds as readonly string[]).includes(kind)) return group;
+  return undefined;
+}
 
 export interface Identified {
   readonly kind: Kind;
@@ -70,7 +77,7 @@ export function identify(raw: unknown): IdentifyResult {
   if (kind !== 'Namespace') {
     const ns = meta['namespace'];
     if (ns === undefined || ns === null || ns === '') namespace = 'default';
-    else if (typeof ns !== 'string' || !/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(ns)) return bad('metadata.namespace', 'is not a valid namespace name');
+    else if (typeof ns !== 'string' || !isDnsLabel(ns)) return bad('metadata.namespace', 'is not a valid namespace name');
     else namespace = ns;
   }
   for (const f of ['labels', 'annotations'] as const) {

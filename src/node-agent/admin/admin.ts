@@ -1,6 +1,7 @@
 /**
  * The agent's HTTP side doors: admin (`/config_dump`, on 127.0.0.1 only), Prometheus
- * (`/metrics`, `/stats/prometheus`) and readiness (`/healthz/ready`). Separate listeners, so a
+ * (`/metrics`, `/stats/prometheus`) and readiness (`/healthz/ready`); admin also `POST /cni/uninstall`
+ * when the agent installs a CNI plugin. Routes other than GET are keyed "METHOD /path". Separate listeners, so a
  * scrape never queues behind a config dump and a readiness probe never waits on either.
  * Certificates appear with identity and validity only: never keys.
  */
@@ -21,9 +22,12 @@ export type HttpWhere = { host: string; port: number } | { path: string } | { fd
 export async function serveHttpAt(where: HttpWhere, routes: Record<string, Route>): Promise<{ server: Server; port: number }> {
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0]!;
-    const route = routes[path];
-    if (req.method !== 'GET' || !route) {
-      res.writeHead(req.method !== 'GET' ? 405 : 404, { 'content-type': 'text/plain' }).end(req.method !== 'GET' ? 'method not allowed\n' : 'not found\n');
+    // GET routes by their path; any other method's routes as "METHOD /path"
+    const route = req.method === 'GET' ? routes[path] : routes[`${req.method ?? ''} ${path}`];
+    if (!route) {
+      // the path is served, by another method
+      const other = path in routes || Object.keys(routes).some((k) => k.endsWith(` ${path}`));
+      res.writeHead(other ? 405 : 404, { 'content-type': 'text/plain' }).end(other ? 'method not allowed\n' : 'not found\n');
       return;
     }
     Promise.resolve().then(() => route(req)).then(

@@ -13,6 +13,7 @@ import { logger } from '../../core/index.js';
 import type { Service, Workload } from '../../model/index.js';
 import { clusterOf } from '../proxy/headers.js';
 import { spiffeIdOf } from '../proxy/route.js';
+import type { ResponseFlag } from '../proxy/outcome.js';
 
 export const CONNECTION_LABELS = [
   'reporter',
@@ -28,7 +29,7 @@ export const CONNECTION_LABELS = [
 export type ConnectionLabelName = typeof CONNECTION_LABELS[number];
 export type ConnectionLabels = Record<ConnectionLabelName, string>;
 
-export type ResponseFlag = '-' | 'DENY' | 'CONNECT' | 'TLS_FAILURE' | 'H2_HANDSHAKE_FAILURE' | 'IDENTITY_ERROR' | 'NO_HEALTHY_UPSTREAM';
+export type { ResponseFlag };
 
 export interface ConnectionDescription {
   reporter: 'source' | 'destination';

@@ -4,8 +4,17 @@
  * socket, waits for the ACK, and passes `prevResult` through. A NACK or an unreachable agent
  * fails the sandbox (fail closed: a pod never starts outside the mesh by accident). DEL is
  * best-effort and always succeeds, as the CNI spec wants.
+ *
+ * Never blocked, and never handed to the agent (so they start even when the agent is down, as
+ * on a rebooted node whose agent, CoreDNS or CNI daemon are themselves such pods): pods of
+ * kube-system, of ambit's own namespace (ambit-system, and any named in the network
+ * configuration's `exemptNamespaces`), and host-network pods (CNI_NETNS is the network namespace
+ * the plugin itself runs in, the host's). The agent would let them through anyway; deciding it
+ * here means they do not depend on it.
  */
+import { statSync } from 'node:fs';
 import { errorMessage } from '../../core/index.js';
+import { DEFAULT_EXEMPT_NAMESPACES } from './cni-admission.js';
 import { sendCniRequest } from './cni-client.js';
 import type { FdPassing } from '../deps.js';
 
@@ -24,6 +33,27 @@ export interface CniResult {
 export interface CniDeps {
   native: Pick<FdPassing, 'sendWithFds' | 'socketFd' | 'openNetns' | 'closeFd'>;
   timeoutMs?: number;
+  /** the plugin's own (the host's) network namespace; default /proc/self/ns/net. A seam for tests. */
+  hostNetns?: string;
+}
+
+/** Same namespace file (nsfs inode), whatever path names it; false when either cannot be looked at. */
+function sameNamespace(a: string, b: string): boolean {
+  try {
+    const x = statSync(a);
+    const y = statSync(b);
+    return x.dev === y.dev && x.ino === y.ino;
+  } catch {
+    return false;
+  }
+}
+
+/** Namespaces whose pods are never held back: the defaults plus the configuration's `exemptNamespaces`. */
+function exemptNamespaces(conf: Record<string, unknown>): Set<string> {
+  const out = new Set(DEFAULT_EXEMPT_NAMESPACES);
+  const extra = conf.exemptNamespaces;
+  if (Array.isArray(extra)) for (const n of extra.slice(0, 256)) if (typeof n === 'string' && n.length <= 253) out.add(n);
+  return out;
 }
 
 /** CNI error codes: 4 invalid config, 7 invalid env, 11 try again later, 999 generic. */
@@ -78,6 +108,9 @@ export async function runCni(env: Readonly<Record<string, string | undefined>>, 
       if (!conf.prevResult) return cniError(cniVersion, 4, 'ambit cni is a chained plugin: prevResult missing');
       // not a Kubernetes pod (or no netns): nothing for the mesh to do
       if (!name || !namespace || !env.CNI_NETNS) return passThrough();
+      if (exemptNamespaces(conf).has(namespace)) return passThrough();
+      // a host-network pod: its namespace is the host's, there is nothing to capture
+      if (sameNamespace(env.CNI_NETNS, deps.hostNetns ?? '/proc/self/ns/net')) return passThrough();
       let fd: number;
       try {
         fd = deps.native.openNetns(env.CNI_NETNS);

@@ -15,7 +15,7 @@ import { errorMessage, logger } from '../../core/index.js';
 import type { Identity } from '../../identity/index.js';
 import type { Snapshot, Workload } from '../../model/index.js';
 import type { NetnsHandle } from '../deps.js';
-import type { ListenerFds, PodInfo } from '../proxy/pod-proxy.js';
+import type { ListenerFds, PodInfo } from '../proxy/context.js';
 
 const log = logger('node-agent.enrol');
 

@@ -8,14 +8,15 @@
  */
 import { Counter, Gauge } from 'prom-client';
 import { errorMessage, logger, type Level } from '../../core/index.js';
-import { clientTag, engineOptions, serverTag, verifyEnginePeer, type HboneSettings } from '../../hbone/index.js';
+import { clientTag, engineOptions, hboneFailureOf, serverTag, verifyEnginePeer, type HboneSettings } from '../../hbone/index.js';
 import type { CertBundle } from '../../identity/index.js';
 import { Engine, type EngineStats, type EngineTls, type InboundTarget, type OutboundPlan } from '../../native/index.js';
 import type { ConnectionRegistry, TrackedConnection } from './connections.js';
 import type { NetnsHandle } from '../deps.js';
 import type { SourceIdentity } from '../../policy/index.js';
 import { formatAddr } from './route.js';
-import { connectionLabels, type AgentTelemetry, type ConnectionDescription, type ConnectionLabels, type ResponseFlag } from '../admin/telemetry.js';
+import { connectionLabels, type AgentTelemetry, type ConnectionDescription, type ConnectionLabels } from '../admin/telemetry.js';
+import { responseFlag } from './outcome.js';
 
 const log = logger('node-agent.engine');
 /** the engine's log levels (1..4) as the logger's */
@@ -82,11 +83,6 @@ export class InboundFlowRecord extends FlowRecord implements Omit<TrackedConnect
   close(reason: string): void { this.engine.closeFlow(this.flowId, reason); }
 }
 
-/** The response flag of a flow that ended before it was established. */
-function flagFor(error: string | undefined): ResponseFlag {
-  return error !== undefined && /certificate|identity|tls|handshake|ssl/i.test(error) ? 'TLS_FAILURE' : 'CONNECT';
-}
-
 /** verify tags: "td:<trust domain>" (servers) or "id:<uri>,<uri>" (clients: the expected identities). */
 export { clientTag, serverTag };
 
@@ -111,7 +107,7 @@ export class AgentEngine {
       },
       verify: (chain, roots, tag) => verifyPeer(chain, roots, tag),
       context: (lid) => this.#hbone.get(lid)?.context() ?? null,
-      event: (kind, fid, fromApp, toApp, error) => this.#event(kind, fid, fromApp, toApp, error),
+      event: (kind, fid, fromApp, toApp, error, fail) => this.#event(kind, fid, fromApp, toApp, error, fail),
       log: (level, message) => { log[LEVELS[level - 1] ?? 'warn'](message); },
     }, engineOptions(o.engine));
     this.#metrics(o.telemetry);
@@ -198,12 +194,12 @@ export class AgentEngine {
     this.#flows.clear();
   }
 
-  #event(kind: 1 | 2, flowId: number, fromApp: number, toApp: number, error: string | undefined): void {
+  #event(kind: 1 | 2, flowId: number, fromApp: number, toApp: number, error: string | undefined, fail: number): void {
     const r = this.#flows.get(flowId);
     if (r === undefined) return;
     if (kind === 1) {
       r.opened = true;
-      this.#telemetry.opened(labelsOf(r, undefined));
+      this.#telemetry.opened(labelsOf(r, undefined, 0));
       return;
     }
     this.#flows.delete(flowId);
@@ -211,15 +207,17 @@ export class AgentEngine {
     const inbound = r.direction === 'inbound';
     this.#telemetry.closed({
       direction: r.direction, srcAddr: formatAddr(r.srcIp, r.srcPort), dstAddr: formatAddr(r.dstIp, r.dstPort), hboneAddr: r.hboneAddr,
-      labels: labelsOf(r, error),
+      labels: labelsOf(r, error, fail),
       bytesRecv: inbound ? toApp : fromApp, bytesSent: inbound ? fromApp : toApp, durationMs: Date.now() - r.started, error,
     }, r.opened);
     r.owner.flowEnded();
   }
 }
 
-function labelsOf(r: FlowRecord, error: string | undefined): ConnectionLabels {
-  return connectionLabels(r.opened || error === undefined ? r.desc : { ...r.desc, responseFlags: flagFor(error) });
+/** A flow that ended before it was established, with an error, is labelled by the engine's failure code. */
+function labelsOf(r: FlowRecord, error: string | undefined, fail: number): ConnectionLabels {
+  if (r.opened || (error === undefined && fail === 0)) return connectionLabels(r.desc);
+  return connectionLabels({ ...r.desc, responseFlags: responseFlag({ kind: 'flow-failed', failure: hboneFailureOf(fail) }) });
 }
 
 /** The peer's identity after OpenSSL verified the chain (src/hbone/peer.ts: SPIFFE rules, then the tag's). */

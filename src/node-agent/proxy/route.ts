@@ -7,13 +7,13 @@ import type { Service, Snapshot, SpiffeId, Workload } from '../../model/index.js
 import { serviceKey } from '../../model/index.js';
 import { AGENT_PORT, AGENT_PORTS } from '../../hbone/index.js';
 import { spiffeUri } from '../../identity/index.js';
+import type { OutboundRefusalReason } from './outcome.js';
 
 export interface SocketAddr { readonly ip: string; readonly port: number }
 
 export type OutboundKind = 'hbone' | 'passthrough' | 'deny';
 
-export interface OutboundRequest {
-  readonly kind: OutboundKind;
+interface OutboundRequestFields {
   /** where the agent dials: `<pod or waypoint IP>:15008` for HBONE, the real target for passthrough */
   readonly address: SocketAddr;
   /** HBONE `:authority` (`ip:port`, IPv6 in brackets); empty for passthrough/deny */
@@ -26,9 +26,20 @@ export interface OutboundRequest {
   readonly destWorkload?: Workload;
   /** the waypoint workload when traffic goes through one */
   readonly waypoint?: Workload;
-  /** why this plan (or the denial) was chosen; lowercase, for logs and errors */
+  /** why this plan (or the denial) was chosen; lowercase, for logs and errors (never parsed) */
   readonly reason: string;
 }
+
+/** The plan: carry the connection (hbone, passthrough), or refuse it with a typed `denial`. */
+export type OutboundRequest =
+  | (OutboundRequestFields & { readonly kind: Exclude<OutboundKind, 'deny'>; readonly denial?: undefined })
+  | (OutboundRequestFields & { readonly kind: 'deny'; readonly denial: OutboundDenial });
+
+/** What a plan may carry besides its kind and addresses (the service, the destination). */
+type Extra = Partial<Pick<OutboundRequestFields, 'service' | 'destWorkload'>>;
+
+/** The refusals the routing decision itself makes. */
+export type OutboundDenial = Extract<OutboundRefusalReason, 'self-call' | 'no-healthy-upstream'>;
 
 
 export interface RouteOptions {
@@ -62,8 +73,8 @@ function isLoopback(ip: string): boolean {
   return ip.startsWith('127.') || ip === '::1' || ip === '::ffff:127.0.0.1';
 }
 
-function deny(dst: SocketAddr, reason: string, extra: Partial<OutboundRequest> = {}): OutboundRequest {
-  return { kind: 'deny', address: dst, authority: '', expectedIdentities: [], reason, ...extra };
+function deny(dst: SocketAddr, denial: OutboundDenial, reason: string, extra: Extra = {}): OutboundRequest {
+  return { kind: 'deny', address: dst, authority: '', expectedIdentities: [], reason, denial, ...extra };
 }
 
 function pick<T>(list: readonly T[], random: () => number): T | undefined {
@@ -78,10 +89,10 @@ function isWaypointItself(snapshot: Snapshot, waypointService: string, src: Work
 }
 
 function viaWaypoint(snapshot: Snapshot, waypointKey: string, waypointPort: number, authority: string,
-  random: () => number, extra: Partial<OutboundRequest>, dst: SocketAddr): OutboundRequest {
+  random: () => number, extra: Extra, dst: SocketAddr): OutboundRequest {
   const healthy = snapshot.endpoints(waypointKey).filter((w) => w.healthy && w.addresses.length > 0);
   const wp = pick(healthy, random);
-  if (!wp) return deny(dst, `no healthy upstream: waypoint ${waypointKey} has no ready endpoint`, extra);
+  if (!wp) return deny(dst, 'no-healthy-upstream', `no healthy upstream: waypoint ${waypointKey} has no ready endpoint`, extra);
   return {
     kind: 'hbone',
     address: { ip: wp.addresses[0]!, port: waypointPort },
@@ -93,7 +104,7 @@ function viaWaypoint(snapshot: Snapshot, waypointKey: string, waypointPort: numb
   };
 }
 
-function toWorkload(w: Workload, ip: string, port: number, hbonePort: number, extra: Partial<OutboundRequest>): OutboundRequest {
+function toWorkload(w: Workload, ip: string, port: number, hbonePort: number, extra: Extra): OutboundRequest {
   if (w.tunnel === 'hbone') {
     return {
       kind: 'hbone', address: { ip, port: hbonePort }, authority: formatAddr(ip, port),
@@ -114,20 +125,20 @@ export function buildOutboundRequest(snapshot: Snapshot, source: Workload, dst: 
   const hbonePort = o.hbonePort ?? AGENT_PORT.hbone;
 
   if (agentPorts.includes(dst.port) && (isLoopback(dst.ip) || source.addresses.includes(dst.ip))) {
-    return deny(dst, `self call to agent port ${dst.port} refused`);
+    return deny(dst, 'self-call', `self call to agent port ${dst.port} refused`);
   }
 
   const svc = snapshot.serviceByVip(dst.ip);
   if (svc) {
     const key = serviceKey(svc);
     const sp = svc.ports.find((p) => p.port === dst.port);
-    const extra: Partial<OutboundRequest> = { service: svc };
+    const extra: Extra = { service: svc };
     if (svc.waypoint && !isWaypointItself(snapshot, svc.waypoint.service, source)) {
       return viaWaypoint(snapshot, svc.waypoint.service, svc.waypoint.port, formatAddr(dst.ip, dst.port), random, extra, dst);
     }
     const healthy = snapshot.endpoints(key).filter((w) => w.healthy && w.addresses.length > 0);
     const ep = pick(healthy, random);
-    if (!ep) return deny(dst, `no healthy upstream for service ${svc.hostname}`, extra);
+    if (!ep) return deny(dst, 'no-healthy-upstream', `no healthy upstream for service ${svc.hostname}`, extra);
     // the endpoint's own IP of the same family as the VIP when it has one
     const v6 = dst.ip.includes(':');
     const ip = ep.addresses.find((a) => a.includes(':') === v6) ?? ep.addresses[0]!;

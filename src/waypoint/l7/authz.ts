@@ -1,6 +1,6 @@
 import type { L7Authorization } from '../../model/index.js';
-import { evaluateL7 } from '../../policy/index.js';
-import type { L7Decision } from '../../policy/index.js';
+import { evaluateL7, evaluateTcp } from '../../policy/index.js';
+import type { L7Decision, TcpConnectionFacts } from '../../policy/index.js';
 import type { LocalResponse, PreparedRequest } from './request.js';
 
 /** The policy attributes of a prepared request (normalized path, authority as received, every header value). */
@@ -19,6 +19,16 @@ export function authzRequest(req: PreparedRequest): Parameters<typeof evaluateL7
 export function authorizeL7(policies: readonly L7Authorization[] | undefined, req: PreparedRequest): { readonly decision: L7Decision; readonly deny?: LocalResponse } {
   const decision = evaluateL7(policies, authzRequest(req));
   return decision.allowed ? { decision } : { decision, deny: rbacDenied(req.facts.isGrpc, decision.policy) };
+}
+
+/**
+ * Authorization of a connection on a port proxied as opaque TCP, under the same policies (Envoy's TCP-chain
+ * semantics, see evaluateTcp): refused connections are closed. `details` names the policy as for HTTP.
+ */
+export function authorizeTcp(policies: readonly L7Authorization[] | undefined, conn: TcpConnectionFacts): { readonly decision: L7Decision; readonly deny?: { readonly details: string } } {
+  const decision = evaluateTcp(policies, conn);
+  if (decision.allowed) return { decision };
+  return { decision, deny: { details: decision.policy ? `rbac_access_denied_matched_policy[${decision.policy}]` : 'rbac_access_denied_matched_policy[none]' } };
 }
 
 /**

@@ -100,6 +100,7 @@ export class Cluster<E extends EndpointLike = EndpointLike> {
   #order: EndpointState<E>[] = [];
   #active = 0;
   #activeRetries = 0;
+  #tcpActive = 0;
   #rr = 0;
   #hash: { sig: string; table: HashTable; members: EndpointState<E>[] } | undefined;
 
@@ -159,11 +160,26 @@ export class Cluster<E extends EndpointLike = EndpointLike> {
   }
 
   /**
+   * Admits an opaque TCP connection under `maxConnections` (Envoy's connection circuit breaker on a TCP
+   * proxy), or refuses it: 503 `UO` in the telemetry, the downstream stream closed.
+   */
+  admitTcp(): Admission | LocalResponse {
+    if (this.#tcpActive >= (this.#pool.maxConnections ?? UNLIMITED)) return overflow('max_connections');
+    this.#tcpActive++;
+    let done = false;
+    return { pending: false, release: () => { if (!done) { done = true; this.#tcpActive--; } } };
+  }
+
+  /** TCP connections admitted and not yet released */
+  get activeConnections(): number { return this.#tcpActive; }
+
+  /**
    * Reserves one retry under `maxRetries` (concurrent retries of the cluster); false: budget exhausted, do not
-   * retry. Call `retryDone()` when the retry attempt has ended.
+   * retry. Call `retryDone()` when the retry attempt has ended. `maxRetries: 0` is unset (Istio sets the circuit
+   * breaker only for a value above 0; the default is 2^32-1).
    */
   tryRetry(): boolean {
-    const max = this.#pool.maxRetries ?? UNLIMITED;
+    const max = this.#pool.maxRetries || UNLIMITED;
     if (this.#activeRetries >= max) return false;
     this.#activeRetries++;
     return true;

@@ -11,6 +11,7 @@ function outcomes(waypoint: L7Metrics | null, error?: string): L7Outcomes {
     direct: { metrics: m({ rps: 20_000, p50Us: 200, p90Us: 300, p99Us: 500 }) },
     haproxy: { metrics: m({ rps: 12_000, p50Us: 300, p90Us: 450, p99Us: 700, cpuSecPer1k: 0.0581, idleRssKb: 15_462, rssKbPer1kConn: 3338 }) },
     nginx: { metrics: m({ rps: 11_000, p50Us: 320, p90Us: 480, p99Us: 760 }) },
+    node: { metrics: m({ rps: 8_000, p50Us: 400, p90Us: 600, p99Us: 900 }) },
     ambit: { metrics: m({ rps: 10_000, p50Us: 350, p90Us: 500, p99Us: 800 }) },
     waypoint: { metrics: waypoint, ...(error ? { error } : {}) },
   };
@@ -38,8 +39,9 @@ test('no waypoint: n/a, never a pass, and the table says why', (t) => {
   const lines = formatL7Table(o, 1000).split('\n');
   t.regex(lines[0]!, /^path\s+req\/s c=16\s+p50 us @1000\/s\s+p90 us\s+p99 us\s+added p99 us\s+CPU s\/1k req\s+idle RSS MB\s+MB\/1k idle conns$/);
   t.deepEqual(lines[3]!.split(/\s+/), ['haproxy', '12000', '300', '450', '700', '200', '0.058', '15.1', '3.26']);
-  t.deepEqual(lines[6]!.split(/\s+/), ['waypoint', '-', '-', '-', '-', '-', '-', '-', '-']);
-  t.is(lines[7], '  waypoint: not run: no waypoint program in this tree');
+  t.deepEqual(lines[5]!.split(/\s+/).slice(0, 2), ['node', '8000']);
+  t.deepEqual(lines[7]!.split(/\s+/), ['waypoint', '-', '-', '-', '-', '-', '-', '-', '-']);
+  t.is(lines[8], '  waypoint: not run: no waypoint program in this tree');
 });
 
 test('haproxy http mode: keep-alive both sides, server connections reused, long idle timeouts', (t) => {

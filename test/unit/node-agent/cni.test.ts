@@ -42,3 +42,57 @@ test('DEL always succeeds', async (t) => {
   const r = await runCni({ CNI_COMMAND: 'DEL', CNI_ARGS: 'K8S_POD_NAME=a;K8S_POD_NAMESPACE=default' }, conf(), { native, timeoutMs: 500 });
   t.deepEqual(r, { code: 0, stdout: '' });
 });
+
+/** A native stand-in that records whether the plugin touched the pod's netns or the agent. */
+function recording() {
+  const calls: string[] = [];
+  return {
+    calls,
+    native: {
+      sendWithFds: () => { calls.push('send'); throw new Error('no agent'); },
+      socketFd: () => -1,
+      openNetns: (p: string) => { calls.push(`open ${p}`); return 99; },
+      closeFd: () => undefined,
+    },
+  };
+}
+const args = (ns: string) => `K8S_POD_NAME=p;K8S_POD_NAMESPACE=${ns};K8S_POD_UID=u1`;
+
+test('ADD for kube-system and ambit-system pods succeeds without the agent (unreachable) and without capture', async (t) => {
+  for (const ns of ['kube-system', 'ambit-system']) {
+    const r0 = recording();
+    const r = await runCni({ CNI_COMMAND: 'ADD', CNI_NETNS: '/var/run/netns/x', CNI_ARGS: args(ns) }, conf(), { native: r0.native, timeoutMs: 500, hostNetns: '/nonexistent' });
+    t.is(r.code, 0, `${ns}: ${r.stdout}`);
+    t.deepEqual(JSON.parse(r.stdout), { cniVersion: '1.0.0', ips: [{ address: '10.244.1.5/24' }] }, 'prevResult passed through');
+    t.deepEqual(r0.calls, [], `${ns}: neither the netns nor the agent was touched`);
+  }
+});
+
+test('ADD: namespaces named in exemptNamespaces (ambit installed elsewhere) are exempt too; the defaults stay', async (t) => {
+  const c = conf({ exemptNamespaces: ['mesh', 42] });
+  for (const ns of ['mesh', 'kube-system']) {
+    const r0 = recording();
+    const r = await runCni({ CNI_COMMAND: 'ADD', CNI_NETNS: '/var/run/netns/x', CNI_ARGS: args(ns) }, c, { native: r0.native, timeoutMs: 500, hostNetns: '/nonexistent' });
+    t.is(r.code, 0, ns);
+    t.deepEqual(r0.calls, []);
+  }
+  // any other namespace still fails closed when the agent is unreachable
+  const r0 = recording();
+  const r = await runCni({ CNI_COMMAND: 'ADD', CNI_NETNS: '/var/run/netns/x', CNI_ARGS: args('shop') }, c, { native: r0.native, timeoutMs: 500, hostNetns: '/nonexistent' });
+  t.is(r.code, 1);
+  t.is(JSON.parse(r.stdout).code, 11);
+  t.deepEqual(r0.calls, ['open /var/run/netns/x']);
+});
+
+test('ADD for a host-network pod (CNI_NETNS is the plugin\'s own network namespace) succeeds without the agent', async (t) => {
+  // the real check: this process's netns named by another path, as a runtime would name it
+  const r0 = recording();
+  const r = await runCni({ CNI_COMMAND: 'ADD', CNI_NETNS: `/proc/${process.pid}/ns/net`, CNI_ARGS: args('default') }, conf(), { native: r0.native, timeoutMs: 500 });
+  t.is(r.code, 0, r.stdout);
+  t.deepEqual(r0.calls, []);
+  // a pod namespace that is not the host's is handed to the agent (and fails closed without one)
+  const r1 = recording();
+  const other = await runCni({ CNI_COMMAND: 'ADD', CNI_NETNS: '/proc/self/ns/net', CNI_ARGS: args('default') }, conf(), { native: r1.native, timeoutMs: 500, hostNetns: '/proc/self/ns/mnt' });
+  t.is(other.code, 1);
+  t.deepEqual(r1.calls, ['open /proc/self/ns/net']);
+});

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { Snapshot, type Workload } from '../../../src/model/index.js';
 import { Enrolment, type EnrolmentDeps } from '../../../src/node-agent/enrol/enrolment.js';
-import type { PodInfo } from '../../../src/node-agent/proxy/pod-proxy.js';
+import type { PodInfo } from '../../../src/node-agent/proxy/context.js';
 import { wl } from './fixtures.js';
 
 function harness(workloads: Workload[]) {

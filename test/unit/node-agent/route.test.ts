@@ -46,6 +46,7 @@ test('service VIP: picks an endpoint by the random source and maps the target po
 test('service VIP with only unhealthy endpoints is denied as no healthy upstream', (t) => {
   const r = buildOutboundRequest(snap, client, { ip: '10.96.0.12', port: 80 });
   t.is(r.kind, 'deny');
+  t.is(r.denial, 'no-healthy-upstream');
   t.regex(r.reason, /no healthy upstream/);
 });
 
@@ -84,8 +85,8 @@ test('the waypoint itself goes straight to the workload', (t) => {
 });
 
 test('self call to an agent port is denied; loopback too', (t) => {
-  t.is(buildOutboundRequest(snap, client, { ip: '10.0.0.2', port: 15008 }).kind, 'deny');
-  t.is(buildOutboundRequest(snap, client, { ip: '127.0.0.1', port: 15001 }).kind, 'deny');
+  t.like(buildOutboundRequest(snap, client, { ip: '10.0.0.2', port: 15008 }), { kind: 'deny', denial: 'self-call' });
+  t.like(buildOutboundRequest(snap, client, { ip: '127.0.0.1', port: 15001 }), { kind: 'deny', denial: 'self-call' });
   t.is(buildOutboundRequest(snap, client, { ip: '10.0.0.2', port: 8080 }).kind, 'hbone');
 });
 

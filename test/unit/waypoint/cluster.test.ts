@@ -130,6 +130,9 @@ test('retry budget: maxRetries concurrent retries, then no retry until one ends'
   c.retryDone();
   t.true(c.tryRetry());
   t.true(new Cluster(undefined, [ep('a')]).tryRetry());
+  // 0 is unset in Istio (no circuit breaker threshold): unlimited
+  const zero = new Cluster({ connectionPool: { maxRetries: 0 } }, [ep('a')]);
+  for (let i = 0; i < 10; i++) t.true(zero.tryRetry());
 });
 
 test('ROUND_ROBIN cycles through endpoints in a stable order; RANDOM spreads', (t) => {
