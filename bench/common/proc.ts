@@ -77,12 +77,12 @@ export function rssKb(pid: number): number {
 }
 
 /** SIGTERM, then SIGKILL after `graceMs`; resolves when the child is gone. */
-export function stopChild(child: ChildProcess, graceMs = 3000): Promise<void> {
+export function stopChild(child: ChildProcess, graceMs = 3000, sig: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return Promise.resolve();
   return new Promise((resolve) => {
     const timer = setTimeout(() => { signal(child, 'SIGKILL'); }, graceMs);
     child.once('exit', () => { clearTimeout(timer); resolve(); });
-    signal(child, 'SIGTERM');
+    signal(child, sig);
   });
 }
 

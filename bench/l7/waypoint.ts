@@ -88,7 +88,9 @@ export async function startWaypoint(o: {
     '--public-host', '127.0.0.1', '--drain-ms', '1000',
   ], { cwd: repoRoot() });
   const tail = new OutputTail(child);
-  const stop = () => stopChild(child);
+  // SIGINT: stop after the short drain, without SIGTERM's termination grace (a --cpu-prof profile
+  // is written only when the process exits by itself)
+  const stop = () => stopChild(child, 5000, 'SIGINT');
   try {
     const deadline = Date.now() + 60_000;
     for (;;) {

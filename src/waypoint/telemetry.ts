@@ -2,13 +2,14 @@
  * Request telemetry with Istio's names and labels (reporter="waypoint"): istio_requests_total,
  * istio_request_duration_milliseconds, istio_request_bytes, istio_response_bytes; TCP
  * connections on non-HTTP ports as istio_tcp_*; one JSON access-log line per request with
- * Envoy's field names. The per-request cost is one map lookup per label set: prom-client's
- * children are cached (its label hashing is the expensive part).
+ * Envoy's field names. The four request metrics live in series.ts (one map lookup per request,
+ * no label hashing); the rest are prom-client's own.
  */
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import { logger } from '../core/index.js';
 import { spiffeUri } from '../identity/index.js';
 import type { Service, Workload } from '../model/index.js';
+import { RequestSeriesSet } from './series.js';
 
 export const REQUEST_LABELS = [
   'reporter',
@@ -86,16 +87,6 @@ export function requestLabels(d: RequestDescription): RequestLabels {
 const DURATION_BUCKETS = [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000];
 const SIZE_BUCKETS = [1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000];
 
-interface Children {
-  count: { inc(n?: number): void };
-  duration: { observe(v: number): void };
-  reqBytes: { observe(v: number): void };
-  resBytes: { observe(v: number): void };
-}
-
-/** Bound on cached label sets (prom-client keeps every series anyway; this only bounds the cache). */
-const MAX_CACHED = 10_000;
-
 export interface AccessEntry {
   start: number;
   method: string;
@@ -124,10 +115,7 @@ export interface AccessEntry {
 
 export class WaypointTelemetry {
   readonly registry = new Registry();
-  readonly #requests: Counter<RequestLabelName>;
-  readonly #duration: Histogram<RequestLabelName>;
-  readonly #reqBytes: Histogram<RequestLabelName>;
-  readonly #resBytes: Histogram<RequestLabelName>;
+  readonly #series: RequestSeriesSet;
   readonly #tcpOpened: Counter<TcpLabelName>;
   readonly #tcpClosed: Counter<TcpLabelName>;
   readonly #tcpSent: Counter<TcpLabelName>;
@@ -135,16 +123,15 @@ export class WaypointTelemetry {
   readonly #active: Gauge<'protocol'>;
   readonly #retryOverflow: Counter<'destination_service'>;
   readonly #mirrors: Counter<'result'>;
-  readonly #children = new Map<string, Children>();
   readonly #log = logger('access');
 
   constructor() {
     const registers = [this.registry];
-    const labelNames = [...REQUEST_LABELS];
-    this.#requests = new Counter({ name: 'istio_requests_total', help: 'Requests handled by the waypoint', labelNames, registers });
-    this.#duration = new Histogram({ name: 'istio_request_duration_milliseconds', help: 'Request duration, ms', labelNames, buckets: DURATION_BUCKETS, registers });
-    this.#reqBytes = new Histogram({ name: 'istio_request_bytes', help: 'Request size (headers and body), bytes', labelNames, buckets: SIZE_BUCKETS, registers });
-    this.#resBytes = new Histogram({ name: 'istio_response_bytes', help: 'Response size (headers and body), bytes', labelNames, buckets: SIZE_BUCKETS, registers });
+    this.#series = new RequestSeriesSet(this.registry, { name: 'istio_requests_total', help: 'Requests handled by the waypoint' }, [
+      { name: 'istio_request_duration_milliseconds', help: 'Request duration, ms', buckets: DURATION_BUCKETS },
+      { name: 'istio_request_bytes', help: 'Request size (headers and body), bytes', buckets: SIZE_BUCKETS },
+      { name: 'istio_response_bytes', help: 'Response size (headers and body), bytes', buckets: SIZE_BUCKETS },
+    ]);
     const tcp = [...TCP_LABELS] as TcpLabelName[];
     this.#tcpOpened = new Counter({ name: 'istio_tcp_connections_opened_total', help: 'TCP connections opened', labelNames: tcp, registers });
     this.#tcpClosed = new Counter({ name: 'istio_tcp_connections_closed_total', help: 'TCP connections closed', labelNames: tcp, registers });
@@ -156,20 +143,6 @@ export class WaypointTelemetry {
       name: 'ambit_waypoint_mirror_requests_total', labelNames: ['result'], registers,
       help: 'Mirrored (shadow) requests by result: sent (a response came back; it is discarded), failed (no response: connect failure, reset, timeout), skipped_body (body over the mirror bound), skipped_busy (too many mirrors in flight, or the mirror cluster\'s pool limits), skipped_no_endpoint',
     });
-  }
-
-  #childrenOf(labels: RequestLabels): Children {
-    let key = '';
-    for (const n of REQUEST_LABELS) key += `${labels[n]}\u0000`;
-    let c = this.#children.get(key);
-    if (c) return c;
-    c = {
-      count: this.#requests.labels(labels), duration: this.#duration.labels(labels),
-      reqBytes: this.#reqBytes.labels(labels), resBytes: this.#resBytes.labels(labels),
-    };
-    if (this.#children.size >= MAX_CACHED) this.#children.clear();
-    this.#children.set(key, c);
-    return c;
   }
 
   /** the in-flight gauge per protocol label (labels() hashes its argument on every call) */
@@ -186,11 +159,9 @@ export class WaypointTelemetry {
   /** One finished request: metrics and the access-log line. */
   request(labels: RequestLabels, a: AccessEntry): void {
     this.#activeChild(labels.request_protocol).dec();
-    const c = this.#childrenOf(labels);
-    c.count.inc();
-    c.duration.observe(a.durationMs);
-    c.reqBytes.observe(a.bytesReceived);
-    c.resBytes.observe(a.bytesSent);
+    let key = '';
+    for (const n of REQUEST_LABELS) key += `${labels[n]}\u0000`;
+    this.#series.observe(this.#series.series(key, () => ({ ...labels })), [a.durationMs, a.bytesReceived, a.bytesSent]);
     if (!this.#log.enabled('info')) return;
     this.#log.info('request', {
       start_time: new Date(a.start).toISOString(),
