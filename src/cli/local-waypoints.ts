@@ -74,14 +74,29 @@ export interface RunningWaypoint {
   readonly key: string;
   readonly pod: Pod;
   readonly service: Service;
-  /** the current instance (a restart replaces it) */
+  /** the current instance (a restart replaces it, and its ports) */
   program: Program;
-  readonly args: readonly string[];
-  readonly metricsPort: number;
-  readonly adminPort: number;
-  readonly readinessPort: number;
+  args: readonly string[];
+  metricsPort: number;
+  adminPort: number;
+  readinessPort: number;
   readonly logFile: string;
+  /** the waypoint's port block; instances alternate between its two halves (a restart overlaps them) */
+  readonly base: number;
 }
+
+/** A waypoint instance's admin, metrics and readiness ports in its block: `half` 0 or 1. */
+export function waypointPorts(base: number, half: 0 | 1): { admin: number; metrics: number; readiness: number } {
+  const b = base + 50 * half;
+  return { admin: b, metrics: b + 20, readiness: b + 21 };
+}
+
+/**
+ * Stops a local waypoint: SIGINT, a drain without SIGTERM's termination grace (that grace is for
+ * Kubernetes, where endpoints take a while to learn that a pod is going).
+ */
+const STOP_SIGNAL = 'SIGINT';
+const STOP_GRACE_MS = 10_000;
 
 /** Keeps the running waypoints in line with the Gateways in the watched directory. */
 export class LocalWaypoints {
@@ -152,18 +167,31 @@ export class LocalWaypoints {
       ports: [{ name: 'mesh', port: 15008, targetPort: 15008 }],
     });
     this.#writeCluster();
+    // A restart runs the new instance beside the old one, both listening on 15008 (SO_REUSEPORT):
+    // when the old one closes its socket, the connections queued in it move to the new one
+    // instead of being reset.
+    const sysctl = await c.exec(pod, ['sysctl', '-qw', 'net.ipv4.tcp_migrate_req=1']);
+    if (sysctl.code !== 0) log.warn('tcp_migrate_req not set in the waypoint pod: a restart may reset queued connections', { pod: pod.name, error: sysctl.stderr.trim() });
     const k = this.#slot++;
     const base = this.#o.portBase + 100 * (150 + k);
     const logFile = join(this.#o.dir, 'logs', `waypoint-${w.namespace}-${w.name}.log`);
-    const args = ['waypoint', '--log-level', this.#o.logLevel, '--name', w.name, '--namespace', w.namespace, '--service-account', w.name,
-      '--netns', pod.netnsPath, '--node', node, '--control-url', this.#o.controlUrl, '--token-file', this.#o.tokenFile,
-      '--admin-port', String(base), '--metrics-port', String(base + 20), '--readiness-port', String(base + 21), '--public-host', '127.0.0.1', '--drain-ms', '3000'];
     const key = `${w.namespace}/${w.name}`;
-    const r: RunningWaypoint = { key, pod, service, args, program: this.#spawn(key, args, logFile, false), adminPort: base, metricsPort: base + 20, readinessPort: base + 21, logFile };
+    const ports = waypointPorts(base, 0);
+    const args = this.#args(w.name, w.namespace, pod, node, ports);
+    const r: RunningWaypoint = {
+      key, pod, service, args, program: this.#spawn(key, args, logFile, false), adminPort: ports.admin, metricsPort: ports.metrics, readinessPort: ports.readiness, logFile, base,
+    };
     this.#running.set(r.key, r);
     await this.#ready(r);
     log.info('waypoint ready', { waypoint: r.key, ip: pod.ip, metrics: r.metricsPort });
     this.#o.onReady?.(r);
+  }
+
+  #args(name: string, namespace: string, pod: Pod, node: string, ports: { admin: number; metrics: number; readiness: number }): string[] {
+    return ['waypoint', '--log-level', this.#o.logLevel, '--name', name, '--namespace', namespace, '--service-account', name,
+      '--netns', pod.netnsPath, '--node', node, '--control-url', this.#o.controlUrl, '--token-file', this.#o.tokenFile,
+      '--admin-port', String(ports.admin), '--metrics-port', String(ports.metrics), '--readiness-port', String(ports.readiness),
+      '--public-host', '127.0.0.1', '--drain-ms', '3000'];
   }
 
   #spawn(key: string, args: readonly string[], logFile: string, append: boolean): Program {
@@ -175,16 +203,19 @@ export class LocalWaypoints {
     return program;
   }
 
-  #ready(r: RunningWaypoint): Promise<true> {
-    return waitFor(`waypoint ${r.key} ready (/healthz/ready)`, [r.program],
-      async () => ((await httpGet('127.0.0.1', r.readinessPort, '/healthz/ready')).status === 200 ? true : undefined),
+  #ready(r: RunningWaypoint, program = r.program, readinessPort = r.readinessPort): Promise<true> {
+    return waitFor(`waypoint ${r.key} ready (/healthz/ready)`, [program],
+      async () => ((await httpGet('127.0.0.1', readinessPort, '/healthz/ready')).status === 200 ? true : undefined),
       { timeoutMs: 60_000, cancelled: () => (this.#stopped ? 'ambit up is stopping' : undefined) });
   }
 
   /**
-   * Stops a waypoint (it finishes requests in flight within its drain) and starts it again. A
-   * waypoint takes no sockets over from its predecessor: connections to it are refused between
-   * the two. `name` is namespace/name, or a name that is unique.
+   * Replaces a waypoint without refusing a connection, as a Deployment's rolling update with
+   * maxSurge 1 does: the new instance starts beside the old one (its own admin ports, the same
+   * pod and HBONE port) and only once it is ready is the old one drained: it closes its listener
+   * (queued connections move to the new one), sends its HBONE sessions GOAWAY (the agents open
+   * new ones, to the new instance) and finishes what is in flight. A waypoint that had exited is
+   * just started again. `name` is namespace/name, or a name that is unique.
    */
   restart(name: string, say: (line: string) => void): Promise<string> {
     const p = this.#chain.then(async () => {
@@ -196,16 +227,25 @@ export class LocalWaypoints {
         throw new MeshError('AMBIT_CONFIG_INVALID', `restart: ${matches.length > 1 ? `"${name}" is ambiguous, give namespace/name` : `no waypoint "${name}"`}; running: ${have}`);
       }
       const old = r.program;
+      const ports = waypointPorts(r.base, r.adminPort === r.base ? 1 : 0);
+      const [ns, wpName] = r.key.split('/') as [string, string];
+      const args = this.#args(wpName, ns, r.pod, r.pod.node, ports);
+      const next = this.#spawn(r.key, args, r.logFile, true);
+      say(`waypoint ${r.key}: starting pid ${next.pid} beside pid ${old.pid ?? '-'}`);
+      try {
+        await this.#ready(r, next, ports.readiness);
+      } catch (e) {
+        await next.stop(STOP_GRACE_MS, STOP_SIGNAL);
+        throw e;
+      }
+      say(`waypoint ${r.key}: pid ${next.pid} ready`);
+      Object.assign(r, { program: next, args, adminPort: ports.admin, metricsPort: ports.metrics, readinessPort: ports.readiness });
       if (old.running) {
-        say(`waypoint ${r.key}: stopping pid ${old.pid} (requests in flight finish; new connections are refused until the new one listens)`);
-        await old.stop(10_000);
+        say(`waypoint ${r.key}: draining pid ${old.pid} (its queued connections move to the new instance; requests in flight finish)`);
+        await old.stop(STOP_GRACE_MS, STOP_SIGNAL);
         say(`waypoint ${r.key}: pid ${old.pid} exited (${await old.exited})`);
       }
-      r.program = this.#spawn(r.key, r.args, r.logFile, true);
-      say(`waypoint ${r.key}: starting pid ${r.program.pid}`);
-      await this.#ready(r);
-      say(`waypoint ${r.key}: pid ${r.program.pid} ready`);
-      return `waypoint ${r.key} restarted: pid ${old.pid ?? '-'} -> ${r.program.pid}`;
+      return `waypoint ${r.key} replaced: pid ${old.pid ?? '-'} -> ${next.pid}`;
     });
     this.#chain = p.then(() => undefined, () => undefined);
     return p;
@@ -213,7 +253,7 @@ export class LocalWaypoints {
 
   async #remove(key: string, r: RunningWaypoint): Promise<void> {
     this.#running.delete(key);
-    await r.program.stop(5_000);
+    await r.program.stop(STOP_GRACE_MS, STOP_SIGNAL);
     const c = this.#o.cluster;
     c.removeService(r.service.namespace, r.service.name);
     await c.removePod(r.pod.name);
@@ -237,7 +277,7 @@ export class LocalWaypoints {
     clearTimeout(this.#timer);
     this.#watcher?.close();
     await this.#chain;
-    await Promise.all(this.running.map((r) => r.program.stop(5_000)));
+    await Promise.all(this.running.map((r) => r.program.stop(STOP_GRACE_MS, STOP_SIGNAL)));
   }
 
   killSync(): void { for (const r of this.running) r.program.killSync(); }

@@ -149,6 +149,8 @@ export class HttpProxy {
   /** load balancers, pool limits and outlier detection per backend (Service, subset, port) */
   readonly #clusters = new ClusterTable<Workload>();
   #draining = false;
+  /** destroy() ran: nothing more is served */
+  #cut = false;
   #mirrorsInFlight = 0;
 
   constructor(d: ProxyDeps) {
@@ -185,7 +187,9 @@ export class HttpProxy {
   accept(stream: Duplex, info: InboundStreamInfo): void {
     const snap = this.#d.snapshot();
     const me = this.#d.me();
-    if (this.#draining || !me) { stream.destroy(); return; }
+    // While draining, streams still come: those the engine accepted before its GOAWAY went out.
+    // They are served (the drain deadline bounds them); only after destroy() is a stream refused.
+    if (this.#cut || !me) { stream.destroy(); return; }
     const v = resolveBinding(snap, me, info.authority);
     if (!v.ok) {
       log.debug('refused stream', { authority: info.authority, peer: info.peerIdentity, reason: v.reason });
@@ -304,9 +308,13 @@ export class HttpProxy {
     const hasBody = ex.method !== 'GET' && ex.method !== 'HEAD' || getHeader(headers, 'content-length') !== undefined || getHeader(headers, 'transfer-encoding') !== undefined;
     const down = ex.req as Readable;
     if (!hasBody) body.complete = true;
+    // An HTTP/1.1 request without a length has no body: its attempts end the upstream request at
+    // once (headers and end in one write) instead of piping an empty stream. An HTTP/2 request
+    // says so only with END_STREAM, so it is always piped.
+    const pipeBody = hasBody || ex.h2;
     down.on('data', (d: Buffer) => { ex.bytesIn += d.length; if (bodyLimit > 0) body.add(d); });
     // the counting listener must not start the flow: bytes go nowhere until an attempt pipes them
-    down.pause();
+    if (pipeBody) down.pause(); else down.resume();
     down.once('end', () => { body.complete = true; });
 
     const cl = this.#clusterOf(plan);
@@ -353,7 +361,7 @@ export class HttpProxy {
       cl.started(ep);
       let outcome: AttemptOutcome | 'committed';
       try {
-        outcome = await this.#attempt(ex, plan, ep, path, authority, headers, body, i === 0 ? down : undefined, tryMs, retries !== undefined && i + 1 < maxAttempts, deadline);
+        outcome = await this.#attempt(ex, plan, ep, path, authority, headers, body, i === 0 && pipeBody ? down : undefined, tryMs, retries !== undefined && i + 1 < maxAttempts, deadline);
       } finally { releaseRetry(); }
       cl.finished(ep, outcome === 'committed' ? { kind: 'response', status: ex.status > 0 ? ex.status : 502 } : outcome, Date.now());
       if (outcome === 'committed') return;
@@ -806,6 +814,7 @@ export class HttpProxy {
   /** Cut what is left. */
   destroy(): void {
     this.#draining = true;
+    this.#cut = true;
     for (const s of this.#open) s.destroy();
     this.#open.clear();
   }

@@ -46,7 +46,7 @@ function watchOutput(up: ChildProcess): { text(): string; until(re: RegExp, from
   };
 }
 
-interface State { cluster: { pods: PodState[] }; programs?: Array<{ name: string; pid: number }> }
+interface State { cluster: { pods: PodState[] }; programs?: Array<{ name: string; pid: number; ports?: { metrics?: number } }> }
 
 function readUpState(dir: string): State {
   return JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as State;
@@ -134,20 +134,38 @@ rootSerial('ambit up keeps serving when an agent dies; ambit restart replaces ag
   record();
   t.is(await request(client, v2.ip, 8080), 'HTTP/1.1 200 OK', 'the new agent on node-2 found its pod again');
 
-  // --- a waypoint (a child of up too): stopped and started again, then it carries the service's traffic
+  // --- a waypoint (a child of up too) replaced under a request every 20 ms through it: the new
+  // instance starts beside the old one, which drains only once the new one is ready
   t.is((await cli(['waypoint', 'apply', '-n', 'default', '--enroll-namespace', '--dir', dir])).code, 0);
   await out.until(/waypoint default\/waypoint ready/);
+  const vip = /svc {2}default\/echo +(10\.96\.\d+\.\d+)/.exec(out.text())![1]!;
+  const metricsOf = (): number => readUpState(dir).programs!.find((p) => p.name === 'waypoint default/waypoint')!.ports!.metrics!;
+  const waypointRequests = async (port: number): Promise<number> => {
+    const r = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    let n = 0;
+    for (const line of r.split('\n')) if (line.startsWith('istio_requests_total{')) n += Number(line.slice(line.lastIndexOf(' ') + 1));
+    return n;
+  };
   const oldWaypoint = programPid(dir, 'waypoint default/waypoint');
+  const oldMetrics = metricsOf();
+  const wloop = await startRequestLoop(host, client, [`${vip}:80`], 20);
+  await wloop.successes(10);
+  t.true(await waypointRequests(oldMetrics) >= 10, 'the loop goes through the waypoint');
   const rw = await cli(['restart', 'waypoint', 'waypoint', '--dir', dir]);
   t.is(rw.code, 0, rw.stdout + rw.stderr);
-  t.regex(rw.stdout, new RegExp(`waypoint default/waypoint restarted: pid ${oldWaypoint} -> \\d+`));
+  const mw = new RegExp(`waypoint default/waypoint replaced: pid ${oldWaypoint} -> (\\d+)`).exec(rw.stdout);
+  t.truthy(mw, rw.stdout);
+  t.regex(rw.stdout, new RegExp(`pid ${mw![1]} ready[\\s\\S]*draining pid ${oldWaypoint}`), 'the new instance was ready before the old one drained');
   t.false(alive(oldWaypoint));
   record();
-  const vip = /svc {2}default\/echo +(10\.96\.\d+\.\d+)/.exec(out.text())![1]!;
-  // the old waypoint drained and exited before the new one listened: the agent's pooled HBONE
-  // connection to it is gone, so the first request already goes through the new instance
-  t.is(await request(client, vip, 80), 'HTTP/1.1 200 OK', 'the service answers through the new waypoint');
-  t.is(await request(client, v1.ip, 8080), 'HTTP/1.1 200 OK', 'echo-v1 answers after the waypoint restart');
+  const newMetrics = metricsOf();
+  t.not(newMetrics, oldMetrics, 'the new instance has its own admin ports');
+  await wloop.successes(10);
+  const wsummary = await wloop.stop();
+  t.log(`${wsummary.total} requests through the waypoint across its replacement, ${wsummary.failed.length} failed, longest gap (ms): ${JSON.stringify(wsummary.longestGapMs)}`);
+  t.deepEqual(wsummary.failed.map((x) => `${x.target} ${x.error ?? 'bad answer'}`), [], 'no request failed during the replacement');
+  t.true(await waypointRequests(newMetrics) >= 10, 'the new instance carries the service\'s traffic');
+  t.is(await request(client, v1.ip, 8080), 'HTTP/1.1 200 OK', 'echo-v1 answers after the waypoint replacement');
 
   // --- the control plane restarted: both agents reconnect, and a policy applied afterwards takes effect
   const oldControl = programPid(dir, 'control plane');
