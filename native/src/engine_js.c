@@ -804,7 +804,6 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     napi_is_exception_pending(env, &pending);
     close(fd);
     if (pending) return NULL;
-    close(fd);
     ambit_type_error(env, fn, "link", "must be a link (engineLink)");
     return NULL;
   }

@@ -62,7 +62,17 @@ class HboneAgent extends Agent {
     const req = this.#adding;
     // the new connection's first request: its headers are not written yet
     if (req) this.#used(req, 1);
-    this.#open((err, s) => { if (s) this.#uses.set(s, 1); cb(err, s); });
+    this.#open((err, s) => {
+      if (s) {
+        this.#uses.set(s, 1);
+        // An HBONE stream is half-open capable (TCP and Upgrade need that), but an HTTP/1.1
+        // connection whose server ended it is over: end ours too, so it closes and leaves the pool.
+        // Left half-open, an idle pooled connection closed by the server (its keep-alive timeout)
+        // would be handed the next request, written into a stream nobody reads any more.
+        (s as Duplex & { allowHalfOpen: boolean }).allowHalfOpen = false;
+      }
+      cb(err, s);
+    });
     return undefined;
   }
   // a pooled connection taken for one more request

@@ -33,6 +33,8 @@ export class LoopbackTransport implements WaypointTransport {
   /** connects to these never complete; they end only when cancelled (counted in `cancelled`) */
   hangIps = new Set<string>();
   cancelled = 0;
+  /** every upstream socket connect() made, in order */
+  readonly made: Socket[] = [];
   #handler: ((s: Duplex, i: InboundStreamInfo) => void) | undefined;
   async listen(h: (s: Duplex, i: InboundStreamInfo) => void): Promise<void> { this.#handler = h; }
   accept(s: Duplex, i: InboundStreamInfo): void { this.#handler?.(s, i); }
@@ -46,7 +48,9 @@ export class LoopbackTransport implements WaypointTransport {
     const port = this.servers.get(t.ip);
     if (port === undefined || this.failIps.has(t.ip)) return Promise.reject(new MeshError('AMBIT_CONNECT_REFUSED', `no endpoint ${t.ip}`));
     return new Promise((resolve, reject) => {
-      const s = connect({ host: '127.0.0.1', port });
+      // half-open capable, like the engine's HBONE sockets
+      const s = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+      this.made.push(s);
       s.once('connect', () => resolve(s));
       s.once('error', reject);
     });

@@ -4,6 +4,7 @@
  * connection-pool `maxRequestsPerConnection` (HTTP/1.1 and h2c) and `maxRetries`.
  */
 import test from 'ava';
+import { once } from 'node:events';
 import { connect as h2connect, createServer as createH2Server } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { setLogLevel } from '../../src/core/index.js';
@@ -61,6 +62,28 @@ test('consistent hash on a cookie (maglev) and on the source IP', async (t) => {
   const names = new Set<string>();
   for (let i = 0; i < 24; i++) names.add(nameOf((await send(port)).body));
   t.is(names.size, 1);
+});
+
+test('an idle upstream connection the backend closed leaves the pool (its half-open end is closed too); the next request opens a new one', async (t) => {
+  t.timeout(20_000);
+  // The backend closes every connection after its answer without saying so, as a keep-alive
+  // timeout does, and without Node's `keep-alive: timeout=` hint (haproxy and nginx send none;
+  // node:http's Agent would drop the socket before that timeout by itself).
+  const a = await backend('a', (req) => {
+    req.socket.end('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok', () => req.socket.destroy());
+    return true;
+  });
+  const h = await harness({ endpoints: [{ name: 'echo-a', ip: '10.244.1.3', port: a.port }] });
+  t.teardown(async () => { await h.close(); await a.close(); });
+  const port = await h.port('10.96.0.10:80');
+  t.is((await send(port)).status, 200);
+  await a.closed(1);
+  // the waypoint's end of it closes as well (left half-open, it would stay pooled and take the next request)
+  const first = h.transport.made[0]!;
+  if (!first.destroyed) await once(first, 'close');
+  t.is((await send(port)).status, 200);
+  t.is(a.connections(), 2);
+  t.is(h.transport.made.length, 2);
 });
 
 test('maxRequestsPerConnection: an upstream HTTP/1.1 connection is retired after N requests (its last one says connection: close)', async (t) => {
