@@ -4,7 +4,7 @@
  * TLS 1.3 only; each side requires the peer's certificate and verifies its chain against the mesh
  * root (no name check, like stunnel's `verifyChain` and like the mesh, which checks SPIFFE URIs).
  *
- *   client pod: app -> 127.0.0.1:4xxxx haproxy (client) ==TLS 1.3==> server pod :5xxxx haproxy (server) -> 127.0.0.1:app
+ *   client pod: app -> 127.0.0.1:21xxx haproxy (client) ==TLS 1.3==> server pod :22xxx haproxy (server) -> 127.0.0.1:app
  *
  * haproxy keeps its defaults otherwise: one process, as many threads as the machine has CPUs,
  * TCP_NODELAY on every socket, TLS session reuse towards the server side.
@@ -18,10 +18,13 @@ import { APP_PORTS, waitEcho, waitPort } from './apps.js';
 import type { PairFiles, TlsFiles } from './certs.js';
 import type { PathTarget } from './measure.js';
 
+// The ports are below Linux's ephemeral range (32768-60999): a source port of the bench's own
+// connections (the stunnel step's thousands before this one) could otherwise hold one and fail
+// haproxy's bind (seen: 127.0.0.1:47000 "Address already in use").
 /** client-side accept ports (127.0.0.1 in the client pod) */
-const CLIENT_PORTS = { iperf: 45201, echo: 47000, http: 48080 } as const;
+const CLIENT_PORTS = { iperf: 21201, echo: 21000, http: 21080 } as const;
 /** server-side TLS ports (the server pod's address) */
-const SERVER_PORTS = { iperf: 55201, echo: 57000, http: 58080 } as const;
+const SERVER_PORTS = { iperf: 22201, echo: 22000, http: 22080 } as const;
 const SERVICES = ['iperf', 'echo', 'http'] as const;
 
 export interface HaproxyPair {

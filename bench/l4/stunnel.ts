@@ -2,7 +2,7 @@
  * The stunnel4 baseline: an mTLS pair on the same pod-to-pod path. Certificates come from the
  * ambit CA (src/identity), TLS 1.3 only, both sides verify the peer's chain against the mesh root.
  *
- *   client pod: app -> 127.0.0.1:2xxxx  stunnel (client)  ==TLS==>  server pod :3xxxx stunnel (server) -> 127.0.0.1:app
+ *   client pod: app -> 127.0.0.1:2xxxx  stunnel (client)  ==TLS==>  server pod :29xxx stunnel (server) -> 127.0.0.1:app
  */
 import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -16,7 +16,8 @@ import type { PathTarget } from './measure.js';
 /** client-side accept ports (127.0.0.1 in the client pod) */
 const CLIENT_PORTS = { iperf: 25201, echo: 27000, http: 28080 } as const;
 /** server-side TLS ports (the server pod's address) */
-const SERVER_PORTS = { iperf: 35201, echo: 37000, http: 38080 } as const;
+// below the ephemeral range (32768-60999), as haproxy-pair.ts says why
+const SERVER_PORTS = { iperf: 29201, echo: 29000, http: 29080 } as const;
 const SERVICES = ['iperf', 'echo', 'http'] as const;
 
 export interface StunnelPair {
