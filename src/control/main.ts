@@ -31,6 +31,7 @@ import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { KubeConfig } from '@kubernetes/client-node';
+import { collectDefaultMetrics } from 'prom-client';
 import { DNS_LABEL, enableTrace, errorMessage, logger, setLogLevel } from '../core/index.js';
 import type { Level } from '../core/index.js';
 import { CertificateAuthority } from '../identity/index.js';
@@ -198,6 +199,8 @@ export async function startControl(s: ControlSettings, o: { kubeConfig?: KubeCon
     ...(s.clusterId ? { clusterId: s.clusterId } : {}),
     reconcilers,
   });
+  // the process's own figures (RSS, heap, external memory, fds, event-loop lag, GC)
+  collectDefaultMetrics({ register: plane.metrics.registry });
   await plane.start();
   return { plane, ...(bootstrapTokenPath ? { bootstrapTokenPath } : {}), ...(rootCertPath ? { rootCertPath } : {}) };
 }

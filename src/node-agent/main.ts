@@ -5,6 +5,7 @@
  * accepting, let connections finish until the deadline, close).
  */
 import { readFileSync } from 'node:fs';
+import { collectDefaultMetrics } from 'prom-client';
 import { MeshError, enableTrace, errorMessage, isDnsLabel, logger, setLogLevel, type Level } from '../core/index.js';
 import { join } from 'node:path';
 import { addonFile, raiseFdLimit } from '../native/index.js';
@@ -191,6 +192,8 @@ export async function runAgent(env: Readonly<Record<string, string | undefined>>
     return { node: settings.node, conf: r.conf ?? null, removed: r.removed };
   } : undefined;
   const agent: Agent = createAgent({ ...settings, ...(cniReady ? { readyAfter: cniReady } : {}), ...(cniUninstall ? { cniUninstall } : {}) });
+  // the process's own figures beside the mesh's (RSS, heap, external memory, fds, event-loop lag, GC)
+  collectDefaultMetrics({ register: agent.telemetry.registry });
   let stopped: Promise<void> | undefined;
   // SIGTERM (Kubernetes, a rolling update): keep serving until a successor takes over or the
   // drain deadline. SIGINT (Ctrl-C, `ambit up` tearing down): stop accepting now and drain.

@@ -3,6 +3,7 @@
  * drains it on SIGTERM/SIGINT (stop accepting, finish requests until the deadline, close).
  */
 import { readFileSync } from 'node:fs';
+import { collectDefaultMetrics } from 'prom-client';
 import { DNS_LABEL, MeshError, enableTrace, errorMessage, logger, setLogLevel, type Level } from '../core/index.js';
 import { checkToken, tokenFromFile } from '../xds/index.js';
 import { createWaypoint, type TransportContext, type WaypointOptions } from './app.js';
@@ -90,6 +91,8 @@ export async function runWaypoint(env: Readonly<Record<string, string | undefine
   if (env.AMBIT_TRACE) enableTrace(env.AMBIT_TRACE);
   const settings = waypointSettings(env, flags);
   const wp = createWaypoint({ ...settings, transport: await engineTransport() });
+  // the process's own figures beside the requests' (RSS, heap, external memory, fds, event-loop lag, GC)
+  collectDefaultMetrics({ register: wp.telemetry.registry });
   const done = new Promise<void>((resolve) => {
     // SIGTERM (Kubernetes): not ready, serve through the grace, then drain; SIGINT (Ctrl-C,
     // ambit up), or a second signal: drain now

@@ -145,6 +145,8 @@ export class HttpProxy {
   readonly #h2: Http2Server;
   readonly #conns = new WeakMap<object, Conn>();
   readonly #open = new Set<Duplex>();
+  /** HTTP/1.1 connections that have carried a request (drain() closes the idle ones of these) */
+  readonly #served = new WeakSet<object>();
   #pendingH2: Conn | undefined;
   /** load balancers, pool limits and outlier detection per backend (Service, subset, port) */
   readonly #clusters = new ClusterTable<Workload>();
@@ -239,6 +241,11 @@ export class HttpProxy {
   #onRequest(req: DownReq, res: DownRes, h2: boolean): void {
     const conn = this.#connOf(req, h2);
     if (!conn) { res.writeHead(500).end(); return; }
+    if (!h2) {
+      this.#served.add(req.socket as object);
+      // draining: this answer is the connection's last
+      if (this.#draining) (res as ServerResponse).shouldKeepAlive = false;
+    }
     const headers = forwardableRequestHeaders(req.rawHeaders);
     const trace = propagateTrace(headers, undefined);
     const url = h2 ? (req as Http2ServerRequest).url : (req as IncomingMessage).url ?? '/';
@@ -799,15 +806,27 @@ export class HttpProxy {
     });
   }
 
-  /** Stop taking new requests: keep-alive connections close after their current request. */
+  /**
+   * Drain: every HTTP/1.1 connection closes after its current answer. One idle between requests is
+   * closed now (its client opens the next one, to another instance). One that has not sent its
+   * first request yet is left to send it: its stream was accepted before the drain (the engine
+   * sends GOAWAY and closes its listener first), and ending it would lose that request, which a
+   * client of HTTP/1.0 or of a new connection never retries. The drain deadline bounds them all.
+   * HTTP/2 sessions get GOAWAY.
+   */
   drain(): void {
     this.#draining = true;
-    this.#h1.closeIdleConnections();
     for (const s of this.#open) {
-      // HTTP/1.1: Node answers the next response with `connection: close` once the server closes
-      if ((s as { _httpMessage?: unknown })._httpMessage === undefined) s.end();
+      // node:http's current answer on the connection: undefined before the first, null between answers
+      const current = (s as { _httpMessage?: ServerResponse | null })._httpMessage;
+      if (current == null) {
+        if (this.#served.has(s)) s.end();
+      } else if (!current.headersSent) {
+        current.shouldKeepAlive = false;
+      } else {
+        current.once('finish', () => s.end());
+      }
     }
-    this.#h1.close();
     this.#h2.close();
   }
 

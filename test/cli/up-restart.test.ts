@@ -163,8 +163,16 @@ rootSerial('ambit up keeps serving when an agent dies; ambit restart replaces ag
   await wloop.successes(10);
   const wsummary = await wloop.stop();
   t.log(`${wsummary.total} requests through the waypoint across its replacement, ${wsummary.failed.length} failed, longest gap (ms): ${JSON.stringify(wsummary.longestGapMs)}`);
-  t.deepEqual(wsummary.failed.map((x) => `${x.target} ${x.error ?? 'bad answer'}`), [], 'no request failed during the replacement');
+  const wfailures = wsummary.failed.map((x) => `${x.target} ${x.error ?? 'bad answer'}`);
+  if (wfailures.length > 0) t.log(`failed during the waypoint replacement: ${JSON.stringify(wfailures)}`);
+  t.deepEqual(wfailures, [], 'no request failed during the replacement');
   t.true(await waypointRequests(newMetrics) >= 10, 'the new instance carries the service\'s traffic');
+  // the programs publish their process figures beside the mesh's (RSS, Node's native memory, fds)
+  const agentMetrics = readUpState(dir).programs!.find((p) => p.name === 'agent node-1')!.ports!.metrics!;
+  for (const port of [newMetrics, agentMetrics]) {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    for (const name of ['process_resident_memory_bytes', 'nodejs_external_memory_bytes', 'process_open_fds']) t.regex(text, new RegExp(`^${name} [1-9]\\d*`, 'm'), `${name} on port ${port}`);
+  }
   t.is(await request(client, v1.ip, 8080), 'HTTP/1.1 200 OK', 'echo-v1 answers after the waypoint replacement');
 
   // --- the control plane restarted: both agents reconnect, and a policy applied afterwards takes effect

@@ -6,7 +6,7 @@
 import test from 'ava';
 import { once } from 'node:events';
 import { connect as h2connect, createServer as createH2Server } from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import { connect as netConnect, type AddressInfo, type Socket } from 'node:net';
 import { setLogLevel } from '../../src/core/index.js';
 import type { ServiceL7, TrafficPolicy } from '../../src/model/l7.js';
 import { backend, send, type Backend } from '../helpers/waypoint-backend.js';
@@ -62,6 +62,43 @@ test('consistent hash on a cookie (maglev) and on the source IP', async (t) => {
   const names = new Set<string>();
   for (let i = 0; i < 24; i++) names.add(nameOf((await send(port)).body));
   t.is(names.size, 1);
+});
+
+// raw HTTP/1.1 on one connection: resolves with everything read until the server closes
+function readAll(s: Socket): Promise<string> {
+  let got = '';
+  s.on('data', (d: Buffer) => { got += d.toString('latin1'); });
+  return new Promise((resolve, reject) => { s.once('end', () => resolve(got)); s.once('error', reject); });
+}
+
+test('drain: a connection that has not sent its request yet still gets its answer (then closes); an idle keep-alive connection is closed', async (t) => {
+  const a = await backend('a');
+  const h = await harness({ endpoints: [{ name: 'echo-a', ip: '10.244.1.3', port: a.port }] });
+  t.teardown(async () => { await h.close(); await a.close(); });
+  const port = await h.port('10.96.0.10:80');
+  const connected = (): Promise<Socket> => new Promise((resolve, reject) => {
+    const s = netConnect({ host: '127.0.0.1', port });
+    s.once('connect', () => resolve(s));
+    s.once('error', reject);
+  });
+  // one connection that carried a request and now waits (keep-alive), one fresh
+  const idle = await connected();
+  const idleText = readAll(idle);
+  idle.write('GET /first HTTP/1.1\r\nhost: echo\r\n\r\n');
+  await a.waitFor((x) => x.url === '/first');
+  const fresh = await connected();
+  const freshText = readAll(fresh);
+  // both streams reached the proxy before the drain
+  while (h.proxy.openConnections < 2) await new Promise((r) => setImmediate(r));
+  h.proxy.drain();
+  fresh.write('GET /late HTTP/1.1\r\nhost: echo\r\n\r\n');
+  const late = await freshText;
+  t.regex(late, /^HTTP\/1\.1 200 /);
+  t.regex(late, /\r\nconnection: close\r\n/i, 'its answer says the connection ends');
+  t.truthy(a.seen.find((x) => x.url === '/late'));
+  // the idle one got its first answer, then was closed by the drain without another request
+  const first = await idleText;
+  t.is(first.match(/HTTP\/1\.1 200 /g)?.length, 1);
 });
 
 test('an idle upstream connection the backend closed leaves the pool (its half-open end is closed too); the next request opens a new one', async (t) => {
