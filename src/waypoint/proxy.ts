@@ -147,6 +147,8 @@ export class HttpProxy {
   readonly #open = new Set<Duplex>();
   /** HTTP/1.1 connections that have carried a request (drain() closes the idle ones of these) */
   readonly #served = new WeakSet<object>();
+  /** open HTTP/2 sessions (drain() sends each GOAWAY) */
+  readonly #sessions = new Set<ServerHttp2Session>();
   #pendingH2: Conn | undefined;
   /** load balancers, pool limits and outlier detection per backend (Service, subset, port) */
   readonly #clusters = new ClusterTable<Workload>();
@@ -179,6 +181,10 @@ export class HttpProxy {
       const c = this.#pendingH2;
       if (c) this.#conns.set(s, c);
       s.setTimeout(lim.idleTimeoutMs, () => s.close());
+      this.#sessions.add(s);
+      s.once('close', () => this.#sessions.delete(s));
+      // a session that starts while draining is told at once
+      if (this.#draining) s.close();
     });
     this.#h2.on('request', (req: Http2ServerRequest, res: Http2ServerResponse) => this.#onRequest(req, res, true));
   }
@@ -827,7 +833,9 @@ export class HttpProxy {
         current.once('finish', () => s.end());
       }
     }
-    this.#h2.close();
+    // GOAWAY: streams already open finish, the client opens its next ones elsewhere
+    // (Http2Server.close() alone only stops new sessions)
+    for (const session of this.#sessions) session.close();
   }
 
   /** Cut what is left. */

@@ -186,6 +186,36 @@ test('h2c with prior knowledge and gRPC-style trailers', async (t) => {
   t.regex(await h.telemetry.metrics(), /istio_requests_total\{[^}]*request_protocol="grpc",response_code="200",grpc_response_status="0"/);
 });
 
+test('drain: an HTTP/2 client gets GOAWAY; its stream already open still gets its answer', async (t) => {
+  const h2: Http2Server = createH2Server();
+  // the backend answers only when the test says so: the stream is open across the drain
+  let answer: (() => void) | undefined;
+  const asked = new Promise<void>((r) => {
+    h2.on('stream', (stream) => { answer = () => { stream.respond({ ':status': 200 }); stream.end('late'); }; r(); });
+  });
+  await new Promise<void>((r) => h2.listen(0, '127.0.0.1', r));
+  const h = await harness({ ports: [{ port: 80, targetPort: 8080, name: 'http2', appProtocol: 'http2' }], endpoints: [{ name: 'echo-a', ip: '10.244.1.3', port: (h2.address() as AddressInfo).port }] });
+  t.teardown(async () => { await h.close(); h2.close(); });
+  const port = await h.port('10.96.0.10:80');
+  const session = h2connect(`http://127.0.0.1:${port}`);
+  t.teardown(() => session.destroy());
+  const goaway = new Promise<void>((r) => session.once('goaway', () => r()));
+  const res = new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const s = session.request({ ':method': 'GET', ':path': '/slow' });
+    let status = 0; let body = '';
+    s.on('response', (hd) => { status = Number(hd[':status']); });
+    s.on('data', (d: Buffer) => { body += d.toString(); });
+    s.on('end', () => resolve({ status, body }));
+    s.on('error', reject);
+    s.end();
+  });
+  await asked;
+  h.proxy.drain();
+  await goaway;
+  answer!();
+  t.deepEqual(await res, { status: 200, body: 'late' });
+});
+
 const KEY = 'default/echo.default.svc.cluster.local';
 const HOST = 'echo.default.svc.cluster.local';
 const origin = (rule: number) => ({ kind: 'VirtualService' as const, namespace: 'default', name: 'echo', rule });
