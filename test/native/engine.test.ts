@@ -1668,7 +1668,10 @@ rootTest('half-closed limit: a CONNECT stream whose client never ends its half i
   await until(() => rig.r.events.some((e) => e.kind === 2), 'close event');
   t.is(rig.r.events.find((e) => e.kind === 2)!.error, 'half-closed with no traffic for 300 ms');
   t.is(rig.r.engine.stats().halfClosed, 1);
-  t.is(rig.r.engine.stats().tunnels, 1, 'the session itself goes on');
+  // OPEN (2026-12-03): one loaded CI run saw the session gone here (tunnels 0), never reproduced
+  // since; the message carries what would say why (the engine's log, the client's view)
+  const why = () => `the session itself goes on; client session closed=${session.closed} destroyed=${session.destroyed}; engine log: ${JSON.stringify(rig.r.logs.slice(-6))}`;
+  t.is(rig.r.engine.stats().tunnels, 1, why());
 });
 
 netnsTest('half-closed limit: a relayed connection whose client never ends its half leaves no upstream socket in CLOSE-WAIT', async (t) => {
