@@ -145,8 +145,6 @@ export class HttpProxy {
   readonly #h2: Http2Server;
   readonly #conns = new WeakMap<object, Conn>();
   readonly #open = new Set<Duplex>();
-  /** HTTP/1.1 connections that have carried a request (drain() closes the idle ones of these) */
-  readonly #served = new WeakSet<object>();
   /** open HTTP/2 sessions (drain() sends each GOAWAY) */
   readonly #sessions = new Set<ServerHttp2Session>();
   #pendingH2: Conn | undefined;
@@ -247,11 +245,8 @@ export class HttpProxy {
   #onRequest(req: DownReq, res: DownRes, h2: boolean): void {
     const conn = this.#connOf(req, h2);
     if (!conn) { res.writeHead(500).end(); return; }
-    if (!h2) {
-      this.#served.add(req.socket as object);
-      // draining: this answer is the connection's last
-      if (this.#draining) (res as ServerResponse).shouldKeepAlive = false;
-    }
+    // draining: this answer is the connection's last
+    if (!h2 && this.#draining) (res as ServerResponse).shouldKeepAlive = false;
     const headers = forwardableRequestHeaders(req.rawHeaders);
     const trace = propagateTrace(headers, undefined);
     const url = h2 ? (req as Http2ServerRequest).url : (req as IncomingMessage).url ?? '/';
@@ -823,10 +818,12 @@ export class HttpProxy {
   drain(): void {
     this.#draining = true;
     for (const s of this.#open) {
-      // node:http's current answer on the connection: undefined before the first, null between answers
+      // node:http's current answer on the connection: undefined before its first request (and on
+      // streams that are not HTTP/1.1), null between answers
       const current = (s as { _httpMessage?: ServerResponse | null })._httpMessage;
-      if (current == null) {
-        if (this.#served.has(s)) s.end();
+      if (current === undefined) continue;
+      if (current === null) {
+        s.end();
       } else if (!current.headersSent) {
         current.shouldKeepAlive = false;
       } else {
