@@ -126,6 +126,23 @@ export function parseStatCpuSeconds(stat: string): number {
   return (utime + stime) / USER_HZ;
 }
 
+/** CPU seconds of the whole machine from /proc/stat: busy (all but idle and iowait) and total, over all CPUs. */
+export interface MachineCpu { readonly busy: number; readonly total: number }
+
+export function machineCpu(): MachineCpu {
+  return parseProcStat(readFileSync('/proc/stat', 'utf8'));
+}
+
+/** The aggregate `cpu` line of /proc/stat text, in seconds. Pure. */
+export function parseProcStat(text: string): MachineCpu {
+  const line = text.split('\n').find((l) => l.startsWith('cpu '));
+  // user nice system idle iowait irq softirq steal (guest time is already in user)
+  const f = line?.trim().split(/\s+/).slice(1, 9).map(Number) ?? [];
+  if (f.length < 8 || f.some((v) => !Number.isFinite(v))) throw new BenchError('cpu', `unreadable /proc/stat: ${text.slice(0, 80)}`);
+  const total = f.reduce((a, v) => a + v, 0);
+  return { busy: (total - f[3]! - f[4]!) / USER_HZ, total: total / USER_HZ };
+}
+
 /** Open file descriptors of a process (entries of /proc/<pid>/fd). */
 export function fdCount(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length;

@@ -141,7 +141,9 @@ export async function startAmbit(o: {
   const host = cluster.underlay.hostIP;
   const children: ChildProcess[] = [];
   const tails = new Map<string, OutputTail>();
-  const stop = async () => { await Promise.all(children.map((c) => stopChild(c))); };
+  // SIGINT: the programs stop at once (SIGTERM would start an agent's drain, which outlasts the
+  // grace period), and exit normally, so a --cpu-prof profile gets written
+  const stop = async () => { await Promise.all(children.map((c) => stopChild(c, 10_000, 'SIGINT'))); };
   const root = repoRoot();
   try {
     o.log('ambit: starting control plane');

@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import { createCluster, installExitCleanup, type Cluster, type Pod } from '../../src/local/index.js';
 import { BenchError, messageOf } from '../common/errors.js';
 import { machineInfo, machineLine } from '../common/machine.js';
-import { OutputTail, cpuSeconds, processTree, rssKb, stopChild, waitExit, waitForLine } from '../common/proc.js';
+import { OutputTail, cpuSeconds, machineCpu, processTree, rssKb, stopChild, waitExit, waitForLine } from '../common/proc.js';
 import { writeResults } from '../common/results.js';
 import type { BenchOptions, BenchSuite, SuiteReport } from '../common/suite.js';
 import { ensureTools } from '../common/tools.js';
@@ -33,7 +33,7 @@ import { schedule, summarizeRounds } from '../l4/interleave.js';
 import { startAmbit, type AmbitMesh } from '../l4/mesh.js';
 import { parseHeld, parseScriptJson, parseWrk } from '../l4/parse.js';
 import { PROXY_PORTS, startProxies } from './proxies.js';
-import { emptyL7, formatL7Table, l7Targets, type L7Metrics, type L7PathName } from './report.js';
+import { cpuBudgetLines, emptyL7, formatL7Table, l7Targets, type L7Metrics, type L7PathName } from './report.js';
 import { HTTP_HOLD, OPEN_LOOP } from './scripts.js';
 import { addWaypointObjects, startWaypoint, waypointMissing, type RunningWaypoint } from './waypoint.js';
 
@@ -63,6 +63,8 @@ interface LivePath {
   readonly port: number;
   /** the processes whose CPU and memory are the path's cost (none for direct) */
   readonly pids: () => number[];
+  /** the mesh's other processes the path goes through (the waypoint's: the agents), for the CPU budget */
+  readonly meshPids?: () => number[];
   /** run before each RSS reading (a full GC in the agents) */
   readonly beforeRss?: () => Promise<unknown>;
 }
@@ -120,15 +122,23 @@ async function measureOwn(cluster: Cluster, p: LivePath, st: L7Settings, tools: 
     // one unmeasured second first: a JIT-compiled proxy (node, the waypoint) is measured warm, like the native ones
     await cluster.exec(p.client, [tools.wrk!, `-c${st.wrkConnections}`, '-t2', '-d1s', `http://${p.host}:${p.port}/`], { timeoutMs: 31_000 });
     const pids = p.pids();
+    const meshPids = p.meshPids?.() ?? [];
     const c0 = sumCpu(pids);
+    const mesh0 = sumCpu(meshPids);
+    const machine0 = machineCpu();
     const t0 = Date.now();
     const r = await cluster.exec(p.client, [tools.wrk!, `-c${st.wrkConnections}`, '-t2', `-d${st.wrkSeconds}s`, `http://${p.host}:${p.port}/`], { timeoutMs: (st.wrkSeconds + 30) * 1000 });
     const w = parseWrk(r.stdout);
     m.rps = w.requestsPerSec;
     if (w.errors > 0) m.notes.push(`wrk: ${w.errors} errors`);
-    if (pids.length > 0) {
-      const reqs = w.requestsPerSec * Math.min(st.wrkSeconds, (Date.now() - t0) / 1000);
-      if (reqs > 0) m.cpuSecPer1k = ((sumCpu(pids) - c0) * 1000) / reqs;
+    const machine1 = machineCpu();
+    const reqs = w.requestsPerSec * Math.min(st.wrkSeconds, (Date.now() - t0) / 1000);
+    if (reqs > 0) {
+      if (pids.length > 0) m.cpuSecPer1k = ((sumCpu(pids) - c0) * 1000) / reqs;
+      if (meshPids.length > 0) m.meshCpuSecPer1k = ((sumCpu(meshPids) - mesh0) * 1000) / reqs;
+      m.machineCpuSecPer1k = ((machine1.busy - machine0.busy) * 1000) / reqs;
+      const total = machine1.total - machine0.total;
+      m.machineBusy = total > 0 ? (machine1.busy - machine0.busy) / total : null;
     }
   });
 }
@@ -203,7 +213,8 @@ export async function runL7(opts: L7Options = {}): Promise<SuiteReport> {
         waypointRequests = { before: await wp.requests() };
         outcomes.waypoint = { metrics: emptyL7() };
         const pid = wp.pid;
-        live.push({ name: 'waypoint', client: mc, host: wpObjects.service.clusterIP, port: APP_PORTS.http, pids: () => [pid] });
+        const agents = mesh;
+        live.push({ name: 'waypoint', client: mc, host: wpObjects.service.clusterIP, port: APP_PORTS.http, pids: () => [pid], meshPids: () => agents.agentPids() });
       } catch (e) {
         outcomes.waypoint = { metrics: null, error: messageOf(e) };
         log(`waypoint path failed: ${messageOf(e)}`);
@@ -265,12 +276,14 @@ export async function runL7(opts: L7Options = {}): Promise<SuiteReport> {
     }
   }
   const machine = machineInfo();
-  const table = `${machineLine(machine)}\n${formatL7Table(outcomes, st.rate)}`;
+  const table = `${machineLine(machine)}\n${formatL7Table(outcomes, st.rate)}${cpuBudgetLines(outcomes, machine.cpus).map((l) => `${l}\n`).join('')}`;
   const targets = l7Targets(outcomes);
   const resultsPath = writeResults('l7', {
     suite: 'l7', started: started.toISOString(), finished: new Date().toISOString(), machine, settings: st,
     units: {
       rps: 'requests/s (wrk, c=16, keep-alive)', p50Us: 'microseconds at a fixed rate, open loop', cpuSecPer1k: 'CPU seconds of the proxy processes per 1,000 requests',
+      meshCpuSecPer1k: 'CPU seconds of the mesh\'s other processes on the path (the waypoint\'s: the agents) per 1,000 requests',
+      machineCpuSecPer1k: 'busy CPU seconds of the whole machine per 1,000 requests', machineBusy: 'busy share of all CPUs during wrk, 0..1',
       idleRssKb: 'kB', rssKbPer1kConn: 'kB per 1,000 idle keep-alive connections',
     },
     paths: outcomes, targets,

@@ -15,6 +15,12 @@ export interface L7Metrics {
   p99Us: number | null;
   /** CPU seconds of the path's proxy processes per 1,000 requests (during the wrk step) */
   cpuSecPer1k: number | null;
+  /** the same of the mesh's other processes on the path (the waypoint's: both node agents) */
+  meshCpuSecPer1k: number | null;
+  /** busy CPU seconds of the whole machine per 1,000 requests during the wrk step (all processes and the kernel) */
+  machineCpuSecPer1k: number | null;
+  /** the machine's busy share during the wrk step, 0..1 (1: every CPU busy) */
+  machineBusy: number | null;
   /** RSS of the proxy processes, idle, after start */
   idleRssKb: number | null;
   /** their RSS growth per 1,000 idle keep-alive connections */
@@ -26,7 +32,7 @@ export interface L7Outcome { readonly metrics: L7Metrics | null; readonly error?
 export type L7Outcomes = Readonly<Record<L7PathName, L7Outcome>>;
 
 export function emptyL7(): L7Metrics {
-  return { rps: null, p50Us: null, p90Us: null, p99Us: null, cpuSecPer1k: null, idleRssKb: null, rssKbPer1kConn: null, notes: [] };
+  return { rps: null, p50Us: null, p90Us: null, p99Us: null, cpuSecPer1k: null, meshCpuSecPer1k: null, machineCpuSecPer1k: null, machineBusy: null, idleRssKb: null, rssKbPer1kConn: null, notes: [] };
 }
 
 /**
@@ -68,6 +74,35 @@ export function formatL7Table(o: L7Outcomes, rate: number): string {
   }
   const notes = L7_PATHS.flatMap((p) => (o[p].metrics?.notes ?? []).map((n) => `${p}: ${n}`));
   return formatTable(rows) + [...notRun, ...notes].map((l) => `  ${l}\n`).join('');
+}
+
+/**
+ * Where the machine's CPU went during each path's wrk step, per 1,000 requests: the proxy, the
+ * mesh's other processes on the path, and the rest (wrk, the server, the kernel). With the machine
+ * saturated, requests/s is the CPUs divided by the whole per-request cost, so for the waypoint
+ * this says what it would reach if its own cost were zero on this machine. Pure.
+ */
+export function cpuBudgetLines(o: L7Outcomes, cpus: number): string[] {
+  const lines: string[] = [];
+  for (const p of L7_PATHS) {
+    const m = o[p].metrics;
+    if (!m || m.machineCpuSecPer1k === null || m.machineBusy === null) continue;
+    const own = m.cpuSecPer1k ?? 0;
+    const mesh = m.meshCpuSecPer1k ?? 0;
+    const rest = Math.max(0, m.machineCpuSecPer1k - own - mesh);
+    const parts = [`machine ${m.machineCpuSecPer1k.toFixed(3)} (busy ${Math.round(m.machineBusy * 100)} %)`];
+    if (m.cpuSecPer1k !== null) parts.push(`${p === 'ambit' ? 'agents' : p} ${own.toFixed(3)}`);
+    if (m.meshCpuSecPer1k !== null) parts.push(`agents ${mesh.toFixed(3)}`);
+    parts.push(`rest (client, server, kernel) ${rest.toFixed(3)}`);
+    let line = `${p}: ${parts.join(', ')}`;
+    if (p === 'waypoint' && rest + mesh > 0) {
+      const ceiling = (cpus * 1000) / (rest + mesh);
+      const h = o.haproxy.metrics?.rps;
+      line += `; with a waypoint costing nothing: at most ${Math.round(ceiling)} req/s${h ? ` (${(ceiling / h).toFixed(2)}x haproxy)` : ''}`;
+    }
+    lines.push(line);
+  }
+  return lines.length === 0 ? [] : ['CPU s per 1,000 requests during wrk:', ...lines.map((l) => `  ${l}`)];
 }
 
 /** Issue 10: waypoint requests/s at least half of haproxy's; the p99 the waypoint hop adds at most twice haproxy's. */

@@ -1,7 +1,7 @@
 /** bench/l7: the peers' configurations, the table, added p99 against the right baseline, and issue 10's targets. */
 import test from 'ava';
 import { haproxyHttpConfig, nginxConfig } from '../../../bench/l7/proxies.js';
-import { addedP99, baselineOf, emptyL7, formatL7Table, l7Targets, type L7Metrics, type L7Outcomes } from '../../../bench/l7/report.js';
+import { addedP99, baselineOf, cpuBudgetLines, emptyL7, formatL7Table, l7Targets, type L7Metrics, type L7Outcomes } from '../../../bench/l7/report.js';
 import { gatewayYaml } from '../../../bench/l7/waypoint.js';
 
 const m = (over: Partial<L7Metrics>): L7Metrics => ({ ...emptyL7(), ...over });
@@ -42,6 +42,18 @@ test('no waypoint: n/a, never a pass, and the table says why', (t) => {
   t.deepEqual(lines[5]!.split(/\s+/).slice(0, 2), ['node', '8000']);
   t.deepEqual(lines[7]!.split(/\s+/), ['waypoint', '-', '-', '-', '-', '-', '-', '-', '-']);
   t.is(lines[8], '  waypoint: not run: no waypoint program in this tree');
+});
+
+test('CPU budget: the machine\'s cost per request split into proxy, agents and the rest; the waypoint\'s ceiling if it cost nothing', (t) => {
+  const o = outcomes(m({ rps: 6000, cpuSecPer1k: 0.15, meshCpuSecPer1k: 0.08, machineCpuSecPer1k: 0.33, machineBusy: 0.99 }));
+  const withMachine = { ...o, haproxy: { metrics: { ...o.haproxy.metrics!, machineCpuSecPer1k: 0.08, machineBusy: 0.98 } } };
+  const lines = cpuBudgetLines(withMachine, 2);
+  t.is(lines[0], 'CPU s per 1,000 requests during wrk:');
+  t.is(lines[1], '  haproxy: machine 0.080 (busy 98 %), haproxy 0.058, rest (client, server, kernel) 0.022');
+  // the rest is 0.33 - 0.15 - 0.08 = 0.10; without the waypoint's 0.15: 2 CPUs / 0.18 ms = 11,111 req/s
+  t.is(lines[2], '  waypoint: machine 0.330 (busy 99 %), waypoint 0.150, agents 0.080, rest (client, server, kernel) 0.100; with a waypoint costing nothing: at most 11111 req/s (0.93x haproxy)');
+  t.is(lines.length, 3, 'paths without a machine reading are left out');
+  t.deepEqual(cpuBudgetLines(outcomes(null), 2), []);
 });
 
 test('haproxy http mode: keep-alive both sides, server connections reused, long idle timeouts', (t) => {

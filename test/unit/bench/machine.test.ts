@@ -2,7 +2,7 @@
 import test from 'ava';
 import { BenchError } from '../../../bench/common/errors.js';
 import { machineLine, parseCpuinfo } from '../../../bench/common/machine.js';
-import { parseStatCpuSeconds } from '../../../bench/common/proc.js';
+import { parseProcStat, parseStatCpuSeconds } from '../../../bench/common/proc.js';
 
 const CPUINFO = [
   'processor\t: 0', 'vendor_id\t: GenuineIntel', 'model name\t: Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz',
@@ -28,4 +28,10 @@ test('parseStatCpuSeconds: utime + stime after the command name, even one with s
   t.is(parseStatCpuSeconds(`4242 (node) ${rest}`), 3.8);
   t.is(parseStatCpuSeconds(`4242 (a (b) c) ${rest}`), 3.8);
   t.throws(() => parseStatCpuSeconds('4242 (node) S 1'), { instanceOf: BenchError });
+});
+
+test('parseProcStat: the aggregate cpu line; busy is everything but idle and iowait, in seconds', (t) => {
+  const text = 'cpu  100 5 50 800 20 3 2 10 0 0\ncpu0 50 2 25 400 10 1 1 5 0 0\nintr 1 2 3\n';
+  t.deepEqual(parseProcStat(text), { busy: 1.7, total: 9.9 });
+  t.throws(() => parseProcStat('intr 1 2 3\n'), { instanceOf: BenchError });
 });
