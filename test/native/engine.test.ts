@@ -1656,8 +1656,16 @@ async function greeterRoot(t: TeardownHost): Promise<{ port: number; closed: () 
 rootTest('half-closed limit: a CONNECT stream whose client never ends its half is reset, and the app socket is closed', async (t) => {
   const rig = await serverRig(t, { halfClosedMs: 300 });
   const greeter = await greeterRoot(t);
-  const { session } = await h2Session(t, rig.port, rig.client);
+  const { session, tls } = await h2Session(t, rig.port, rig.client);
+  const seen: string[] = [];
+  const t0 = Date.now();
+  session.on('goaway', (code, last) => seen.push(`goaway ${code} ${last} @${Date.now() - t0}`));
+  session.on('close', () => seen.push(`session close @${Date.now() - t0}`));
+  session.on('error', (e) => seen.push(`session error ${String(e)} @${Date.now() - t0}`));
+  tls.on('end', () => seen.push(`tls end @${Date.now() - t0}`));
+  tls.on('close', () => seen.push(`tls close @${Date.now() - t0}`));
   const s = connectReq(session, `127.0.0.1:${greeter.port}`);
+  s.on('close', () => seen.push(`stream close ${s.rstCode} @${Date.now() - t0}`));
   t.is(await status(s), 200);
   const streamClosed = closed(s);
   // the app said hello and ended; the client reads it all and never ends its own half
@@ -1670,7 +1678,7 @@ rootTest('half-closed limit: a CONNECT stream whose client never ends its half i
   t.is(rig.r.engine.stats().halfClosed, 1);
   // OPEN (2026-12-03): one loaded CI run saw the session gone here (tunnels 0), never reproduced
   // since; the message carries what would say why (the engine's log, the client's view)
-  const why = () => `the session itself goes on; client session closed=${session.closed} destroyed=${session.destroyed}; engine log: ${JSON.stringify(rig.r.logs.slice(-6))}`;
+  const why = () => `the session itself goes on; client session closed=${session.closed} destroyed=${session.destroyed}; engine log: ${JSON.stringify(rig.r.logs.slice(-6))}; seen ${seen.join(', ')} now @${Date.now() - t0}`;
   t.is(rig.r.engine.stats().tunnels, 1, why());
 });
 
