@@ -53,7 +53,7 @@ void h2_detach(flow *f) {
   f->sid = -1;
   tc->active--;
   if (tc->active == 0) {
-    tc->idle_since = eng_now(tc->e);
+    tc->idle_since = tc->e->now;
     if (tc->client && tc->goaway && tc->waiting == NULL && !tc->dead) {
       eng_dirty(tc);
     }
@@ -528,7 +528,7 @@ void tconn_verified(tconn *tc, const char *peer) {
   nghttp2_submit_settings(tc->h2, NGHTTP2_FLAG_NONE, iv, niv);
   nghttp2_session_set_local_window_size(tc->h2, NGHTTP2_FLAG_NONE, 0, (int32_t)e->conn_window);
   tc->ready = 1;
-  tc->idle_since = eng_now(e);
+  tc->idle_since = e->now;
   /* Streams queued while connecting, in arrival order (the list is newest first). */
   flow *rev = NULL;
   while (tc->waiting) {
@@ -615,7 +615,7 @@ void tconn_dequeue(flow *f) {
       return;
     }
     /* nobody waits for it any more; let it finish the handshake and go idle in the pool */
-    tc->idle_since = eng_now(tc->e);
+    tc->idle_since = tc->e->now;
   }
 }
 

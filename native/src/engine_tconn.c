@@ -511,11 +511,15 @@ void tconn_tick(tconn *tc, uint64_t now) {
     return;
   }
   if (!tc->ready || tc->h2 == NULL) return;
-  if (tc->client && tc->active == 0 && tc->queued == 0 && now - tc->idle_since >= e->idle_ms) {
+  /* Idle since when: never "in the future" of this tick's clock. (It once was: set from a fresh
+   * clock read while the tick ran on the loop's older one, the difference wrapped around, and a
+   * session whose last stream had just ended was retired at once: GOAWAY, then closed.) */
+  uint64_t idle = now > tc->idle_since ? now - tc->idle_since : 0;
+  if (tc->client && tc->active == 0 && tc->queued == 0 && idle >= e->idle_ms) {
     tconn_retire(tc);
     return;
   }
-  if (!tc->client && tc->active == 0 && now - tc->idle_since >= 2ull * e->idle_ms) {
+  if (!tc->client && tc->active == 0 && idle >= 2ull * e->idle_ms) {
     /* a session nobody uses: twice the clients' idle time, so a client normally leaves first */
     tconn_retire(tc);
     return;
