@@ -139,18 +139,31 @@ void eng_post(engine *e, jmsg *m) {
   }
   m->next = NULL;
   if (e->pend_tail) e->pend_tail->next = m;
-  else e->pend_head = m;
+  else {
+    e->pend_head = m;
+    e->pend_since = e->now;
+  }
   e->pend_tail = m;
+  e->pend_n++;
+  if (!m->news) e->pend_urgent = true;
+}
+
+/* When the waiting news must go even with nothing urgent (UINT64_MAX: nothing waits). */
+static uint64_t news_due(engine *e) {
+  return e->pend_head == NULL ? UINT64_MAX : e->pend_since + NEWS_MS;
 }
 
 static void post_pending(engine *e) {
   if (e->pend_head == NULL) return;
+  if (!e->pend_urgent && e->pend_n < NEWS_MAX && !e->stop && e->now < news_due(e)) return;
   pthread_mutex_lock(&e->mu);
   if (e->out_tail) e->out_tail->next = e->pend_head;
   else e->out_head = e->pend_head;
   e->out_tail = e->pend_tail;
   pthread_mutex_unlock(&e->mu);
   e->pend_head = e->pend_tail = NULL;
+  e->pend_n = 0;
+  e->pend_urgent = false;
   uv_async_send(&e->async);
 }
 
@@ -186,6 +199,8 @@ void eng_event(engine *e, int kind, flow *f) {
   m->n1 = (double)f->from_app_n;
   m->n2 = (double)f->to_app_n;
   m->p1 = kind == EVT_CLOSED ? f->fail : FAIL_NONE;
+  /* telemetry, unless JS holds the flow's socket (a waypoint's stream waits for 'established') */
+  m->news = f->link == NULL;
   if (f->err) m->s[0] = strdup(f->err);
   eng_post(e, m);
 }
@@ -451,6 +466,11 @@ static void outbound_plan(engine *e, flow *f, jcmd *c) {
     flow_abort(f, "epoll");
     return;
   }
+  /* A client usually wrote its first bytes while JS decided: try the socket at once, so they go
+   * in the stream's first flush with its HEADERS (one TLS record, one segment, one wake-up of the
+   * peer) instead of a flush of their own after the next epoll round. An empty socket costs one
+   * read (EAGAIN), and epoll's edge then brings the bytes as usual. */
+  f->app_r = 1;
   tconn_enqueue(tc, f);
 }
 
@@ -823,6 +843,16 @@ static void run_command(engine *e, jcmd *c) {
       }
       break;
     }
+    case C_FLUSH: {
+      /* urgent (not news): it takes every waiting message with it, in order */
+      jmsg *m = eng_msg(J_EVENT);
+      if (m != NULL) {
+        m->kind = EVT_FLUSHED;
+        m->id = c->id;
+        eng_post(e, m);
+      }
+      break;
+    }
     case C_DESTROY:
       destroy_all(e);
       break;
@@ -920,6 +950,7 @@ void *engine_main(void *arg) {
     uint64_t wake_at = e->next_tick;
     uint64_t resume = listeners_next(e);
     if (resume < wake_at) wake_at = resume;
+    if (news_due(e) < wake_at) wake_at = news_due(e);
     int timeout = e->more != NULL || now >= wake_at ? 0 : (int)(wake_at - now);
     int n = epoll_wait(e->epfd, evs, 64, timeout);
     e->now = now = eng_now(e);

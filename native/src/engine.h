@@ -40,7 +40,8 @@ enum { L_OUTBOUND = 1, L_HBONE, L_SOURCE }; /* L_SOURCE: no socket, only a netns
 /* an outbound plan's t (0 or anything else: refused) */
 enum { PLAN_PLAIN = 1, PLAN_HBONE = 2 };
 /* event(kind, ...) */
-enum { EVT_ESTABLISHED = 1, EVT_CLOSED = 2 };
+/* EVT_FLUSHED: the answer to C_FLUSH (id: the caller's), posted behind every message before it */
+enum { EVT_ESTABLISHED = 1, EVT_CLOSED = 2, EVT_FLUSHED = 3 };
 enum { M_PLAIN = 1, M_H2 };
 
 typedef struct engine engine;
@@ -210,6 +211,7 @@ enum { LOG_DEBUG = 1, LOG_INFO, LOG_WARN, LOG_ERROR };
 typedef struct jmsg {
   struct jmsg *next;
   uint8_t type, kind;
+  bool news;            /* may wait for company (eng_post) */
   uint32_t lid, id;     /* listener; flow (outbound, inbound, event) or tconn (verify, context) */
   int32_t p1, p2;       /* ports; event: p1 the closed flow's FAIL_* (0 none) */
   double n1, n2;        /* event: bytes from / to the app */
@@ -221,7 +223,8 @@ typedef struct jmsg {
 
 /* JS -> engine thread: the answers, and the API calls. */
 enum { C_PLAN = 1, C_INBOUND, C_VERIFIED, C_CONTEXT, C_LISTEN, C_UNLISTEN, C_CLOSE_FLOW, C_CLOSE_FLOWS, C_DESTROY, C_OPEN,
-       C_SOCKET /* a pool helper: the socket a miss waited for (t: DIAL_*, fd, status: errno) */ };
+       C_SOCKET /* a pool helper: the socket a miss waited for (t: DIAL_*, fd, status: errno) */,
+       C_FLUSH /* post the waiting news now, then EVT_FLUSHED with the command's id */ };
 typedef struct jcmd {
   struct jcmd *next;
   uint8_t type;
@@ -241,6 +244,9 @@ typedef struct jcmd {
 #define LISTENER_BUCKETS 1024
 /* The deadline wheel: slots of tick_ms; a deadline further than a turn waits its round in place. */
 #define WHEEL_SLOTS 1024
+/* How long news may wait for an urgent message, loop ms, and how many may wait. */
+#define NEWS_MS 20
+#define NEWS_MAX 256
 
 /* Counters read by stats() on the JS thread (atomics). */
 typedef struct {
@@ -276,6 +282,12 @@ struct engine {
   int epfd;
   bool stop, in_batch;
   jmsg *pend_head, *pend_tail; /* messages of this batch, posted at its end */
+  /* News nobody waits for (the events of flows JS holds no socket of: telemetry) may wait up to
+   * NEWS_MS or NEWS_MAX messages for something urgent to go with: one JS wake-up carries many.
+   * A decision request or an adopted flow's event posts the whole queue at once, in order. */
+  bool pend_urgent;
+  uint32_t pend_n;
+  uint64_t pend_since;  /* loop ms of the oldest waiting message */
   listener *listeners;
   tconn *tconns;
   flow *flows;

@@ -722,7 +722,7 @@ static napi_value js_codes(napi_env env, napi_callback_info info) {
 #define N(a) (sizeof(a) / sizeof((a)[0]))
   static const code_entry listen[] = {{"outbound", L_OUTBOUND}, {"hbone", L_HBONE}};
   static const code_entry plan[] = {{"plain", PLAN_PLAIN}, {"hbone", PLAN_HBONE}};
-  static const code_entry event[] = {{"established", EVT_ESTABLISHED}, {"closed", EVT_CLOSED}};
+  static const code_entry event[] = {{"established", EVT_ESTABLISHED}, {"closed", EVT_CLOSED}, {"flushed", EVT_FLUSHED}};
   static const code_entry link[] = {{"OPEN", LINK_OPEN}, {"PEER_EOF", LINK_PEER_EOF}, {"DONE", LINK_DONE}, {"FAILED", LINK_FAILED}};
   static const code_entry fail[] = {{"CONNECT", FAIL_CONNECT}, {"TLS", FAIL_TLS},   {"STATUS", FAIL_STATUS}, {"REFUSED", FAIL_REFUSED},
                                     {"LOST", FAIL_LOST},       {"RESET", FAIL_RESET}, {"LOCAL", FAIL_LOCAL}};
@@ -872,6 +872,23 @@ static napi_value js_close_flows(napi_env env, napi_callback_info info) {
   return close_cmd(env, info, "engineCloseFlows", C_CLOSE_FLOWS, 0);
 }
 
+/* engineFlush(engine, id): the waiting news goes to JS now, followed by event(EVT_FLUSHED, id). */
+static napi_value js_flush(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int64_t id;
+  if (!ambit_args(env, info, "engineFlush", argv, 2, "engine, id")) return NULL;
+  engine *e = arg_engine(env, argv[0], "engineFlush");
+  if (e == NULL || !ambit_arg_int(env, argv[1], "engineFlush", "id", 1, UINT32_MAX, &id)) return NULL;
+  jcmd *c = cmd(C_FLUSH, (uint32_t)id);
+  if (c == NULL) {
+    /* no answer would come: say so rather than leave the caller waiting */
+    napi_throw_error(env, "AMBIT_BUG", "engineFlush: out of memory");
+    return NULL;
+  }
+  send_cmd(e, c);
+  return NULL;
+}
+
 /* engineCloseFlow(engine, flowId, reason): reset one flow; async (its close event follows). */
 static napi_value js_close_flow(napi_env env, napi_callback_info info) {
   return close_cmd(env, info, "engineCloseFlow", C_CLOSE_FLOW, 1);
@@ -984,6 +1001,7 @@ bool ambit_engine_init(napi_env env, napi_value exports) {
       {"engineOpen", NULL, js_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"engineDestroy", NULL, js_destroy, NULL, NULL, NULL, napi_enumerable, NULL},
       {"engineCodes", NULL, js_codes, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"engineFlush", NULL, js_flush, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props) == napi_ok;
 }

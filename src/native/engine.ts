@@ -97,7 +97,7 @@ export type EngineLogLevel = 1 | 2 | 3 | 4;
 export const ENGINE_CODES = Object.freeze({
   listen: Object.freeze({ outbound: 1, hbone: 2 }),
   plan: Object.freeze({ plain: 1, hbone: 2 }),
-  event: Object.freeze({ established: 1, closed: 2 }),
+  event: Object.freeze({ established: 1, closed: 2, flushed: 3 }),
   link: LINK,
   fail: FAIL,
   log: Object.freeze({ debug: 1, info: 2, warn: 3, error: 4 }),
@@ -204,6 +204,7 @@ interface RawEngineAddon {
   engineUnlisten(e: object, id: number, handed?: 0 | 1): void;
   engineCloseFlows(e: object, listenerId: number, reason: string): void;
   engineCloseFlow(e: object, flowId: number, reason: string): void;
+  engineFlush(e: object, id: number): void;
   engineStats(e: object): EngineStats;
   engineSource(e: object, netns: Netns, o: { mark: number }): number;
   engineLink(): EngineLink;
@@ -219,6 +220,9 @@ export class Engine {
   readonly #raw: RawEngineAddon;
   readonly #e: object;
   #destroyed = false;
+  /** flush() calls waiting for their EVT_FLUSHED, by id */
+  readonly #flushes = new Map<number, () => void>();
+  #flushId = 0;
 
   constructor(cb: EngineCallbacks, o: EngineOptions) {
     this.#raw = addon() as unknown as RawEngineAddon;
@@ -227,7 +231,43 @@ export class Engine {
       if (diff !== '') throw new MeshError('AMBIT_BUG', `engine: codes differ between native/src/engine.h and src/native/engine.ts: ${diff}`);
       codesChecked = true;
     }
-    this.#e = this.#raw.engineCreate(cb, o);
+    // the flush answers are the engine's own business: the caller's event() never sees them
+    const flushed = ENGINE_CODES.event.flushed;
+    const own: EngineCallbacks = {
+      outbound: (...a) => cb.outbound(...a),
+      inbound: (...a) => cb.inbound(...a),
+      verify: (...a) => cb.verify(...a),
+      context: (...a) => cb.context(...a),
+      event: (kind, flowId, fromApp, toApp, error, fail) => {
+        if ((kind as number) !== flushed) { cb.event(kind, flowId, fromApp, toApp, error, fail); return; }
+        const done = this.#flushes.get(flowId);
+        this.#flushes.delete(flowId);
+        done?.();
+      },
+      ...(cb.log ? { log: (level: EngineLogLevel, message: string) => cb.log!(level, message) } : {}),
+    };
+    this.#e = this.#raw.engineCreate(own, o);
+  }
+
+  /**
+   * Resolves once every event the engine had to tell before this call has been delivered. The
+   * events of flows JS holds no socket of (telemetry) may wait up to 20 ms to share a wake-up of
+   * the JS thread with others (engine.h, NEWS_MS); a metrics scrape flushes first, so it counts
+   * everything that happened before it.
+   */
+  flush(): Promise<void> {
+    if (this.#destroyed) return Promise.resolve();
+    const id = (this.#flushId % 0xffff_fffe) + 1;
+    this.#flushId = id;
+    return new Promise<void>((resolve) => {
+      this.#flushes.set(id, resolve);
+      try {
+        this.#raw.engineFlush(this.#e, id);
+      } catch (e) {
+        this.#flushes.delete(id);
+        throw e;
+      }
+    });
   }
 
   /** Build a TLS context; throws AMBIT_CERT_INVALID naming what was wrong with the PEM. */
@@ -305,6 +345,9 @@ export class Engine {
     if (this.#destroyed) return;
     this.#destroyed = true;
     this.#raw.engineDestroy(this.#e);
+    // nothing more comes: whoever waits for a flush has all there will be
+    for (const done of this.#flushes.values()) done();
+    this.#flushes.clear();
   }
 }
 

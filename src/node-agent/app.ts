@@ -220,6 +220,8 @@ export function createAgent(o: AgentOptions): Agent {
   const connections = new ConnectionRegistry();
   // the addon's engine carries every 15001/15008 connection (HBONE is never terminated in Node)
   const engine = new AgentEngine({ telemetry, connections, engine: { ...o.engineOptions, ...(o.connectTimeoutMs ? { connectTimeoutMs: o.connectTimeoutMs } : {}) } });
+  // the engine holds connection events back briefly to batch them: a scrape counts them all first
+  telemetry.beforeScrape = () => engine.flush();
   const socketPath = join(o.stateDir, 'agent.sock');
   const candidates = o.netnsCandidates ?? defaultNetnsCandidates;
   const selfNetns = netnsIdOf('/proc/self/ns/net');

@@ -245,5 +245,12 @@ export class AgentTelemetry {
 
   setActivePods(n: number): void { this.#pods.set(n); }
 
-  metrics(): Promise<string> { return this.registry.metrics(); }
+  /** Run before every scrape (the agent: the engine's waiting connection events are delivered first). */
+  beforeScrape: (() => Promise<void>) | undefined;
+
+  /** The registry's text, counting every connection event that happened before the call. */
+  async metrics(): Promise<string> {
+    await this.beforeScrape?.();
+    return this.registry.metrics();
+  }
 }

@@ -185,6 +185,9 @@ export class AgentEngine {
 
   stats(): EngineStats { return this.#engine.stats(); }
 
+  /** Resolves once every connection event the engine had before this call is delivered (Engine.flush). */
+  flush(): Promise<void> { return this.#engine.flush(); }
+
   destroy(): void {
     this.#engine.destroy();
     for (const r of this.#flows.values()) {
