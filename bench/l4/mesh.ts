@@ -102,7 +102,7 @@ export interface AmbitMesh {
   /** the agent processes (their RSS is the path's memory cost) */
   agentPids(): number[];
   /** full garbage collection in every agent; resolves when all are done, with their memory after it */
-  collectGarbage(): Promise<AgentMemory[]>;
+  collectGarbage(): Promise<(AgentMemory & { node: string })[]>;
   /** connections the server's agent has accepted over HBONE so far */
   tunnelled(): Promise<number>;
   stop(): Promise<void>;
@@ -210,10 +210,10 @@ export async function startAmbit(o: {
         await (terminated ?? gone());
         return { node, mode, startedAt, oldGoneMs, newReadyMs };
       },
-      collectGarbage: async () => Promise.all([...agents.values()].map(async (a) => {
+      collectGarbage: async () => Promise.all([...agents].map(async ([node, a]) => {
         const done = waitForLine(a, /^GC( |$)/, 'agent garbage collection', 10_000);
         process.kill(a.pid!, 'SIGUSR2');
-        return parseGcLine(await done);
+        return { node, ...parseGcLine(await done) };
       })),
       stop,
     };

@@ -16,6 +16,7 @@ import { formatTable, round } from '../common/stats.js';
 import type { BenchOptions, BenchSuite, SuiteReport, TargetCheck } from '../common/suite.js';
 import { APP_PORTS } from '../l4/apps.js';
 import { withAmbitPair } from '../l4/fixture.js';
+import type { AgentMemory } from '../l4/mesh.js';
 import { LEVEL_KB_PER_MIN, MIN_TREND_SECONDS, soakPlan, trend, type Sample, type Trend } from './analyze.js';
 
 export const SOAK_RATE = 120;
@@ -48,15 +49,31 @@ export async function runSoak(opts: SoakOptions = {}): Promise<SuiteReport> {
     };
     sample();
     const timer = setInterval(sample, plan.sampleEverySec * 1000);
+    // What a full GC leaves at the warm-up's end and at the run's end: the memory the agents
+    // retain, apart from garbage V8 has not collected yet (its old space grows until its next
+    // major collection, which on a quiet agent can be many minutes away).
+    const gc = async (): Promise<Map<string, AgentMemory>> => {
+      try {
+        return new Map((await mesh.collectGarbage()).map(({ node, ...m }) => [node, m]));
+      } catch (e) {
+        if (errors.length < 5) errors.push(`gc: ${messageOf(e)}`);
+        return new Map();
+      }
+    };
     let loadResult;
+    let atWarm = new Map<string, AgentMemory>();
+    let atEnd = new Map<string, AgentMemory>();
     try {
-      await new Promise((r) => setTimeout(r, seconds * 1000));
+      await new Promise((r) => setTimeout(r, plan.warmupSec * 1000));
+      atWarm = await gc();
+      await new Promise((r) => setTimeout(r, Math.max(0, seconds * 1000 - (Date.now() - t0))));
+      atEnd = await gc();
       sample();
     } finally {
       clearInterval(timer);
       loadResult = await load.stop();
     }
-    return { samples, loadResult, errors };
+    return { samples, loadResult, errors, atWarm, atEnd, gcMinutes: (seconds - plan.warmupSec) / 60 };
   });
   const trends = new Map<string, Trend>([...out.samples].map(([n, s]) => [n, trend(s, plan.warmupSec)]));
   const rows = [['agent', 'RSS after warm-up kB', 'RSS at end kB', 'slope kB/min', 'first half', 'last half', 'fds start/end', 'fds/min', 'levels off']];
@@ -65,10 +82,21 @@ export async function runSoak(opts: SoakOptions = {}): Promise<SuiteReport> {
     rows.push([node, f(t.startRssKb), f(t.endRssKb), f(t.rssKbPerMin), f(t.firstHalfKbPerMin), f(t.lastHalfKbPerMin),
       `${t.startFds ?? '-'}/${t.endFds ?? '-'}`, t.fdsPerMin === null ? '-' : String(round(t.fdsPerMin, 1)), t.levelsOff === null ? 'n/a' : t.levelsOff ? 'yes' : 'no']);
   }
+  const mb = (b: number | null | undefined) => (b == null ? '-' : (b / 1048576).toFixed(1));
+  const retainedRows = [['agent', 'after a full GC: RSS MB warm-up/end', 'kB/min', 'JS heap used MB', 'external MB']];
+  const retained = new Map<string, number | null>();
+  for (const node of trends.keys()) {
+    const a = out.atWarm.get(node);
+    const b = out.atEnd.get(node);
+    const perMin = a?.rss != null && b?.rss != null && out.gcMinutes > 0 ? (b.rss - a.rss) / 1024 / out.gcMinutes : null;
+    retained.set(node, perMin);
+    retainedRows.push([node, `${mb(a?.rss)}/${mb(b?.rss)}`, perMin === null ? '-' : String(round(perMin, 0)),
+      `${mb(a?.heapUsed)}/${mb(b?.heapUsed)}`, `${mb(a?.external)}/${mb(b?.external)}`]);
+  }
   const l = out.loadResult;
   const errs = Object.entries(l.errors).map(([k, v]) => `${k} x${v}`).join(', ');
   const machine = machineInfo();
-  const table = `${machineLine(machine)}\n${formatTable(rows)}`
+  const table = `${machineLine(machine)}\n${formatTable(rows)}${formatTable(retainedRows)}`
     + `${seconds} s at ${SOAK_RATE} requests/s (${KEEPALIVE_SHARE * 100} % over keep-alive), warm-up ${plan.warmupSec} s: ${l.ok} of ${l.sent} requests succeeded${errs ? ` (failures: ${errs})` : ''}\n`
     + (seconds < MIN_TREND_SECONDS ? `  a short soak: slopes over ${seconds - plan.warmupSec} s are dominated by GC and allocator noise; run --soak-seconds 1800 for a trend\n` : '')
     + out.errors.map((e) => `  sampling: ${e}\n`).join('');
@@ -82,7 +110,9 @@ export async function runSoak(opts: SoakOptions = {}): Promise<SuiteReport> {
   const resultsPath = writeResults('soak', {
     suite: 'soak', started: started.toISOString(), finished: new Date().toISOString(), machine, seconds, ratePerSec: SOAK_RATE, keepAliveShare: KEEPALIVE_SHARE, ...plan,
     units: { rssKb: 'kB', slopes: 'kB/min (RSS), fds/min' },
-    agents: Object.fromEntries([...trends].map(([n, t]) => [n, { trend: t, samples: out.samples.get(n) }])),
+    agents: Object.fromEntries([...trends].map(([n, t]) => [n, {
+      trend: t, afterGc: { warmup: out.atWarm.get(n) ?? null, end: out.atEnd.get(n) ?? null, rssKbPerMin: retained.get(n) ?? null }, samples: out.samples.get(n),
+    }])),
     load: { ...l, fails: l.fails.slice(0, 100) },
     targets,
   }, opts.resultsDir);
