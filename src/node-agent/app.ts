@@ -625,6 +625,13 @@ export function createAgent(o: AgentOptions): Agent {
         if (ownsPaths) rmSync(handoverPath, { force: true });
         ownsPaths = false;
         await enrolment.stop(deadlineMs);
+        // the last connections' events (access lines, counters) may still wait in the engine for
+        // company: take them before destroying it, but never wait on a stuck engine thread
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 1000);
+          timer.unref();
+          engine.flush().then(() => { clearTimeout(timer); resolve(); }, () => { clearTimeout(timer); resolve(); });
+        });
         engine.destroy();
         await Promise.all(servers.splice(0).map(closeHttp));
         await Promise.all([...wellKnown.values()].map(closeHttp));
