@@ -185,8 +185,19 @@ export class AgentEngine {
 
   stats(): EngineStats { return this.#engine.stats(); }
 
-  /** Resolves once every connection event the engine had before this call is delivered (Engine.flush). */
-  flush(): Promise<void> { return this.#engine.flush(); }
+  /**
+   * Resolves once every connection event the engine had before this call is delivered
+   * (Engine.flush), or after `withinMs` at the latest: a scrape or a stop never hangs on a stuck
+   * engine thread.
+   */
+  flush(withinMs = 1000): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, withinMs);
+      timer.unref();
+      const done = (): void => { clearTimeout(timer); resolve(); };
+      this.#engine.flush().then(done, done);
+    });
+  }
 
   destroy(): void {
     this.#engine.destroy();
