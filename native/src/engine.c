@@ -6,7 +6,8 @@
  *   - messages to JS (engine_js.c turns them into the callbacks): a captured connection needs a
  *     plan, a CONNECT needs a decision, a peer chain needs verifying, an accepted HBONE socket
  *     needs its listener's TLS context, a flow was established or closed. Posted at the end of a
- *     batch (one lock, one uv_async_send per batch).
+ *     batch (one lock, one uv_async_send per batch); news alone (eng_event of a captured flow)
+ *     may wait up to NEWS_MS for a batch with something urgent.
  *   - commands from JS (answers and API calls), read when the eventfd wakes the thread.
  * A flow or connection waiting for an answer just waits; answers naming something that died
  * meanwhile are dropped. Objects that an event of the current batch may still name are only
